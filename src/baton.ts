@@ -1,0 +1,135 @@
+import type { Database, Executor } from './db/executor.ts';
+import { type MigrateResult, migrate } from './db/migrate.ts';
+import { schemaIdent } from './db/sql.ts';
+import { InvalidInputError } from './errors.ts';
+import { type Logger, silentLogger } from './logger.ts';
+import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
+import type { BatonEvent, EventInput } from './messaging/event.ts';
+import type { EventSchemas } from './messaging/event-schemas.ts';
+import { Outbox } from './messaging/outbox.ts';
+import { Relay, type RelayOptions } from './messaging/relay.ts';
+import { acceptIfNewer } from './messaging/version-gate.ts';
+import type { ServerAuth } from './transports/http-feed/auth.ts';
+import { createFeedHandler, type FeedHandler } from './transports/http-feed/feed-handler.ts';
+import type { Transport } from './transports/transport.ts';
+
+export interface BatonOptions {
+  /** Baton's own database access (see `baton/pg`'s `PgDatabase`). */
+  db: Database;
+  /** This service's name, stamped on its events as `source`. */
+  service: string;
+  /** Schema holding Baton's tables. Default `baton`. */
+  schema?: string;
+  /** Standard Schemas (zod, valibot, …) per event type, checked on publish. */
+  events?: EventSchemas;
+  /** Refuse to publish event types that have no schema. Default false. */
+  strictTypes?: boolean;
+  /** Largest payload accepted by `publish`, in bytes of JSON. Default 256 KiB. */
+  maxPayloadBytes?: number;
+  /**
+   * Wake the relay with NOTIFY from every publishing transaction. Default
+   * true. PostgreSQL serialises the commits of notifying transactions, so a
+   * service with many concurrent publishers may prefer false and rely on the
+   * relay's polling (`relay({ pollIntervalMs })`).
+   */
+  notifyOnPublish?: boolean;
+  logger?: Logger;
+}
+
+export interface Baton {
+  readonly service: string;
+  readonly schema: string;
+  readonly db: Database;
+  /** Creates or upgrades Baton's tables (safe to call from every process at start-up). */
+  migrate(): Promise<MigrateResult>;
+  /**
+   * Writes events into the outbox in the caller's transaction (`tx` is your
+   * `pg` client inside BEGIN … COMMIT, or any `Executor`). They are relayed
+   * only if that transaction commits. Validates everything first: an
+   * invalid event throws a typed error and writes nothing.
+   */
+  publish(tx: Executor, events: EventInput | readonly EventInput[]): Promise<BatonEvent[]>;
+  /** The relay for this service's outbox; start one or more per service. */
+  relay(
+    options?: Partial<
+      Pick<RelayOptions, 'batchSize' | 'pollIntervalMs' | 'retentionMs' | 'pruneIntervalMs'>
+    > & { transport?: Transport },
+  ): Relay;
+  /** A framework-agnostic HTTP handler serving this service's feed. */
+  feedHandler(options: {
+    auth: ServerAuth;
+    basePath?: string;
+    maxLimit?: number;
+    maxWaitMs?: number;
+  }): FeedHandler;
+  /** A consumer of another service's events; add handlers with `subscribe`, then `start`. */
+  consumer(options: Omit<ConsumerOptions, 'db' | 'schemaSql' | 'logger'>): Consumer;
+  /**
+   * For state events: true (and recorded) only if `event.version` is newer
+   * than the last version accepted for its key in `scope`. Call inside the
+   * handler's transaction.
+   */
+  acceptIfNewer(
+    tx: Executor,
+    scope: string,
+    event: Pick<BatonEvent, 'key' | 'version'>,
+  ): Promise<boolean>;
+}
+
+/** The NOTIFY channels of one Baton schema. */
+export function channelsFor(schema: string): { outbox: string; feed: string } {
+  return { outbox: `baton_outbox_${schema}`, feed: `baton_feed_${schema}` };
+}
+
+/** Creates Baton for one service. Options are validated here, once. */
+export function createBaton(options: BatonOptions): Baton {
+  if (!options?.db)
+    throw new InvalidInputError(
+      'createBaton needs { db }: a Database such as new PgDatabase({ connectionString }).',
+    );
+  if (typeof options.service !== 'string' || !/^[A-Za-z0-9_.-]{1,100}$/.test(options.service)) {
+    throw new InvalidInputError(
+      `service name ${JSON.stringify(options.service)} must be 1–100 letters, digits, '.', '_' or '-'.`,
+    );
+  }
+  const schema = options.schema ?? 'baton';
+  const schemaSql = schemaIdent(schema);
+  const channels = channelsFor(schema);
+  const logger = options.logger ?? silentLogger;
+  const maxPayloadBytes = options.maxPayloadBytes ?? 256 * 1024;
+  if (!(Number.isInteger(maxPayloadBytes) && maxPayloadBytes > 0)) {
+    throw new InvalidInputError('maxPayloadBytes must be a positive integer.');
+  }
+  const outbox = new Outbox({
+    schemaSql,
+    source: options.service,
+    schemas: options.events,
+    strictTypes: options.strictTypes ?? false,
+    maxPayloadBytes,
+    notifyChannel: options.notifyOnPublish === false ? undefined : channels.outbox,
+  });
+
+  return {
+    service: options.service,
+    schema,
+    db: options.db,
+    migrate: () => migrate(options.db, schema),
+    publish: (tx, events) => outbox.publish(tx, events),
+    relay: (relayOptions = {}) =>
+      new Relay({
+        db: options.db,
+        schema,
+        schemaSql,
+        outboxChannel: channels.outbox,
+        feedChannel: channels.feed,
+        logger,
+        ...relayOptions,
+      }),
+    feedHandler: (feedOptions) =>
+      createFeedHandler({ db: options.db, schemaSql, feedChannel: channels.feed, ...feedOptions }),
+    consumer: (consumerOptions) =>
+      new Consumer({ db: options.db, schemaSql, logger, ...consumerOptions }),
+    acceptIfNewer: (tx, scope, event) =>
+      acceptIfNewer(tx, schemaSql, scope, event.key, event.version),
+  };
+}

@@ -1,0 +1,138 @@
+import pg from 'pg';
+import type { Database, Executor, QueryResult } from './executor.ts';
+import { quoteIdent } from './sql.ts';
+
+export interface PgDatabaseOptions {
+  /** Connection string, or an existing pool (which the caller keeps owning). */
+  connectionString?: string;
+  pool?: pg.Pool;
+  /** Pool size when Baton creates the pool. */
+  max?: number;
+  applicationName?: string;
+}
+
+/**
+ * `Database` over a node-postgres pool. Transactions run under READ COMMITTED
+ * (the level every Baton protocol is written for). LISTEN uses one dedicated
+ * connection per database object, shared by all channels, re-established
+ * after a connection loss.
+ */
+export class PgDatabase implements Database {
+  readonly pool: pg.Pool;
+  private readonly ownsPool: boolean;
+  private listener: pg.Client | undefined;
+  private listenerReady: Promise<pg.Client> | undefined;
+  private readonly channels = new Map<string, Set<(payload: string) => void>>();
+  private closed = false;
+
+  constructor(options: PgDatabaseOptions) {
+    if (options.pool) {
+      this.pool = options.pool;
+      this.ownsPool = false;
+    } else {
+      this.pool = new pg.Pool({
+        connectionString: options.connectionString,
+        max: options.max ?? 10,
+        application_name: options.applicationName ?? 'baton',
+      });
+      this.ownsPool = true;
+    }
+    // An idle client losing its connection must not crash the process.
+    this.pool.on('error', () => {});
+  }
+
+  query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
+    return this.pool.query(text, values) as unknown as Promise<QueryResult<R>>;
+  }
+
+  async transaction<T>(fn: (tx: Executor) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+      const result = await fn(client as unknown as Executor);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch {
+        broken = true;
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+    let set = this.channels.get(channel);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.channels.set(channel, set);
+    }
+    set.add(onNotify);
+    const client = await this.connectListener();
+    if (first) await client.query(`LISTEN ${quoteIdent(channel)}`);
+    return async () => {
+      set.delete(onNotify);
+      if (set.size === 0 && this.channels.get(channel) === set) {
+        this.channels.delete(channel);
+        await this.listener?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
+      }
+    };
+  }
+
+  private connectListener(): Promise<pg.Client> {
+    if (!this.listenerReady) {
+      this.listenerReady = this.openListener().catch((error) => {
+        this.listenerReady = undefined;
+        throw error;
+      });
+    }
+    return this.listenerReady;
+  }
+
+  private async openListener(): Promise<pg.Client> {
+    const client = new pg.Client(this.pool.options);
+    client.on('notification', (msg) => {
+      for (const fn of this.channels.get(msg.channel) ?? []) fn(msg.payload ?? '');
+    });
+    client.on('error', () => this.dropListener(client));
+    client.on('end', () => this.dropListener(client));
+    await client.connect();
+    this.listener = client;
+    return client;
+  }
+
+  /** After a lost LISTEN connection, wake everyone (notifies may have been missed) and re-LISTEN. */
+  private dropListener(client: pg.Client): void {
+    if (this.listener !== client) return;
+    this.listener = undefined;
+    this.listenerReady = undefined;
+    if (this.closed) return;
+    for (const fns of this.channels.values()) for (const fn of fns) fn('');
+    this.relistenSoon();
+  }
+
+  private relistenSoon(): void {
+    setTimeout(() => {
+      if (this.closed || this.channels.size === 0) return;
+      this.connectListener()
+        .then(async (c) => {
+          for (const channel of this.channels.keys())
+            await c.query(`LISTEN ${quoteIdent(channel)}`);
+        })
+        .catch(() => this.relistenSoon());
+    }, 500).unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const listener = this.listener;
+    this.listener = undefined;
+    await listener?.end().catch(() => {});
+    if (this.ownsPool) await this.pool.end();
+  }
+}

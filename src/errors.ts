@@ -1,0 +1,144 @@
+/**
+ * Every error Baton throws on purpose is a `BatonError` with a stable `code`
+ * (`BATON_…`), a `retryable` flag and, where it helps, structured fields.
+ * Messages say what happened, with the values, and what to do about it.
+ */
+export class BatonError extends Error {
+  readonly code: string;
+  readonly retryable: boolean;
+
+  constructor(
+    code: string,
+    message: string,
+    options: { retryable?: boolean; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** The caller passed something Baton cannot accept (bad option, bad event). Never retried. */
+export class InvalidInputError extends BatonError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('BATON_INVALID_INPUT', message, options);
+  }
+}
+
+/** A payload failed the Standard Schema registered for its event type. */
+export class SchemaViolationError extends BatonError {
+  constructor(
+    readonly eventType: string,
+    readonly issues: readonly { message: string; path?: readonly unknown[] }[],
+  ) {
+    const first = issues
+      .slice(0, 3)
+      .map((i) => `${formatPath(i.path)}${i.message}`)
+      .join('; ');
+    super(
+      'BATON_SCHEMA_VIOLATION',
+      `payload of event type "${eventType}" fails its schema: ${first}. Fix the payload or the schema registered for "${eventType}".`,
+    );
+  }
+}
+
+/** A payload is larger than the configured limit. */
+export class PayloadTooLargeError extends BatonError {
+  constructor(
+    readonly eventType: string,
+    readonly bytes: number,
+    readonly limitBytes: number,
+  ) {
+    super(
+      'BATON_PAYLOAD_TOO_LARGE',
+      `payload of event type "${eventType}" is ${bytes} bytes, over the limit of ${limitBytes}. Publish a reference to the data instead, or raise maxPayloadBytes.`,
+    );
+  }
+}
+
+/** The database server cannot run Baton. */
+export class UnsupportedServerError extends BatonError {
+  constructor(
+    readonly serverVersionNum: number,
+    readonly requiredVersionNum: number,
+  ) {
+    super(
+      'BATON_UNSUPPORTED_SERVER',
+      `Baton requires PostgreSQL ${requiredVersionNum / 10000} or greater (detected server_version_num = ${serverVersionNum}). Upgrade the server or point Baton at another one.`,
+    );
+  }
+}
+
+/** A feed request was not authenticated. */
+export class AuthenticationError extends BatonError {
+  constructor(reason: string) {
+    super('BATON_UNAUTHENTICATED', reason);
+  }
+}
+
+/** A feed cursor points before the oldest retained event: events were pruned before this consumer read them. */
+export class CursorExpiredError extends BatonError {
+  constructor(
+    readonly cursor: string,
+    readonly oldestRetained: string,
+  ) {
+    super(
+      'BATON_CURSOR_EXPIRED',
+      `cursor ${cursor} is older than the oldest retained event (${oldestRetained}): events were pruned before this consumer read them. Raise the producer's outbox retention; then reset the cursor deliberately and reconcile.`,
+    );
+  }
+}
+
+/** The transport or the peer failed in a way worth retrying. */
+export class TransportError extends BatonError {
+  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
+    super('BATON_TRANSPORT', message, {
+      retryable: options.retryable ?? true,
+      cause: options.cause,
+    });
+  }
+}
+
+/** Nothing found for an id given on the command line or to an API. */
+export class NotFoundError extends BatonError {
+  constructor(message: string) {
+    super('BATON_NOT_FOUND', message);
+  }
+}
+
+/** Internal invariant: a bug in Baton, not a user mistake. */
+export function invariant(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new BatonError('BATON_INTERNAL', `internal invariant failed: ${message}`);
+}
+
+function formatPath(path: readonly unknown[] | undefined): string {
+  if (!path || path.length === 0) return '';
+  const parts = path.map((p) =>
+    typeof p === 'object' && p !== null && 'key' in p
+      ? String((p as { key: unknown }).key)
+      : String(p),
+  );
+  return `${parts.join('.')}: `;
+}
+
+/**
+ * Thrown by a handler (or a saga step) to say: this will never succeed, do
+ * not retry. An inbox event becomes a dead letter at once.
+ */
+export class TerminalError extends BatonError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('BATON_TERMINAL', message, options);
+  }
+}
+
+/** Thrown to ask for a retry, optionally not before `retryAfterMs`. */
+export class RetryableError extends BatonError {
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+    options: { cause?: unknown } = {},
+  ) {
+    super('BATON_RETRYABLE', message, { retryable: true, cause: options.cause });
+  }
+}

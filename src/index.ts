@@ -1,0 +1,57 @@
+export { type Baton, type BatonOptions, channelsFor, createBaton } from './baton.ts';
+export type { Database, Executor, QueryResult } from './db/executor.ts';
+export {
+  loadMigrations,
+  MIN_SERVER_VERSION_NUM,
+  type MigrateResult,
+  type Migration,
+  migrate,
+} from './db/migrate.ts';
+export {
+  AuthenticationError,
+  BatonError,
+  CursorExpiredError,
+  InvalidInputError,
+  NotFoundError,
+  PayloadTooLargeError,
+  RetryableError,
+  SchemaViolationError,
+  TerminalError,
+  TransportError,
+  UnsupportedServerError,
+} from './errors.ts';
+export type { Logger } from './logger.ts';
+export type { BackoffPolicy } from './messaging/backoff.ts';
+export {
+  Consumer,
+  type ConsumerOptions,
+  type EventHandler,
+  type HandlerContext,
+} from './messaging/consumer.ts';
+export type { BatonEvent, EventInput } from './messaging/event.ts';
+export type { EventSchemas } from './messaging/event-schemas.ts';
+export { type DeadLetterMode, INBOX_STATES, type InboxState } from './messaging/inbox-states.ts';
+export { Relay, type RelayOptions } from './messaging/relay.ts';
+export { uuidv7 } from './messaging/uuid-v7.ts';
+export {
+  authHeaders,
+  type ClientAuth,
+  RequestVerifier,
+  type ServerAuth,
+} from './transports/http-feed/auth.ts';
+export {
+  createFeedHandler,
+  type FeedHandler,
+  type FeedHandlerOptions,
+} from './transports/http-feed/feed-handler.ts';
+export { type RunningServer, serveHttp } from './transports/http-feed/feed-server.ts';
+export { type HttpFeedSourceOptions, httpFeedSource } from './transports/http-feed/feed-source.ts';
+export type { HttpRequestLike, HttpResponseLike } from './transports/http-feed/http-types.ts';
+export type {
+  EventSource,
+  FetchedBatch,
+  FetchRequest,
+  IncomingItem,
+  SequencedEvent,
+  Transport,
+} from './transports/transport.ts';

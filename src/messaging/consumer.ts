@@ -1,0 +1,356 @@
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import type { Database, Executor } from '../db/executor.ts';
+import { BatonError, CursorExpiredError, InvalidInputError, TerminalError } from '../errors.ts';
+import { type Logger, silentLogger } from '../logger.ts';
+import type { EventSource } from '../transports/transport.ts';
+import { type BackoffPolicy, backoffDelay } from './backoff.ts';
+import type { BatonEvent } from './event.ts';
+import { validatePayload } from './event-schemas.ts';
+import { type InboxEntry, InboxStore, toInboxRows } from './inbox.ts';
+import type { DeadLetterMode } from './inbox-states.ts';
+import { WakeSignal } from './wake-signal.ts';
+
+export interface HandlerContext {
+  /** Failed attempts before this one. */
+  attempt: number;
+  subscription: string;
+}
+
+/**
+ * Handles one event inside the transaction that also records it as handled.
+ * Write through `tx` only: the effect then commits exactly once. Throw to
+ * fail the attempt (retried with backoff); throw `TerminalError` to make it a
+ * dead letter at once.
+ */
+export type EventHandler<P = unknown> = (
+  event: BatonEvent<P>,
+  tx: Executor,
+  ctx: HandlerContext,
+) => Promise<void>;
+
+export interface ConsumerOptions {
+  db: Database;
+  schemaSql: string;
+  /** Subscription name, unique within this database (e.g. `orders-from-customers`). */
+  name: string;
+  source: EventSource;
+  /** Events fetched and ingested per transaction. */
+  batchSize?: number;
+  /** Events handled per transaction on the fast path. */
+  handleBatchSize?: number;
+  /** Long-poll wait per fetch. */
+  fetchWaitMs?: number;
+  /** Handler loops in this process (keys are spread over them). */
+  concurrency?: number;
+  /** Attempts before an event becomes a dead letter. */
+  maxAttempts?: number;
+  backoff?: BackoffPolicy;
+  onDeadLetter?: DeadLetterMode;
+  /** Stop fetching while this many entries wait to be handled (backpressure). */
+  maxPendingEntries?: number;
+  /** Handled entries are deleted after this long. */
+  retentionMs?: number;
+  logger?: Logger;
+  random?: () => number;
+}
+
+interface Subscription {
+  handler: EventHandler;
+  schema: StandardSchemaV1 | undefined;
+}
+
+/**
+ * Pulls events from one source into the inbox and runs the subscribed
+ * handlers, exactly once in effect, in per-key order.
+ *
+ * Guarantees:
+ * - The cursor and the inbox rows it covers commit in one transaction; a
+ *   crash before that commit re-reads the same events, and the inbox
+ *   deduplicates by event id.
+ * - A handler's writes and the "handled" mark commit in one transaction.
+ * - Only the oldest open entry of a key is ever handed to a handler, so a
+ *   key's events are handled in feed order by any number of workers and
+ *   processes; different keys proceed in parallel.
+ * - A failing event is retried with exponential backoff and jitter; after
+ *   `maxAttempts` (or a `TerminalError`) it becomes a dead letter, with its
+ *   error, and waits for an operator. Only its own key waits (`block-key`),
+ *   or not even that (`skip`).
+ */
+export class Consumer {
+  private readonly o: Required<Omit<ConsumerOptions, 'source' | 'db'>>;
+  private readonly store: InboxStore;
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly workerSignals: WakeSignal[] = [];
+  private readonly fetchSignal = new WakeSignal();
+  private abort = new AbortController();
+  private loops: Promise<void>[] = [];
+  private started = false;
+  private stopping = false;
+  private cursor: string | undefined;
+
+  constructor(private readonly options: ConsumerOptions) {
+    this.o = {
+      name: options.name,
+      schemaSql: options.schemaSql,
+      batchSize: 500,
+      handleBatchSize: 100,
+      fetchWaitMs: 10_000,
+      concurrency: 2,
+      maxAttempts: 10,
+      backoff: { baseMs: 200, maxMs: 60_000 },
+      onDeadLetter: 'block-key',
+      maxPendingEntries: 20_000,
+      retentionMs: 7 * 24 * 3600_000,
+      logger: silentLogger,
+      random: Math.random,
+      ...stripUndefined(options),
+    } as Required<Omit<ConsumerOptions, 'source' | 'db'>>;
+    if (!/^[A-Za-z0-9_.:-]{1,200}$/.test(this.o.name)) {
+      throw new InvalidInputError(
+        `subscription name "${options.name}" must be 1–200 letters, digits, '.', '_', ':' or '-'.`,
+      );
+    }
+    if (!(this.o.maxAttempts >= 1)) throw new InvalidInputError('maxAttempts must be at least 1.');
+    this.store = new InboxStore(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
+  }
+
+  /** Registers a handler for event types. Call before `start()`. */
+  subscribe<P = unknown>(
+    types: string | readonly string[],
+    handler: EventHandler<P>,
+    options: { schema?: StandardSchemaV1<unknown, P> } = {},
+  ): this {
+    if (this.started) throw new InvalidInputError('subscribe() must be called before start().');
+    for (const type of typeof types === 'string' ? [types] : types) {
+      if (this.subscriptions.has(type)) {
+        throw new InvalidInputError(
+          `event type "${type}" already has a handler in subscription "${this.o.name}".`,
+        );
+      }
+      this.subscriptions.set(type, { handler: handler as EventHandler, schema: options.schema });
+    }
+    return this;
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    if (this.subscriptions.size === 0) {
+      throw new InvalidInputError(
+        `subscription "${this.o.name}" has no handlers: call subscribe() first.`,
+      );
+    }
+    this.started = true;
+    this.stopping = false;
+    this.abort = new AbortController();
+    this.cursor = await this.store.ensureSubscription(this.options.db, this.options.source.name, [
+      ...this.subscriptions.keys(),
+    ]);
+    this.loops = [this.fetchLoop()];
+    for (let i = 0; i < this.o.concurrency; i++) {
+      const signal = new WakeSignal();
+      this.workerSignals.push(signal);
+      this.loops.push(this.workLoop(signal));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.stopping = true;
+    this.abort.abort();
+    this.fetchSignal.wake();
+    for (const s of this.workerSignals) s.wake();
+    await Promise.all(this.loops);
+    this.loops = [];
+    this.workerSignals.length = 0;
+    this.started = false;
+  }
+
+  private wakeWorkers(): void {
+    for (const s of this.workerSignals) s.wake();
+  }
+
+  private async fetchLoop(): Promise<void> {
+    let failures = 0;
+    let lastPrune = 0;
+    while (!this.stopping) {
+      try {
+        if (Date.now() - lastPrune > 60_000) {
+          lastPrune = Date.now();
+          await this.store.prune(this.options.db, this.o.retentionMs);
+        }
+        if (
+          (await this.store.pendingCount(this.options.db, this.o.maxPendingEntries)) >=
+          this.o.maxPendingEntries
+        ) {
+          await this.fetchSignal.wait(200);
+          continue;
+        }
+        await this.fetchOnce();
+        failures = 0;
+      } catch (error) {
+        if (this.stopping) break;
+        failures++;
+        const expired = error instanceof CursorExpiredError;
+        this.o.logger.error(
+          { err: error, subscription: this.o.name, failures },
+          expired
+            ? 'baton consumer cannot continue: events were pruned before it read them'
+            : 'baton fetch failed; retrying',
+        );
+        await this.fetchSignal.wait(
+          expired ? 60_000 : backoffDelay({ baseMs: 100, maxMs: 10_000 }, failures, this.o.random),
+        );
+      }
+    }
+  }
+
+  /** One fetch + ingest. Exposed for tests that drive the consumer step by step. */
+  async fetchOnce(waitMs = this.o.fetchWaitMs): Promise<number> {
+    const batch = await this.options.source.fetch({
+      cursor: this.cursor,
+      limit: this.o.batchSize,
+      waitMs,
+      types: [...this.subscriptions.keys()],
+      signal: this.abort.signal,
+    });
+    if (batch.items.length === 0 && batch.cursor === (this.cursor ?? '0')) return 0;
+    const rows = toInboxRows(batch.items, new Set(this.subscriptions.keys()));
+    const ok = await this.store.ingest(this.options.db, rows, this.cursor, batch.cursor);
+    if (!ok) {
+      // Another process of this service moved the cursor first: its batch is in; read from where it left off.
+      this.cursor = await this.store.readCursor(this.options.db);
+      return 0;
+    }
+    this.cursor = batch.cursor;
+    if (rows.length > 0) this.wakeWorkers();
+    return rows.length;
+  }
+
+  private async workLoop(signal: WakeSignal): Promise<void> {
+    // After a failed batch, go one event at a time for a batch's worth of
+    // events (to find and record the failing one), then back to batches.
+    let carefulLeft = 0;
+    while (!this.stopping) {
+      let handled = 0;
+      try {
+        if (carefulLeft > 0) {
+          handled = await this.handleOneCarefully();
+          carefulLeft = handled === 0 ? 0 : carefulLeft - 1;
+        } else {
+          handled = await this.handleBatch();
+        }
+      } catch (error) {
+        if (carefulLeft === 0) {
+          carefulLeft = this.o.handleBatchSize;
+          continue;
+        }
+        this.o.logger.error(
+          { err: error, subscription: this.o.name },
+          'baton handler transaction failed',
+        );
+        await signal.wait(backoffDelay({ baseMs: 100, maxMs: 5_000 }, 1, this.o.random));
+      }
+      if (this.stopping) break;
+      if (handled === 0) await signal.wait(1000);
+    }
+  }
+
+  /**
+   * Fast path: claim up to a batch of key heads and run their handlers in one
+   * transaction. If any handler throws, the whole transaction rolls back and
+   * the loop switches to the careful path.
+   */
+  async handleBatch(): Promise<number> {
+    return this.options.db.transaction(async (tx) => {
+      const entries = await this.store.claim(tx, this.o.handleBatchSize);
+      for (const entry of entries) await this.runHandler(tx, entry);
+      await this.store.markHandled(
+        tx,
+        entries.map((e) => e.inboxId),
+      );
+      return entries.length;
+    });
+  }
+
+  /**
+   * Careful path: one event per transaction, its handler inside a savepoint
+   * so a failure is rolled back and recorded while the entry stays locked.
+   * Returns 0 when nothing is ready.
+   */
+  async handleOneCarefully(): Promise<number> {
+    let failed: { entry: InboxEntry; error: unknown } | undefined;
+    const n = await this.options.db.transaction(async (tx) => {
+      const [entry] = await this.store.claim(tx, 1);
+      if (!entry) return 0;
+      await tx.query('SAVEPOINT baton_handler');
+      try {
+        await this.runHandler(tx, entry);
+        await tx.query('RELEASE SAVEPOINT baton_handler');
+        await this.store.markHandled(tx, [entry.inboxId]);
+      } catch (error) {
+        await tx.query('ROLLBACK TO SAVEPOINT baton_handler');
+        await this.recordFailure(tx, entry, error);
+        failed = { entry, error };
+      }
+      return 1;
+    });
+    if (failed) {
+      this.o.logger.warn(
+        {
+          err: failed.error,
+          subscription: this.o.name,
+          eventId: failed.entry.event.id,
+          key: failed.entry.event.key,
+        },
+        'baton handler failed',
+      );
+    }
+    return n;
+  }
+
+  private async runHandler(tx: Executor, entry: InboxEntry): Promise<void> {
+    const sub = this.subscriptions.get(entry.event.type);
+    if (!sub) throw new TerminalError(`no handler for event type "${entry.event.type}"`);
+    let event = entry.event;
+    if (sub.schema) {
+      try {
+        event = {
+          ...event,
+          payload: await validatePayload({ [event.type]: sub.schema }, event.type, event.payload),
+        };
+      } catch (error) {
+        throw new TerminalError((error as Error).message, { cause: error });
+      }
+    }
+    await sub.handler(event, tx, { attempt: entry.attempts, subscription: this.o.name });
+  }
+
+  private async recordFailure(tx: Executor, entry: InboxEntry, error: unknown): Promise<void> {
+    const attempts = entry.attempts + 1;
+    const terminal =
+      error instanceof TerminalError ||
+      (error instanceof BatonError && error.code === 'BATON_SCHEMA_VIOLATION');
+    const dead = terminal || attempts >= this.o.maxAttempts;
+    const retryAfter = (error as { retryAfterMs?: unknown })?.retryAfterMs;
+    const delay =
+      typeof retryAfter === 'number'
+        ? retryAfter
+        : backoffDelay(this.o.backoff, attempts, this.o.random);
+    await this.store.markFailed(
+      tx,
+      entry.inboxId,
+      describeError(error, attempts, dead),
+      dead,
+      delay,
+    );
+  }
+}
+
+function describeError(error: unknown, attempts: number, dead: boolean): string {
+  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return dead ? `${message} (dead after ${attempts} attempt${attempts === 1 ? '' : 's'})` : message;
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

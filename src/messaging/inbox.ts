@@ -1,0 +1,276 @@
+import type { Database, Executor } from '../db/executor.ts';
+import type { IncomingItem } from '../transports/transport.ts';
+import type { BatonEvent } from './event.ts';
+import type { DeadLetterMode } from './inbox-states.ts';
+
+/** A row ready to be written to the inbox: an event to handle, or a dead letter from birth. */
+interface InboxInsert {
+  position: string;
+  id: string | null;
+  type: string | null;
+  key: string;
+  version: number | null;
+  payload: unknown;
+  headers: Record<string, string> | null;
+  occurredAt: string | null;
+  source: string | null;
+  raw: string | null;
+  status: 'pending' | 'dead';
+  error: string | null;
+}
+
+/** Claimed inbox entry handed to a handler. */
+export interface InboxEntry {
+  inboxId: string;
+  attempts: number;
+  event: BatonEvent;
+}
+
+/** SQL for one subscription's inbox (statements built once, values always parameters). */
+export class InboxStore {
+  private readonly insertSql: string;
+  private readonly claimSql: string;
+
+  constructor(
+    readonly schemaSql: string,
+    readonly subscription: string,
+    deadLetterMode: DeadLetterMode,
+  ) {
+    const s = schemaSql;
+    this.insertSql = `
+      INSERT INTO ${s}.inbox (subscription, position, event_id, type, key, version, payload, headers,
+        occurred_at, source, raw, status, last_error, attempts)
+      SELECT $1, x->>'position', (x->>'id')::uuid, x->>'type', x->>'key', (x->>'version')::bigint,
+        x->'payload', x->'headers', (x->>'occurredAt')::timestamptz, x->>'source', x->>'raw',
+        x->>'status', x->>'error', 0
+      FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, ord)
+      ORDER BY ord
+      ON CONFLICT (subscription, event_id) DO NOTHING`;
+    const blocking = deadLetterMode === 'block-key' ? `('pending', 'dead')` : `('pending')`;
+    // The head of each key: the oldest open entry. Taking only heads keeps
+    // per-key order with any number of workers; SKIP LOCKED lets workers
+    // share keys without waiting on each other.
+    this.claimSql = `
+      SELECT i.id::text AS inbox_id, i.attempts, i.event_id::text AS id, i.type, i.key, i.version,
+        i.payload, i.headers, i.occurred_at, i.source
+      FROM ${s}.inbox i
+      WHERE i.subscription = $1 AND i.status = 'pending' AND i.next_attempt_at <= now()
+        AND NOT EXISTS (
+          SELECT 1 FROM ${s}.inbox j
+          WHERE j.subscription = $1 AND j.key = i.key AND j.id < i.id AND j.status IN ${blocking})
+      ORDER BY i.id
+      LIMIT $2
+      FOR UPDATE OF i SKIP LOCKED`;
+  }
+
+  async ensureSubscription(
+    db: Executor,
+    source: string,
+    types: readonly string[],
+  ): Promise<string | undefined> {
+    await db.query(
+      `INSERT INTO ${this.schemaSql}.subscriptions (name, source, types) VALUES ($1, $2, $3)
+       ON CONFLICT (name) DO UPDATE SET types = excluded.types, source = excluded.source`,
+      [this.subscription, source, types],
+    );
+    return this.readCursor(db);
+  }
+
+  async readCursor(db: Executor): Promise<string | undefined> {
+    const r = await db.query<{ cursor: string | null }>(
+      `SELECT cursor FROM ${this.schemaSql}.subscriptions WHERE name = $1`,
+      [this.subscription],
+    );
+    return r.rows[0]?.cursor ?? undefined;
+  }
+
+  /**
+   * Writes the batch and moves the cursor from `from` to `to`, in one
+   * transaction. Returns false (and writes nothing) if another process moved
+   * the cursor first; the caller re-reads it and fetches again.
+   */
+  async ingest(
+    db: Database,
+    rows: readonly InboxInsert[],
+    from: string | undefined,
+    to: string,
+  ): Promise<boolean> {
+    return db.transaction(async (tx) => {
+      const moved = await tx.query(
+        `UPDATE ${this.schemaSql}.subscriptions SET cursor = $3, updated_at = now()
+         WHERE name = $1 AND cursor IS NOT DISTINCT FROM $2`,
+        [this.subscription, from ?? null, to],
+      );
+      if (moved.rowCount !== 1) return false;
+      if (rows.length > 0) await this.insertRows(tx, rows);
+      return true;
+    });
+  }
+
+  /**
+   * Inserts rows; if PostgreSQL refuses the batch for its data (SQLSTATE class
+   * 22, e.g. a value jsonb cannot hold), inserts row by row and keeps each
+   * refused one as a dead letter with the database's reason — one bad event
+   * never blocks the feed.
+   */
+  private async insertRows(tx: Executor, rows: readonly InboxInsert[]): Promise<void> {
+    await tx.query('SAVEPOINT baton_ingest');
+    try {
+      await tx.query(this.insertSql, [this.subscription, JSON.stringify(rows)]);
+      await tx.query('RELEASE SAVEPOINT baton_ingest');
+      return;
+    } catch (error) {
+      if (!isDataError(error)) throw error;
+      await tx.query('ROLLBACK TO SAVEPOINT baton_ingest');
+    }
+    for (const row of rows) {
+      try {
+        await tx.query('SAVEPOINT baton_ingest_row');
+        await tx.query(this.insertSql, [this.subscription, JSON.stringify([row])]);
+        await tx.query('RELEASE SAVEPOINT baton_ingest_row');
+      } catch (error) {
+        if (!isDataError(error)) throw error;
+        await tx.query('ROLLBACK TO SAVEPOINT baton_ingest_row');
+        const refused = deadOnArrival(
+          row.position,
+          JSON.stringify(row),
+          `database refused the event: ${(error as Error).message}`,
+        );
+        await tx.query(this.insertSql, [this.subscription, JSON.stringify([refused])]);
+      }
+    }
+  }
+
+  async claim(tx: Executor, limit: number): Promise<InboxEntry[]> {
+    const result = await tx.query<ClaimRow>(this.claimSql, [this.subscription, limit]);
+    return result.rows.map((r) => ({
+      inboxId: r.inbox_id,
+      attempts: r.attempts,
+      event: {
+        id: r.id,
+        type: r.type,
+        key: r.key,
+        version: Number(r.version),
+        payload: r.payload,
+        headers: r.headers,
+        occurredAt: r.occurred_at.toISOString(),
+        source: r.source,
+      },
+    }));
+  }
+
+  async markHandled(tx: Executor, inboxIds: readonly string[]): Promise<void> {
+    if (inboxIds.length === 0) return;
+    await tx.query(
+      `UPDATE ${this.schemaSql}.inbox SET status = 'handled', handled_at = now(), last_error = NULL
+       WHERE id = ANY($1::bigint[])`,
+      [inboxIds],
+    );
+  }
+
+  /** Records a failed attempt; `dead` when attempts are exhausted or the failure is terminal. */
+  async markFailed(
+    tx: Executor,
+    inboxId: string,
+    error: string,
+    dead: boolean,
+    retryInMs: number,
+  ): Promise<void> {
+    await tx.query(
+      `UPDATE ${this.schemaSql}.inbox
+       SET attempts = attempts + 1, last_error = $2,
+           status = CASE WHEN $3 THEN 'dead' ELSE 'pending' END,
+           next_attempt_at = now() + make_interval(secs => $4::double precision / 1000)
+       WHERE id = $1 AND status = 'pending'`,
+      [inboxId, error.slice(0, 8000), dead, retryInMs],
+    );
+  }
+
+  /** How many entries wait (up to `cap`, to stay cheap). */
+  async pendingCount(db: Executor, cap: number): Promise<number> {
+    const r = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM (SELECT 1 FROM ${this.schemaSql}.inbox
+       WHERE subscription = $1 AND status = 'pending' LIMIT $2) t`,
+      [this.subscription, cap],
+    );
+    return r.rows[0]?.n ?? 0;
+  }
+
+  /** Deletes handled entries older than the retention (the dedup window for push transports). */
+  async prune(db: Executor, retentionMs: number): Promise<number> {
+    const r = await db.query(
+      `DELETE FROM ${this.schemaSql}.inbox WHERE subscription = $1 AND status = 'handled'
+       AND handled_at < now() - make_interval(secs => $2::double precision / 1000)`,
+      [this.subscription, retentionMs],
+    );
+    return r.rowCount ?? 0;
+  }
+}
+
+interface ClaimRow {
+  inbox_id: string;
+  attempts: number;
+  id: string;
+  type: string;
+  key: string;
+  version: string;
+  payload: unknown;
+  headers: Record<string, string>;
+  occurred_at: Date;
+  source: string;
+}
+
+/** Turns what a source delivered into inbox rows; unknown types are dead on arrival. */
+export function toInboxRows(
+  items: readonly IncomingItem[],
+  handledTypes: ReadonlySet<string>,
+): InboxInsert[] {
+  return items.map((item) => {
+    if (!item.event) return deadOnArrival(item.position, item.raw, item.problem);
+    const e = item.event;
+    const known = handledTypes.has(e.type);
+    return {
+      position: item.position,
+      id: e.id,
+      type: e.type,
+      key: e.key,
+      version: e.version,
+      payload: e.payload,
+      headers: e.headers,
+      occurredAt: e.occurredAt,
+      source: e.source,
+      raw: null,
+      status: known ? 'pending' : 'dead',
+      error: known
+        ? null
+        : `no handler for event type "${e.type}" (this subscription handles ${[...handledTypes].join(', ') || 'nothing'}); subscribe to it, then retry this dead letter`,
+    };
+  });
+}
+
+/**
+ * A dead letter for input that could not be decoded. It gets a key of its
+ * own, so it blocks no real key; the raw text is kept (NUL made visible,
+ * since PostgreSQL text cannot hold it).
+ */
+function deadOnArrival(position: string, raw: string, problem: string): InboxInsert {
+  return {
+    position,
+    id: null,
+    type: null,
+    key: `!undecodable:${position}`,
+    version: null,
+    payload: null,
+    headers: null,
+    occurredAt: null,
+    source: null,
+    raw: raw.replaceAll('\u0000', '\\u0000'),
+    status: 'dead',
+    error: problem,
+  };
+}
+
+function isDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' && code.startsWith('22');
+}

@@ -1,0 +1,167 @@
+import type { Executor } from '../db/executor.ts';
+import { InvalidInputError, PayloadTooLargeError } from '../errors.ts';
+import type { BatonEvent, EventInput } from './event.ts';
+import { type EventSchemas, validatePayload } from './event-schemas.ts';
+import { findUnsafeJson } from './json-safety.ts';
+import { uuidv7 } from './uuid-v7.ts';
+
+export interface OutboxOptions {
+  /** Quoted schema name (see `schemaIdent`). */
+  schemaSql: string;
+  /** This service's name, stamped on every event as `source`. */
+  source: string;
+  schemas?: EventSchemas;
+  /** Refuse event types without a registered schema. */
+  strictTypes: boolean;
+  maxPayloadBytes: number;
+  /** NOTIFY the relay on commit (otherwise it relies on polling). */
+  notifyChannel: string | undefined;
+}
+
+const EVENT_TYPE = /^[A-Za-z][A-Za-z0-9_.:-]{0,199}$/;
+const MAX_KEY_LENGTH = 512;
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const MAX_HEADERS_BYTES = 8 * 1024;
+
+/**
+ * Writes events into the outbox inside the caller's transaction.
+ *
+ * Guarantee: the events commit or roll back with the caller's transaction.
+ * Each key's version is taken under a row lock on that key's counter, so a
+ * second transaction publishing the same key waits until the first commits:
+ * versions of a key commit in order. Everything is validated before anything
+ * is written; an invalid event throws a typed error and writes nothing.
+ */
+export class Outbox {
+  private readonly insertSql: string;
+
+  constructor(private readonly options: OutboxOptions) {
+    const s = options.schemaSql;
+    const notify = options.notifyChannel
+      ? `, (SELECT pg_notify('${options.notifyChannel.replaceAll("'", "''")}', '')) IS NULL AS notified`
+      : '';
+    // One statement: count events per key, bump each key's counter by that
+    // count (locking it, in key order so concurrent multi-key publishers
+    // cannot deadlock), and number the batch's events of each key after it.
+    this.insertSql = `
+      WITH input AS (
+        SELECT e.value AS e, e.ordinality AS ord
+        FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e
+      ), counts AS (
+        SELECT e->>'key' AS key, count(*) AS n FROM input GROUP BY 1
+      ), bumped AS (
+        INSERT INTO ${s}.stream_versions AS sv (stream_key, version)
+        SELECT key, n FROM counts ORDER BY key
+        ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + excluded.version
+        RETURNING stream_key, version
+      )
+      INSERT INTO ${s}.outbox (event_id, type, key, version, payload, headers, occurred_at, source)
+      SELECT (i.e->>'id')::uuid, i.e->>'type', i.e->>'key',
+             b.version - c.n + row_number() OVER (PARTITION BY i.e->>'key' ORDER BY i.ord),
+             i.e->'payload', i.e->'headers', (i.e->>'occurredAt')::timestamptz, $2
+      FROM input i
+      JOIN bumped b ON b.stream_key = i.e->>'key'
+      JOIN counts c ON c.key = i.e->>'key'
+      ORDER BY i.ord
+      RETURNING event_id::text AS id, version${notify}`;
+  }
+
+  async publish(tx: Executor, input: EventInput | readonly EventInput[]): Promise<BatonEvent[]> {
+    const inputs = Array.isArray(input) ? input : [input as EventInput];
+    if (inputs.length === 0) return [];
+    const events = await Promise.all(inputs.map((e, i) => this.prepare(e, i)));
+    const result = await tx.query<{ id: string; version: string }>(this.insertSql, [
+      JSON.stringify(events),
+      this.options.source,
+    ]);
+    const versions = new Map(result.rows.map((r) => [r.id, Number(r.version)]));
+    return events.map((e) => ({
+      ...e,
+      version: versions.get(e.id) ?? 0,
+      source: this.options.source,
+    }));
+  }
+
+  private async prepare(
+    input: EventInput,
+    index: number,
+  ): Promise<Omit<BatonEvent, 'version' | 'source'>> {
+    const where = `event #${index}`;
+    if (typeof input !== 'object' || input === null) {
+      throw new InvalidInputError(`${where} is not an object: pass { type, key, payload }.`);
+    }
+    const { type, key } = input;
+    if (typeof type !== 'string' || !EVENT_TYPE.test(type)) {
+      throw new InvalidInputError(
+        `${where}: type ${JSON.stringify(type)} is not valid: use 1–200 letters, digits, '.', '_', ':' or '-', starting with a letter.`,
+      );
+    }
+    if (this.options.strictTypes && !this.options.schemas?.[type]) {
+      throw new InvalidInputError(
+        `${where}: event type "${type}" has no registered schema and strictTypes is on. Register a schema for it.`,
+      );
+    }
+    if (
+      typeof key !== 'string' ||
+      key.length === 0 ||
+      key.length > MAX_KEY_LENGTH ||
+      key.includes('\u0000')
+    ) {
+      throw new InvalidInputError(
+        `${where} (${type}): key must be a non-empty string of at most ${MAX_KEY_LENGTH} characters without NUL (got ${describe(key)}).`,
+      );
+    }
+    const payload = await validatePayload(this.options.schemas, type, input.payload);
+    const unsafe = findUnsafeJson(payload);
+    if (unsafe)
+      throw new InvalidInputError(`${where} (${type}): payload is not safe JSON: ${unsafe}.`);
+    const bytes = Buffer.byteLength(JSON.stringify(payload ?? null));
+    if (bytes > this.options.maxPayloadBytes) {
+      throw new PayloadTooLargeError(type, bytes, this.options.maxPayloadBytes);
+    }
+    const occurredAt = input.occurredAt ?? new Date();
+    if (!(occurredAt instanceof Date) || Number.isNaN(occurredAt.getTime())) {
+      throw new InvalidInputError(`${where} (${type}): occurredAt must be a valid Date.`);
+    }
+    return {
+      id: uuidv7(),
+      type,
+      key,
+      payload: payload ?? null,
+      headers: checkHeaders(input.headers, where),
+      occurredAt: occurredAt.toISOString(),
+    };
+  }
+}
+
+function checkHeaders(
+  headers: Record<string, string> | undefined,
+  where: string,
+): Record<string, string> {
+  if (headers === undefined) return {};
+  if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
+    throw new InvalidInputError(`${where}: headers must be an object of strings.`);
+  }
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value !== 'string' || value.includes('\u0000') || name.includes('\u0000')) {
+      throw new InvalidInputError(`${where}: header "${name}" must be a string without NUL.`);
+    }
+    out[name.toLowerCase()] = value;
+  }
+  const traceparent = out.traceparent;
+  if (traceparent !== undefined && !TRACEPARENT.test(traceparent)) {
+    throw new InvalidInputError(
+      `${where}: traceparent "${traceparent}" is not a W3C trace context header (version-traceid-parentid-flags).`,
+    );
+  }
+  if (Buffer.byteLength(JSON.stringify(out)) > MAX_HEADERS_BYTES) {
+    throw new InvalidInputError(`${where}: headers exceed ${MAX_HEADERS_BYTES} bytes.`);
+  }
+  return out;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `a string of ${value.length} characters`;
+  return value === null ? 'null' : typeof value;
+}

@@ -1,0 +1,145 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { InvalidInputError } from '../../errors.ts';
+
+/**
+ * How a feed (or any Baton HTTP endpoint) authenticates its callers.
+ *
+ * - `hmac`: the caller signs `timestamp \n nonce \n METHOD \n path?query \n
+ *   sha256(body)` with a shared secret (HMAC-SHA256). The server accepts it
+ *   within `windowSeconds` of its own clock and remembers the nonce for that
+ *   window, so a captured request cannot be replayed. Several secrets may be
+ *   listed to rotate them without downtime.
+ * - `bearer`: `Authorization: Bearer <token>`, one of the listed tokens.
+ *
+ * Comparisons are constant-time (over SHA-256 digests, so lengths never leak).
+ */
+export type ServerAuth =
+  | { type: 'hmac'; secrets: readonly string[]; windowSeconds?: number }
+  | { type: 'bearer'; tokens: readonly string[] };
+
+export type ClientAuth = { type: 'hmac'; secret: string } | { type: 'bearer'; token: string };
+
+export const HEADER_TIMESTAMP = 'x-baton-timestamp';
+export const HEADER_NONCE = 'x-baton-nonce';
+export const HEADER_SIGNATURE = 'x-baton-signature';
+
+export interface SignedParts {
+  method: string;
+  /** Path with query string, exactly as sent. */
+  target: string;
+  body?: string | Buffer;
+}
+
+/** Headers to add to a request. */
+export function authHeaders(
+  auth: ClientAuth,
+  parts: SignedParts,
+  nowMs = Date.now(),
+): Record<string, string> {
+  if (auth.type === 'bearer') return { authorization: `Bearer ${auth.token}` };
+  const timestamp = Math.floor(nowMs / 1000).toString();
+  const nonce = randomBytes(16).toString('hex');
+  return {
+    [HEADER_TIMESTAMP]: timestamp,
+    [HEADER_NONCE]: nonce,
+    [HEADER_SIGNATURE]: `v1=${sign(auth.secret, timestamp, nonce, parts)}`,
+  };
+}
+
+function sign(secret: string, timestamp: string, nonce: string, parts: SignedParts): string {
+  const bodyHash = createHash('sha256')
+    .update(parts.body ?? '')
+    .digest('hex');
+  return createHmac('sha256', secret)
+    .update(`${timestamp}\n${nonce}\n${parts.method.toUpperCase()}\n${parts.target}\n${bodyHash}`)
+    .digest('hex');
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+/** Checks requests against a `ServerAuth`; keeps the nonces seen within the window. */
+export class RequestVerifier {
+  private readonly windowSeconds: number;
+  private readonly seenNonces = new Map<string, number>();
+
+  constructor(
+    private readonly auth: ServerAuth,
+    private readonly now: () => number = Date.now,
+  ) {
+    validateServerAuth(auth);
+    this.windowSeconds = auth.type === 'hmac' ? (auth.windowSeconds ?? 300) : 0;
+  }
+
+  /** Returns undefined when authenticated, else the reason (for a 401; says what to fix, never leaks secrets). */
+  verify(
+    headers: Readonly<Record<string, string | undefined>>,
+    parts: SignedParts,
+  ): string | undefined {
+    return this.auth.type === 'bearer'
+      ? this.verifyBearer(this.auth.tokens, headers.authorization)
+      : this.verifyHmac(this.auth.secrets, headers, parts);
+  }
+
+  private verifyBearer(tokens: readonly string[], header: string | undefined): string | undefined {
+    if (!header) return 'missing Authorization header: send "Authorization: Bearer <token>"';
+    const match = /^Bearer (.+)$/i.exec(header);
+    if (!match) return 'Authorization header is not a bearer token';
+    const given = match[1] as string;
+    let ok = false;
+    for (const token of tokens) ok = constantTimeEqual(given, token) || ok;
+    return ok ? undefined : 'bearer token not accepted';
+  }
+
+  private verifyHmac(
+    secrets: readonly string[],
+    headers: Readonly<Record<string, string | undefined>>,
+    parts: SignedParts,
+  ): string | undefined {
+    const timestamp = headers[HEADER_TIMESTAMP];
+    const nonce = headers[HEADER_NONCE];
+    const signature = headers[HEADER_SIGNATURE];
+    if (!timestamp || !nonce || !signature) {
+      return `missing signature headers: send ${HEADER_TIMESTAMP}, ${HEADER_NONCE} and ${HEADER_SIGNATURE}`;
+    }
+    if (!/^\d{1,12}$/.test(timestamp)) return `${HEADER_TIMESTAMP} must be Unix seconds`;
+    if (!/^[0-9a-f]{16,64}$/.test(nonce)) return `${HEADER_NONCE} must be 16–64 hex characters`;
+    const skew = Math.abs(this.now() / 1000 - Number(timestamp));
+    if (skew > this.windowSeconds) {
+      return `signature expired: timestamp is ${Math.round(skew)} s away from the server clock (window ${this.windowSeconds} s); check the clocks`;
+    }
+    const given = signature.startsWith('v1=') ? signature.slice(3) : '';
+    let ok = false;
+    for (const secret of secrets)
+      ok = constantTimeEqual(given, sign(secret, timestamp, nonce, parts)) || ok;
+    if (!ok) return 'signature does not match: wrong secret, or the request was changed in transit';
+    if (!this.rememberNonce(nonce)) return 'replayed request: this nonce was already used';
+    return undefined;
+  }
+
+  private rememberNonce(nonce: string): boolean {
+    const now = this.now();
+    if (this.seenNonces.size > 10_000) {
+      for (const [n, expires] of this.seenNonces) if (expires < now) this.seenNonces.delete(n);
+    }
+    const expires = this.seenNonces.get(nonce);
+    if (expires !== undefined && expires >= now) return false;
+    this.seenNonces.set(nonce, now + 2 * this.windowSeconds * 1000);
+    return true;
+  }
+}
+
+function validateServerAuth(auth: ServerAuth): void {
+  const list =
+    auth?.type === 'hmac' ? auth.secrets : auth?.type === 'bearer' ? auth.tokens : undefined;
+  if (!list || list.length === 0 || list.some((s) => typeof s !== 'string' || s.length < 16)) {
+    throw new InvalidInputError(
+      'feed auth needs { type: "hmac", secrets: [...] } or { type: "bearer", tokens: [...] } with at least one secret of 16 or more characters.',
+    );
+  }
+}

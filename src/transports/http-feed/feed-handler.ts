@@ -1,0 +1,191 @@
+import type { Database } from '../../db/executor.ts';
+import { RequestVerifier, type ServerAuth } from './auth.ts';
+import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
+import { FEED_CONTENT_TYPE } from './wire-format.ts';
+
+export interface FeedHandlerOptions {
+  db: Database;
+  schemaSql: string;
+  /** Channel the relay NOTIFYs after sequencing. */
+  feedChannel: string;
+  auth: ServerAuth;
+  /** Path prefix, e.g. `/baton` → `GET /baton/events`. */
+  basePath?: string;
+  maxLimit?: number;
+  maxWaitMs?: number;
+  /** Clock for signature windows (injectable for tests). */
+  now?: () => number;
+}
+
+export interface FeedHandler {
+  handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike>;
+  close(): Promise<void>;
+}
+
+const CURSOR = /^\d{1,18}$/;
+const TYPE_LIST = /^[A-Za-z][A-Za-z0-9_.:-]{0,199}(,[A-Za-z][A-Za-z0-9_.:-]{0,199}){0,99}$/;
+
+/**
+ * Serves this service's relayed events as an ordered, authenticated feed:
+ *
+ *   GET {basePath}/events?after=<seq>&limit=<n>&wait=<ms>&types=a,b
+ *
+ * Answers NDJSON (see wire-format.ts): events with `seq > after` in `seq`
+ * order, at most `limit`, only of the listed types (others are skipped but
+ * the returned cursor moves past them). With `wait`, an empty answer is held
+ * until the relay announces new events or the wait ends (long-poll).
+ *
+ * 401 for any request that is not authenticated (no data), 400 for bad
+ * parameters, 410 when `after` lies before the oldest retained event, 409
+ * when it lies beyond the newest one (the feed was reset).
+ */
+export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
+  const verifier = new RequestVerifier(options.auth, options.now);
+  const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
+  const maxLimit = options.maxLimit ?? 1000;
+  const maxWaitMs = options.maxWaitMs ?? 30_000;
+  const s = options.schemaSql;
+  const waiters = new Set<() => void>();
+  let unlisten: Promise<() => Promise<void>> | undefined;
+
+  const readSql = `
+    SELECT type, (jsonb_build_object('seq', seq, 'id', event_id, 'type', type, 'key', key,
+      'version', version, 'payload', payload, 'headers', headers, 'occurredAt', occurred_at,
+      'source', source))::text AS line, seq::text AS seq
+    FROM ${s}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2`;
+  const stateSql = `SELECT last_seq::text AS last, pruned_through::text AS pruned FROM ${s}.relay_state`;
+
+  function waitForRelay(ms: number, signal?: AbortSignal): Promise<void> {
+    unlisten ??= options.db.listen(options.feedChannel, () => {
+      for (const w of [...waiters]) w();
+    });
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      waiters.add(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  async function readEvents(after: string, limit: number, types: Set<string> | undefined) {
+    const state = await options.db.query<{ last: string; pruned: string }>(stateSql);
+    const { last, pruned } = state.rows[0] ?? { last: '0', pruned: '0' };
+    if (BigInt(after) < BigInt(pruned)) {
+      return errorResponse(
+        410,
+        'BATON_CURSOR_EXPIRED',
+        `cursor ${after} is older than the oldest retained event (position ${pruned}): those events were pruned. Raise the producer's outbox retention, then reset this subscription's cursor and reconcile.`,
+      );
+    }
+    if (BigInt(after) > BigInt(last)) {
+      return errorResponse(
+        409,
+        'BATON_CURSOR_AHEAD',
+        `cursor ${after} is beyond the newest event of this feed (position ${last}): the producer's outbox was reset or this is another feed. Check the subscription's source.`,
+      );
+    }
+    const rows = await options.db.query<{ type: string; line: string; seq: string }>(readSql, [
+      after,
+      limit,
+    ]);
+    const lines = rows.rows.filter((r) => !types || types.has(r.type)).map((r) => r.line);
+    const next = rows.rows.at(-1)?.seq ?? after;
+    return { lines, next, scanned: rows.rows.length };
+  }
+
+  async function handleEvents(url: URL, signal?: AbortSignal): Promise<HttpResponseLike> {
+    const after = url.searchParams.get('after') ?? '0';
+    if (!CURSOR.test(after))
+      return errorResponse(400, 'BATON_BAD_REQUEST', '"after" must be a feed position (digits)');
+    const limit = Number(url.searchParams.get('limit') ?? '100');
+    if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) {
+      return errorResponse(
+        400,
+        'BATON_BAD_REQUEST',
+        `"limit" must be an integer from 1 to ${maxLimit}`,
+      );
+    }
+    const wait = Number(url.searchParams.get('wait') ?? '0');
+    if (!Number.isInteger(wait) || wait < 0 || wait > maxWaitMs) {
+      return errorResponse(
+        400,
+        'BATON_BAD_REQUEST',
+        `"wait" must be milliseconds from 0 to ${maxWaitMs}`,
+      );
+    }
+    const typesParam = url.searchParams.get('types');
+    if (typesParam !== null && typesParam !== '' && !TYPE_LIST.test(typesParam)) {
+      return errorResponse(
+        400,
+        'BATON_BAD_REQUEST',
+        '"types" must be a comma-separated list of event types',
+      );
+    }
+    const types = typesParam ? new Set(typesParam.split(',')) : undefined;
+    const deadline = Date.now() + wait;
+    for (;;) {
+      const result = await readEvents(after, limit, types);
+      if ('status' in result) return result;
+      const remaining = deadline - Date.now();
+      if (result.scanned > 0 || remaining <= 0 || signal?.aborted) {
+        const header = JSON.stringify({ next: result.next, count: result.lines.length });
+        return {
+          status: 200,
+          headers: { 'content-type': FEED_CONTENT_TYPE, 'cache-control': 'no-store' },
+          body: [header, ...result.lines].join('\n'),
+        };
+      }
+      // Nothing yet: wait for the relay's NOTIFY (or re-check at least every second).
+      await waitForRelay(Math.min(remaining, 1000), signal);
+    }
+  }
+
+  return {
+    async handle(request, signal) {
+      let url: URL;
+      try {
+        url = new URL(request.url, 'http://feed.invalid');
+      } catch {
+        return errorResponse(400, 'BATON_BAD_REQUEST', 'request target is not a valid URL');
+      }
+      if (url.pathname !== `${basePath}/events`) {
+        return errorResponse(
+          404,
+          'BATON_NOT_FOUND',
+          `no such endpoint; the feed is GET ${basePath}/events`,
+        );
+      }
+      if (request.method !== 'GET') {
+        return {
+          ...errorResponse(405, 'BATON_METHOD', 'the feed only answers GET'),
+          headers: { allow: 'GET' },
+        };
+      }
+      const reason = verifier.verify(request.headers, {
+        method: request.method,
+        target: request.url,
+        body: request.body,
+      });
+      if (reason) return errorResponse(401, 'BATON_UNAUTHENTICATED', reason);
+      try {
+        return await handleEvents(url, signal);
+      } catch {
+        return errorResponse(
+          503,
+          'BATON_UNAVAILABLE',
+          'the feed could not read its database; retry later',
+        );
+      }
+    },
+    async close() {
+      for (const w of [...waiters]) w();
+      const stop = await unlisten?.catch(() => undefined);
+      await stop?.();
+    },
+  };
+}

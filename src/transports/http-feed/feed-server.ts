@@ -1,0 +1,90 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { HttpRequestLike, HttpResponseLike } from './http-types.ts';
+import { errorResponse } from './http-types.ts';
+
+export interface NodeHttpServerOptions {
+  port?: number;
+  /** Loopback by default; set `0.0.0.0` deliberately to expose it. */
+  host?: string;
+  /** Request bodies larger than this get 413. */
+  maxBodyBytes?: number;
+}
+
+export type RequestHandler = (
+  request: HttpRequestLike,
+  signal: AbortSignal,
+) => Promise<HttpResponseLike>;
+
+export interface RunningServer {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A ready-made `node:http` server around a framework-agnostic handler. Reads
+ * at most `maxBodyBytes`, aborts the handler when the client goes away, and
+ * never lets a handler error crash the process (it answers 500).
+ */
+export async function serveHttp(
+  handler: RequestHandler,
+  options: NodeHttpServerOptions = {},
+): Promise<RunningServer> {
+  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  const server = createServer(async (req, res) => {
+    const controller = new AbortController();
+    res.on('close', () => controller.abort());
+    let response: HttpResponseLike;
+    try {
+      const body = await readBody(req, maxBodyBytes);
+      response =
+        body === 'too-large'
+          ? errorResponse(413, 'BATON_TOO_LARGE', `request body is over ${maxBodyBytes} bytes`)
+          : await handler(toRequest(req, body), controller.signal);
+    } catch {
+      response = errorResponse(500, 'BATON_INTERNAL', 'internal error; see the server log');
+    }
+    if (res.destroyed) return;
+    res.writeHead(response.status, response.headers);
+    res.end(response.body);
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    server,
+    url: `http://${address.address}:${address.port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function toRequest(req: IncomingMessage, body: Buffer): HttpRequestLike {
+  const headers: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return { method: req.method ?? 'GET', url: req.url ?? '/', headers, body };
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) tooLarge = true;
+      else chunks.push(chunk);
+    });
+    req.on('end', () => resolve(tooLarge ? 'too-large' : Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}

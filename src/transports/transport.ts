@@ -1,0 +1,58 @@
+import type { BatonEvent } from '../messaging/event.ts';
+
+/** An event with its feed position, as the relay hands it out. */
+export interface SequencedEvent extends BatonEvent {
+  /** Position in the producer's feed: gap-free, increasing, in commit order. */
+  seq: number;
+}
+
+/**
+ * Where the relay hands events (producer side).
+ *
+ * Pull transports (the HTTP feed) need no `send`: sequencing the outbox *is*
+ * publishing, and subscribers read the feed. Push transports (NATS JetStream)
+ * implement `send`: it must resolve only when the broker durably accepted
+ * every event, and must be idempotent per `event.id` (the relay re-sends after
+ * a crash between send and bookkeeping). Per-key order: events arrive in
+ * `seq` order and events of one key must stay in that order (e.g. a subject
+ * partitioned by a hash of `key`).
+ */
+export interface Transport {
+  readonly name: string;
+  send?(events: readonly SequencedEvent[]): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** One item a source delivers: a decoded event, or what could not be decoded and why. */
+export type IncomingItem =
+  | { position: string; event: BatonEvent; problem?: undefined; raw?: undefined }
+  | { position: string; event?: undefined; problem: string; raw: string };
+
+export interface FetchRequest {
+  /** Opaque position after which to read; undefined = from the beginning. */
+  cursor: string | undefined;
+  limit: number;
+  /** Long-poll: how long the source may wait for new events before answering empty. */
+  waitMs: number;
+  /** Only these event types (the source may still send others; they become dead letters). */
+  types: readonly string[];
+  signal: AbortSignal;
+}
+
+export interface FetchedBatch {
+  items: IncomingItem[];
+  /** The cursor to store once these items are committed to the inbox. */
+  cursor: string;
+}
+
+/**
+ * Where a consumer reads events from (consumer side). The consumer stores the
+ * returned cursor in the same transaction as the inbox rows, so a crash
+ * between fetch and commit re-reads the same items (deduplicated by id).
+ */
+export interface EventSource {
+  /** Stable name of the source (e.g. the producing service), recorded with the subscription. */
+  readonly name: string;
+  fetch(request: FetchRequest): Promise<FetchedBatch>;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,26 @@
+import { inject } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../src/testing/index.ts';
+
+/** A fresh clone of the migrated template database. */
+export function freshDatabase(prefix: string): Promise<TestDatabase> {
+  return createTestDatabase(
+    { adminUrl: inject('pgAdminUrl'), templateName: inject('pgTemplate') },
+    prefix,
+  );
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes (then throws with `what`). */
+export async function eventually(
+  check: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+}
+
+export const SECRET = 'test-secret-0123456789abcdef';
