@@ -23,6 +23,14 @@ export interface FeedHandler {
 }
 
 const CURSOR = /^\d{1,18}$/;
+interface ReadRow {
+  last: string;
+  pruned: string;
+  type: string | null;
+  line: string | null;
+  seq: string | null;
+}
+
 const TYPE_LIST = /^[A-Za-z][A-Za-z0-9_.:-]{0,199}(,[A-Za-z][A-Za-z0-9_.:-]{0,199}){0,99}$/;
 
 /**
@@ -48,12 +56,17 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
   const waiters = new Set<() => void>();
   let unlisten: Promise<() => Promise<void>> | undefined;
 
+  // One statement, so the pruning watermark and the rows come from one
+  // snapshot: a prune committing in between can never turn into a silent gap.
   const readSql = `
-    SELECT type, (jsonb_build_object('seq', seq, 'id', event_id, 'type', type, 'key', key,
-      'version', version, 'payload', payload, 'headers', headers, 'occurredAt', occurred_at,
-      'source', source))::text AS line, seq::text AS seq
-    FROM ${s}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2`;
-  const stateSql = `SELECT last_seq::text AS last, pruned_through::text AS pruned FROM ${s}.relay_state`;
+    SELECT st.last_seq::text AS last, st.pruned_through::text AS pruned, e.type, e.line, e.seq
+    FROM ${s}.relay_state st
+    LEFT JOIN LATERAL (
+      SELECT type, seq::text AS seq, (jsonb_build_object('seq', seq, 'id', event_id, 'type', type,
+        'key', key, 'version', version, 'payload', payload, 'headers', headers,
+        'occurredAt', occurred_at, 'source', source))::text AS line
+      FROM ${s}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2
+    ) e ON true`;
 
   function waitForRelay(ms: number, signal?: AbortSignal): Promise<void> {
     unlisten ??= options.db.listen(options.feedChannel, () => {
@@ -73,8 +86,10 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
   }
 
   async function readEvents(after: string, limit: number, types: Set<string> | undefined) {
-    const state = await options.db.query<{ last: string; pruned: string }>(stateSql);
-    const { last, pruned } = state.rows[0] ?? { last: '0', pruned: '0' };
+    const result = await options.db.query<ReadRow>(readSql, [after, limit]);
+    const first = result.rows[0];
+    const last = first?.last ?? '0';
+    const pruned = first?.pruned ?? '0';
     if (BigInt(after) < BigInt(pruned)) {
       return errorResponse(
         410,
@@ -89,13 +104,12 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
         `cursor ${after} is beyond the newest event of this feed (position ${last}): the producer's outbox was reset or this is another feed. Check the subscription's source.`,
       );
     }
-    const rows = await options.db.query<{ type: string; line: string; seq: string }>(readSql, [
-      after,
-      limit,
-    ]);
-    const lines = rows.rows.filter((r) => !types || types.has(r.type)).map((r) => r.line);
-    const next = rows.rows.at(-1)?.seq ?? after;
-    return { lines, next, scanned: rows.rows.length };
+    const rows = result.rows.filter(
+      (r): r is ReadRow & { line: string; seq: string; type: string } => r.seq !== null,
+    );
+    const lines = rows.filter((r) => !types || types.has(r.type)).map((r) => r.line);
+    const next = rows.at(-1)?.seq ?? after;
+    return { lines, next, scanned: rows.length };
   }
 
   async function handleEvents(url: URL, signal?: AbortSignal): Promise<HttpResponseLike> {
