@@ -38,9 +38,11 @@ export async function serveHttp(
     let response: HttpResponseLike;
     try {
       const body = await readBody(req, maxBodyBytes);
+      // Too large: answer at once and close the connection (Node destroys the
+      // socket once the answer is flushed), so an endless body cannot hold it.
       response =
         body === 'too-large'
-          ? errorResponse(413, 'BATON_TOO_LARGE', `request body is over ${maxBodyBytes} bytes`)
+          ? tooLarge(maxBodyBytes)
           : await handler(toRequest(req, body), controller.signal);
     } catch {
       response = errorResponse(500, 'BATON_INTERNAL', 'internal error; see the server log');
@@ -66,6 +68,15 @@ export async function serveHttp(
   };
 }
 
+function tooLarge(maxBodyBytes: number): HttpResponseLike {
+  const response = errorResponse(
+    413,
+    'BATON_TOO_LARGE',
+    `request body is over ${maxBodyBytes} bytes`,
+  );
+  return { ...response, headers: { ...response.headers, connection: 'close' } };
+}
+
 function toRequest(req: IncomingMessage, body: Buffer): HttpRequestLike {
   const headers: Record<string, string | undefined> = {};
   for (const [name, value] of Object.entries(req.headers)) {
@@ -74,17 +85,20 @@ function toRequest(req: IncomingMessage, body: Buffer): HttpRequestLike {
   return { method: req.method ?? 'GET', url: req.url ?? '/', headers, body };
 }
 
+/** Resolves 'too-large' as soon as the body (declared or received) passes the limit; stops collecting then. */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
+  if (Number(req.headers['content-length'] ?? '0') > limit) return Promise.resolve('too-large');
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) tooLarge = true;
-      else chunks.push(chunk);
-    });
-    req.on('end', () => resolve(tooLarge ? 'too-large' : Buffer.concat(chunks)));
+      if (size <= limit) return void chunks.push(chunk);
+      req.off('data', onData);
+      resolve('too-large');
+    };
+    req.on('data', onData);
+    req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }
