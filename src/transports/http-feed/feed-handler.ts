@@ -65,7 +65,9 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
       SELECT type, seq::text AS seq, (jsonb_build_object('seq', seq, 'id', event_id, 'type', type,
         'key', key, 'version', version, 'payload', payload, 'headers', headers,
         'occurredAt', occurred_at, 'source', source))::text AS line
-      FROM ${s}.outbox WHERE seq > $1 ORDER BY seq LIMIT $2
+      -- o.seq, not seq: a bare name in ORDER BY means the text output column,
+      -- which sorts '10' before '9' and let the cursor jump past unread events.
+      FROM ${s}.outbox o WHERE o.seq > $1 ORDER BY o.seq LIMIT $2
     ) e ON true`;
 
   function waitForRelay(ms: number, signal?: AbortSignal): Promise<void> {
