@@ -101,14 +101,16 @@ export class Outbox {
         `${where}: event type "${type}" has no registered schema and strictTypes is on. Register a schema for it.`,
       );
     }
+    // NUL and unpaired surrogates are checked here, not left to PostgreSQL: a
+    // database error would abort the caller's transaction.
     if (
       typeof key !== 'string' ||
       key.length === 0 ||
       key.length > MAX_KEY_LENGTH ||
-      key.includes('\u0000')
+      findUnsafeJson(key) !== undefined
     ) {
       throw new InvalidInputError(
-        `${where} (${type}): key must be a non-empty string of at most ${MAX_KEY_LENGTH} characters without NUL (got ${describe(key)}).`,
+        `${where} (${type}): key must be a non-empty string of at most ${MAX_KEY_LENGTH} characters without NUL or unpaired surrogates (got ${describe(key)}).`,
       );
     }
     const payload = await validatePayload(this.options.schemas, type, input.payload);
@@ -120,8 +122,10 @@ export class Outbox {
       throw new PayloadTooLargeError(type, bytes, this.options.maxPayloadBytes);
     }
     const occurredAt = input.occurredAt ?? new Date();
-    if (!(occurredAt instanceof Date) || Number.isNaN(occurredAt.getTime())) {
-      throw new InvalidInputError(`${where} (${type}): occurredAt must be a valid Date.`);
+    if (!(occurredAt instanceof Date) || !isStorableDate(occurredAt)) {
+      throw new InvalidInputError(
+        `${where} (${type}): occurredAt must be a valid Date in the years 1 to 9999.`,
+      );
     }
     return {
       id: uuidv7(),
@@ -147,6 +151,11 @@ function checkHeaders(
     if (typeof value !== 'string' || value.includes('\u0000') || name.includes('\u0000')) {
       throw new InvalidInputError(`${where}: header "${name}" must be a string without NUL.`);
     }
+    // Names consumers refuse (prototype pollution) and text jsonb cannot hold.
+    const unsafe = findUnsafeJson({ [name.toLowerCase()]: value });
+    if (unsafe) {
+      throw new InvalidInputError(`${where}: header "${name}" is not allowed: ${unsafe}.`);
+    }
     out[name.toLowerCase()] = value;
   }
   const traceparent = out.traceparent;
@@ -159,6 +168,12 @@ function checkHeaders(
     throw new InvalidInputError(`${where}: headers exceed ${MAX_HEADERS_BYTES} bytes.`);
   }
   return out;
+}
+
+/** Whether PostgreSQL's timestamptz can read the date's ISO form (4-digit years only). */
+function isStorableDate(date: Date): boolean {
+  const year = date.getUTCFullYear();
+  return year >= 1 && year <= 9999;
 }
 
 function describe(value: unknown): string {
