@@ -28,11 +28,31 @@ export {
   type EventHandler,
   type HandlerContext,
 } from './messaging/consumer.ts';
+export {
+  type DeadLetterDetail,
+  type DeadLetterList,
+  type DeadLetterOptions,
+  type DeadLetterSummary,
+  discardDeadLetters,
+  listDeadLetters,
+  NotDeadLetterError,
+  type RetryResult,
+  type RetryTarget,
+  retryDeadLetters,
+  showDeadLetter,
+  UndecodableDeadLetterError,
+} from './messaging/dead-letters.ts';
 export type { BatonEvent, EventInput } from './messaging/event.ts';
 export type { EventSchemas } from './messaging/event-schemas.ts';
 export { type DeadLetterMode, INBOX_STATES, type InboxState } from './messaging/inbox-states.ts';
 export { Relay, type RelayOptions } from './messaging/relay.ts';
 export { uuidv7 } from './messaging/uuid-v7.ts';
+export {
+  type BatonStatus,
+  readStatus,
+  SchemaNotInstalledError,
+  type SubscriptionStatus,
+} from './status.ts';
 export {
   authHeaders,
   type ClientAuth,

@@ -279,9 +279,12 @@ describe('dead letters with a running consumer', () => {
       }
       let dead: Awaited<ReturnType<typeof listDeadLetters>> | undefined;
       await eventually(async () => {
+        const received = await consumerDb.db.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM baton.inbox',
+        );
         dead = await listDeadLetters(consumerDb.db, { subscription: 'billing-from-shop' });
-        return dead.total === 2;
-      }, 'version 1 of both keys dead');
+        return received.rows[0]?.n === 4 && dead.total === 2;
+      }, 'all four events received, version 1 of both keys dead');
       const byKey = new Map(dead!.deadLetters.map((d) => [d.key, d]));
       expect(byKey.get('retry-me')?.lastError).toMatch(/TerminalError: cannot bill retry-me/);
       // block-key: version 2 waits behind its dead letter.

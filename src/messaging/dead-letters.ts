@@ -123,18 +123,17 @@ export async function listDeadLetters(
   }
   await assertSubscriptionExists(db, s, options.subscription);
   const subscription = options.subscription ?? null;
-  const rows = await db.query<SummaryRow>(
-    `SELECT ${SUMMARY_COLUMNS} FROM ${s}.inbox
+  // One statement, so the page and the total come from the same snapshot.
+  const rows = await db.query<SummaryRow & { total: string }>(
+    `SELECT ${SUMMARY_COLUMNS}, count(*) OVER () AS total FROM ${s}.inbox
      WHERE status = 'dead' AND ($1::text IS NULL OR subscription = $1)
      ORDER BY id LIMIT $2`,
     [subscription, limit],
   );
-  const count = await db.query<{ n: string }>(
-    `SELECT count(*) AS n FROM ${s}.inbox
-     WHERE status = 'dead' AND ($1::text IS NULL OR subscription = $1)`,
-    [subscription],
-  );
-  return { deadLetters: rows.rows.map(toSummary), total: Number(count.rows[0]?.n ?? 0) };
+  return {
+    deadLetters: rows.rows.map(toSummary),
+    total: Number(rows.rows[0]?.total ?? 0),
+  };
 }
 
 /**
