@@ -142,3 +142,13 @@ export class RetryableError extends BatonError {
     super('BATON_RETRYABLE', message, { retryable: true, cause: options.cause });
   }
 }
+
+/** COMMIT found the transaction already aborted (a statement in it failed and the error was caught): nothing was written. */
+export class TransactionRolledBackError extends BatonError {
+  constructor() {
+    super(
+      'BATON_ROLLED_BACK',
+      'the transaction was rolled back at COMMIT because a statement in it had failed (its error was caught inside the transaction). Nothing was written; let the error propagate, or use a savepoint around statements that may fail.',
+    );
+  }
+}

@@ -17,6 +17,7 @@ export {
   RetryableError,
   SchemaViolationError,
   TerminalError,
+  TransactionRolledBackError,
   TransportError,
   UnsupportedServerError,
 } from './errors.ts';

@@ -221,7 +221,15 @@ describe('a consumer reading a hostile producer', () => {
     expect((await inbox()).filter((r) => r.key === 'k21')).toHaveLength(1);
 
     // Batch 2: the consumer is still alive and keeps going.
-    feed.push([ok(26, 'k26'), ok(27, 'k1', 3)]);
+    // … including a line of invalid UTF-8 (a lone 0xFF byte), which must not be silently repaired.
+    const line = JSON.stringify(wireEvent(28, 'k28', 'item.ok', { s: 'A?B' }));
+    const at = line.indexOf('A?B') + 1;
+    const withByte = Buffer.concat([
+      Buffer.from(line.slice(0, at)),
+      Buffer.from([0xff]),
+      Buffer.from(line.slice(at + 1)),
+    ]);
+    feed.push([ok(26, 'k26'), withByte, ok(27, 'k1', 3)]);
     await eventually(async () => (await seen()).includes('k26@1'), 'a later batch handled');
     await eventually(async () => (await seen()).includes('k1@3'), 'k1 version 3 handled');
     await eventually(async () => (await cursor()) === '3', 'the cursor moved past batch 2');
@@ -229,6 +237,11 @@ describe('a consumer reading a hostile producer', () => {
     expect(feed.served.get('0')).toBe(1);
     expect(feed.served.get('1')).toBe(1);
     expect(feed.served.get('2')).toBe(1);
+    const last = new Map((await inbox()).map((r) => [r.position, r]));
+    expect(last.get('2+line2')).toMatchObject({
+      status: 'dead',
+      last_error: 'event line is not valid UTF-8',
+    });
   });
 
   it('retries a failing handler, then keeps it dead; only its key waits (block-key), or not (skip)', async () => {

@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBaton, httpFeedSource, serveHttp } from '../src/index.ts';
+import {
+  createBaton,
+  httpFeedSource,
+  serveHttp,
+  TransactionRolledBackError,
+} from '../src/index.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { eventually, freshDatabase, SECRET } from './helpers.ts';
 
@@ -81,6 +86,25 @@ describe('producer → relay → HTTP feed → consumer, separate databases', ()
       await relay.stop();
       await feed.close();
       await server.close();
+    }
+  });
+});
+
+describe('PgDatabase.transaction', () => {
+  it('throws when COMMIT finds the transaction aborted by a caught error (nothing written)', async () => {
+    const database = await freshDatabase('tx_rollback');
+    try {
+      await database.db.query('CREATE TABLE t (n int)');
+      await expect(
+        database.db.transaction(async (tx) => {
+          await tx.query('INSERT INTO t VALUES (1)');
+          await tx.query('SELECT 1/0').catch(() => {});
+        }),
+      ).rejects.toThrow(TransactionRolledBackError);
+      const rows = await database.db.query('SELECT * FROM t');
+      expect(rows.rows).toHaveLength(0);
+    } finally {
+      await database.drop();
     }
   });
 });

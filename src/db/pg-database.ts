@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { TransactionRolledBackError } from '../errors.ts';
 import type { Database, Executor, QueryResult } from './executor.ts';
 import { quoteIdent } from './sql.ts';
 
@@ -51,7 +52,12 @@ export class PgDatabase implements Database {
     try {
       await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
       const result = await fn(client as unknown as Executor);
-      await client.query('COMMIT');
+      // COMMIT of an aborted transaction answers ROLLBACK without an error:
+      // a caller that swallowed a failed statement must not be told it committed.
+      const commit = await client.query('COMMIT');
+      if (commit.command === 'ROLLBACK') {
+        throw new TransactionRolledBackError();
+      }
       return result;
     } catch (error) {
       try {

@@ -16,6 +16,6 @@ export function backoffDelay(
   attempt: number,
   random: () => number = Math.random,
 ): number {
-  const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
+  const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(40, Math.max(0, attempt - 1)));
   return Math.round(exp / 2 + random() * (exp / 2));
 }

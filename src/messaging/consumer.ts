@@ -1,6 +1,12 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import type { Database, Executor } from '../db/executor.ts';
-import { BatonError, CursorExpiredError, InvalidInputError, TerminalError } from '../errors.ts';
+import {
+  BatonError,
+  CursorExpiredError,
+  InvalidInputError,
+  TerminalError,
+  TransportError,
+} from '../errors.ts';
 import { type Logger, silentLogger } from '../logger.ts';
 import type { EventSource } from '../transports/transport.ts';
 import { type BackoffPolicy, backoffDelay } from './backoff.ts';
@@ -213,7 +219,13 @@ export class Consumer {
       types: [...this.subscriptions.keys()],
       signal: this.abort.signal,
     });
-    if (batch.items.length === 0 && batch.cursor === (this.cursor ?? '0')) return 0;
+    if (batch.cursor === (this.cursor ?? '0')) {
+      if (batch.items.length === 0) return 0;
+      // A feed that returns events without moving its cursor would be re-read forever.
+      throw new TransportError(
+        `source ${this.options.source.name} returned ${batch.items.length} events without advancing its cursor (${batch.cursor}); the producer's feed is misbehaving`,
+      );
+    }
     const rows = toInboxRows(batch.items, new Set(this.subscriptions.keys()));
     const ok = await this.store.ingest(this.options.db, rows, this.cursor, batch.cursor);
     if (!ok) {

@@ -55,6 +55,7 @@ export class InboxStore {
         i.payload, i.headers, i.occurred_at, i.source
       FROM ${s}.inbox i
       WHERE i.subscription = $1 AND i.status = 'pending' AND i.next_attempt_at <= now()
+        AND i.event_id IS NOT NULL
         AND NOT EXISTS (
           SELECT 1 FROM ${s}.inbox j
           WHERE j.subscription = $1 AND j.key = i.key AND j.id < i.id AND j.status IN ${blocking})

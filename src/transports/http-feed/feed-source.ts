@@ -61,21 +61,24 @@ export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
         },
       );
     }
-    const text = await readLimited(response, maxResponseBytes);
+    const body = await readLimited(response, maxResponseBytes);
     if (response.status === 410) {
-      throw new CursorExpiredError(after, safeMessage(text));
+      throw new CursorExpiredError(after, safeMessage(body.toString('utf8')));
     }
     if (response.status !== 200) {
       const retryable = response.status >= 500 || response.status === 429;
       throw new TransportError(
-        `feed ${options.name} answered ${response.status}: ${safeMessage(text)}`,
+        `feed ${options.name} answered ${response.status}: ${safeMessage(body.toString('utf8'))}`,
         { retryable },
       );
     }
-    const lines = text.split('\n');
+    // Split on the newline byte (it never occurs inside a multi-byte UTF-8
+    // sequence) and decode each line strictly: invalid UTF-8 in one event
+    // makes that event a dead letter instead of being silently replaced.
+    const lines = splitLines(body);
     let header: { next: string };
     try {
-      header = decodeFeedHeader(lines[0]);
+      header = decodeFeedHeader(lines[0] === undefined ? undefined : strictUtf8.decode(lines[0]));
     } catch (error) {
       throw new TransportError(
         `feed ${options.name} sent a malformed response: ${(error as Error).message}`,
@@ -83,9 +86,21 @@ export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
     }
     const items: IncomingItem[] = [];
     for (let i = 1; i < lines.length; i++) {
-      const line = lines[i] as string;
-      if (line === '') continue;
-      items.push(decodeEventLine(line, `${after}+line${i}`, maxEventBytes));
+      const bytes = lines[i] as Buffer;
+      if (bytes.length === 0) continue;
+      const position = `${after}+line${i}`;
+      let line: string;
+      try {
+        line = strictUtf8.decode(bytes);
+      } catch {
+        items.push({
+          position,
+          problem: 'event line is not valid UTF-8',
+          raw: bytes.toString('utf8'),
+        });
+        continue;
+      }
+      items.push(decodeEventLine(line, position, maxEventBytes));
     }
     return { items, cursor: header.next };
   }
@@ -93,7 +108,20 @@ export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
   return { name: options.name, fetch: fetchBatch };
 }
 
-async function readLimited(response: Response, limit: number): Promise<string> {
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function splitLines(body: Buffer): Buffer[] {
+  const lines: Buffer[] = [];
+  let start = 0;
+  for (let i = body.indexOf(0x0a); i !== -1; i = body.indexOf(0x0a, start)) {
+    lines.push(body.subarray(start, i));
+    start = i + 1;
+  }
+  lines.push(body.subarray(start));
+  return lines;
+}
+
+async function readLimited(response: Response, limit: number): Promise<Buffer> {
   const declared = Number(response.headers.get('content-length') ?? '0');
   if (declared > limit) {
     await response.body?.cancel();
@@ -101,10 +129,10 @@ async function readLimited(response: Response, limit: number): Promise<string> {
       `feed response of ${declared} bytes is over the limit of ${limit}; lower the batch size`,
     );
   }
-  const text = await response.text();
-  if (text.length > limit)
+  const body = Buffer.from(await response.arrayBuffer());
+  if (body.length > limit)
     throw new TransportError(`feed response is over the limit of ${limit} bytes`);
-  return text;
+  return body;
 }
 
 function safeMessage(text: string): string {
