@@ -21,6 +21,8 @@ export {
   TransportError,
   UnsupportedServerError,
 } from './errors.ts';
+export type { HttpRequestLike, HttpResponseLike } from './http/http-types.ts';
+export { type RunningServer, serveHttp } from './http/node-server.ts';
 export type { Logger } from './logger.ts';
 export type { BackoffPolicy } from './messaging/backoff.ts';
 export {
@@ -65,9 +67,7 @@ export {
   type FeedHandler,
   type FeedHandlerOptions,
 } from './transports/http-feed/feed-handler.ts';
-export { type RunningServer, serveHttp } from './transports/http-feed/feed-server.ts';
 export { type HttpFeedSourceOptions, httpFeedSource } from './transports/http-feed/feed-source.ts';
-export type { HttpRequestLike, HttpResponseLike } from './transports/http-feed/http-types.ts';
 export type {
   EventSource,
   FetchedBatch,

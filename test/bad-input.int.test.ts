@@ -408,7 +408,7 @@ describe('the feed endpoint given bad requests', () => {
       '/other/events',
       '/',
     ]) {
-      await expectError(path, 404, /no such endpoint; the feed is GET \/baton\/events/);
+      await expectError(path, 404, /no such endpoint; Baton answers GET \/baton\/events/);
     }
   });
 

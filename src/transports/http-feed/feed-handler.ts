@@ -1,6 +1,11 @@
 import type { Database } from '../../db/executor.ts';
-import { RequestVerifier, type ServerAuth } from './auth.ts';
-import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
+import { errorResponse, type HttpResponseLike } from '../../http/http-types.ts';
+import {
+  createServiceHandler,
+  type Route,
+  type ServiceHandler,
+} from '../../http/service-handler.ts';
+import type { ServerAuth } from './auth.ts';
 import { FEED_CONTENT_TYPE } from './wire-format.ts';
 
 export interface FeedHandlerOptions {
@@ -17,10 +22,7 @@ export interface FeedHandlerOptions {
   now?: () => number;
 }
 
-export interface FeedHandler {
-  handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike>;
-  close(): Promise<void>;
-}
+export type FeedHandler = ServiceHandler;
 
 const CURSOR = /^\d{1,18}$/;
 interface ReadRow {
@@ -47,9 +49,10 @@ const TYPE_LIST = /^[A-Za-z][A-Za-z0-9_.:-]{0,199}(,[A-Za-z][A-Za-z0-9_.:-]{0,19
  * parameters, 410 when `after` lies before the oldest retained event, 409
  * when it lies beyond the newest one (the feed was reset).
  */
-export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
-  const verifier = new RequestVerifier(options.auth, options.now);
-  const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
+export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'basePath' | 'now'>): {
+  route: Route;
+  close(): Promise<void>;
+} {
   const maxLimit = options.maxLimit ?? 1000;
   const maxWaitMs = options.maxWaitMs ?? 30_000;
   const s = options.schemaSql;
@@ -161,47 +164,28 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
     }
   }
 
-  return {
-    async handle(request, signal) {
-      let url: URL;
-      try {
-        url = new URL(request.url, 'http://feed.invalid');
-      } catch {
-        return errorResponse(400, 'BATON_BAD_REQUEST', 'request target is not a valid URL');
-      }
-      if (url.pathname !== `${basePath}/events`) {
-        return errorResponse(
-          404,
-          'BATON_NOT_FOUND',
-          `no such endpoint; the feed is GET ${basePath}/events`,
-        );
-      }
-      if (request.method !== 'GET') {
-        return {
-          ...errorResponse(405, 'BATON_METHOD', 'the feed only answers GET'),
-          headers: { allow: 'GET' },
-        };
-      }
-      const reason = verifier.verify(request.headers, {
-        method: request.method,
-        target: request.url,
-        body: request.body,
-      });
-      if (reason) return errorResponse(401, 'BATON_UNAUTHENTICATED', reason);
-      try {
-        return await handleEvents(url, signal);
-      } catch {
-        return errorResponse(
-          503,
-          'BATON_UNAVAILABLE',
-          'the feed could not read its database; retry later',
-        );
-      }
-    },
-    async close() {
-      for (const w of [...waiters]) w();
-      const stop = await unlisten?.catch(() => undefined);
-      await stop?.();
-    },
+  const route: Route = {
+    method: 'GET',
+    pattern: /^\/events$/,
+    describe: '/events',
+    handle: (_match, url, _request, signal) => handleEvents(url, signal),
   };
+  const close = async () => {
+    for (const w of [...waiters]) w();
+    const stop = await unlisten?.catch(() => undefined);
+    await stop?.();
+  };
+  return { route, close };
+}
+
+/** The feed alone behind its own authentication (see `createServiceHandler` for all endpoints). */
+export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
+  const feed = createFeedRoute(options);
+  return createServiceHandler({
+    auth: options.auth,
+    basePath: options.basePath,
+    now: options.now,
+    routes: [feed.route],
+    onClose: feed.close,
+  });
 }

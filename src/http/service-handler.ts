@@ -1,0 +1,91 @@
+import { RequestVerifier, type ServerAuth } from '../transports/http-feed/auth.ts';
+import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
+
+/** One endpoint under the service's base path; `pattern` matches the rest of the path. */
+export interface Route {
+  method: 'GET' | 'POST';
+  pattern: RegExp;
+  /** Human description for 404 answers, e.g. `GET /events`. */
+  describe: string;
+  handle(
+    match: RegExpExecArray,
+    url: URL,
+    request: HttpRequestLike,
+    signal?: AbortSignal,
+  ): Promise<HttpResponseLike>;
+}
+
+export interface ServiceHandler {
+  handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike>;
+  close(): Promise<void>;
+}
+
+/**
+ * Baton's HTTP endpoints of one service behind one authentication check:
+ * route → method → signature (401 without any data) → handler. A handler
+ * that throws answers 503 (its database is unreachable); it never crashes
+ * the server.
+ */
+export function createServiceHandler(options: {
+  auth: ServerAuth;
+  basePath?: string;
+  routes: readonly Route[];
+  now?: () => number;
+  onClose?: () => Promise<void>;
+}): ServiceHandler {
+  const verifier = new RequestVerifier(options.auth, options.now);
+  const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
+  const endpoints = options.routes.map((r) => `${r.method} ${basePath}${r.describe}`).join(', ');
+  return {
+    async handle(request, signal) {
+      let url: URL;
+      try {
+        url = new URL(request.url, 'http://baton.invalid');
+      } catch {
+        return errorResponse(400, 'BATON_BAD_REQUEST', 'request target is not a valid URL');
+      }
+      const rest = url.pathname.startsWith(`${basePath}/`)
+        ? url.pathname.slice(basePath.length)
+        : undefined;
+      const matching = rest === undefined ? [] : options.routes.filter((r) => r.pattern.test(rest));
+      if (matching.length === 0) {
+        return errorResponse(
+          404,
+          'BATON_NOT_FOUND',
+          `no such endpoint; Baton answers ${endpoints}`,
+        );
+      }
+      const route = matching.find((r) => r.method === request.method);
+      if (!route) {
+        const allow = [...new Set(matching.map((r) => r.method))].join(', ');
+        return {
+          ...errorResponse(405, 'BATON_METHOD', `this endpoint only answers ${allow}`),
+          headers: { allow },
+        };
+      }
+      const reason = verifier.verify(request.headers, {
+        method: request.method,
+        target: request.url,
+        body: request.body,
+      });
+      if (reason) return errorResponse(401, 'BATON_UNAUTHENTICATED', reason);
+      try {
+        return await route.handle(
+          route.pattern.exec(rest as string) as RegExpExecArray,
+          url,
+          request,
+          signal,
+        );
+      } catch {
+        return errorResponse(
+          503,
+          'BATON_UNAVAILABLE',
+          'the service could not read its database; retry later',
+        );
+      }
+    },
+    close: async () => {
+      await options.onClose?.();
+    },
+  };
+}
