@@ -31,6 +31,13 @@ import {
 } from './support/ordering-publishers.ts';
 import { seededRandom } from './support/ordering-random.ts';
 
+/*
+ * The relay must never skip and never reorder a key. Each case drives
+ * dedicated connections by hand, so transactions commit in exactly the order
+ * that breaks a relay reading the outbox by insertion id; relay passes run at
+ * chosen moments (no background loop) except in the racing and consumer cases.
+ */
+
 async function xid(client: pg.Client): Promise<bigint> {
   const r = await client.query<{ xid: string }>('SELECT pg_current_xact_id()::text AS xid');
   return BigInt(r.rows[0]!.xid);
