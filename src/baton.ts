@@ -2,6 +2,7 @@ import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
 import { InvalidInputError } from './errors.ts';
+import { createServiceHandler, type ServiceHandler } from './http/service-handler.ts';
 import { type Logger, silentLogger } from './logger.ts';
 import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
 import type { BatonEvent, EventInput } from './messaging/event.ts';
@@ -9,8 +10,19 @@ import type { EventSchemas } from './messaging/event-schemas.ts';
 import { Outbox } from './messaging/outbox.ts';
 import { Relay, type RelayOptions } from './messaging/relay.ts';
 import { acceptIfNewer } from './messaging/version-gate.ts';
+import type { EntityDefinition, ReferenceDefinition } from './references/definitions.ts';
+import type { EntityOwner } from './references/entity-owner.ts';
+import type { EntityReplication } from './references/entity-replication.ts';
+import { entityRoutes } from './references/entity-routes.ts';
+import type { OwnerClient } from './references/owner-client.ts';
+import { asReferenceViolation, type Reference } from './references/reference.ts';
+import { ReferenceRegistry } from './references/reference-registry.ts';
 import type { ServerAuth } from './transports/http-feed/auth.ts';
-import { createFeedHandler, type FeedHandler } from './transports/http-feed/feed-handler.ts';
+import {
+  createFeedHandler,
+  createFeedRoute,
+  type FeedHandler,
+} from './transports/http-feed/feed-handler.ts';
 import type { Transport } from './transports/transport.ts';
 
 export interface BatonOptions {
@@ -74,6 +86,30 @@ export interface Baton {
     scope: string,
     event: Pick<BatonEvent, 'key' | 'version'>,
   ): Promise<boolean>;
+  /**
+   * Owner side: declares an entity this service owns. After `install()`,
+   * every insert, update and delete of its table (also plain SQL) emits its
+   * state through the outbox in the same transaction; a delete leaves a
+   * tombstone.
+   */
+  entity(definition: EntityDefinition): EntityOwner;
+  /** Referrer side: keeps a replica of another service's entity from its events on `consumer`. */
+  replicate(options: { entity: string; owner: OwnerClient; consumer: Consumer }): EntityReplication;
+  /** Referrer side: declares a referencing column with its on-delete policy (after `replicate`). */
+  reference(definition: ReferenceDefinition): Reference;
+  /** Owner side: accept delete votes of `restrict` referrers arriving on `consumer`. */
+  acceptDeleteVotes(consumer: Consumer): void;
+  /** Creates triggers, replica tables and foreign keys for the declarations. Idempotent; call at start-up in every process. */
+  install(): Promise<void>;
+  /** Turns a reference-check error raised by the database into a typed `ReferenceViolation`. */
+  referenceError(error: unknown): unknown;
+  /** All of this service's Baton endpoints (feed, entity lookups, watermark) behind one authentication. */
+  httpHandler(options: {
+    auth: ServerAuth;
+    basePath?: string;
+    maxLimit?: number;
+    maxWaitMs?: number;
+  }): ServiceHandler;
 }
 
 /** The NOTIFY channels of one Baton schema. */
@@ -109,12 +145,22 @@ export function createBaton(options: BatonOptions): Baton {
     notifyChannel: options.notifyOnPublish === false ? undefined : channels.outbox,
   });
 
+  const publish = (tx: Executor, events: EventInput | readonly EventInput[]) =>
+    outbox.publish(tx, events);
+  const registry = new ReferenceRegistry(
+    options.db,
+    schemaSql,
+    options.service,
+    channels.outbox,
+    publish,
+  );
+
   return {
     service: options.service,
     schema,
     db: options.db,
     migrate: () => migrate(options.db, schema),
-    publish: (tx, events) => outbox.publish(tx, events),
+    publish,
     relay: (relayOptions = {}) =>
       new Relay({
         db: options.db,
@@ -131,5 +177,26 @@ export function createBaton(options: BatonOptions): Baton {
       new Consumer({ db: options.db, schemaSql, logger, ...consumerOptions }),
     acceptIfNewer: (tx, scope, event) =>
       acceptIfNewer(tx, schemaSql, scope, event.key, event.version),
+    entity: (definition) => registry.entity(definition),
+    replicate: (replicateOptions) => registry.replicate(replicateOptions),
+    reference: (definition) => registry.reference(definition),
+    acceptDeleteVotes: (consumer) => registry.acceptDeleteVotes(consumer),
+    install: () => registry.install(),
+    referenceError: (error) => asReferenceViolation(error),
+    httpHandler: (httpOptions) => {
+      const { auth, basePath, ...feedOptions } = httpOptions;
+      const feed = createFeedRoute({
+        db: options.db,
+        schemaSql,
+        feedChannel: channels.feed,
+        ...feedOptions,
+      });
+      return createServiceHandler({
+        auth,
+        basePath,
+        routes: [feed.route, ...entityRoutes(options.db, schemaSql, () => registry.owners)],
+        onClose: feed.close,
+      });
+    },
   };
 }

@@ -152,3 +152,24 @@ export class TransactionRolledBackError extends BatonError {
     );
   }
 }
+
+/**
+ * A write would make a reference point at an entity that is unknown, being
+ * deleted or deleted. Names the referencing table and column, the entity and
+ * the id, and the state found.
+ */
+export class ReferenceViolation extends BatonError {
+  constructor(
+    readonly table: string,
+    readonly column: string,
+    readonly entity: string,
+    readonly id: string,
+    readonly state: string,
+    detail = '',
+  ) {
+    super(
+      'BATON_REFERENCE_VIOLATION',
+      `${table}.${column} = ${JSON.stringify(id)} refers to ${entity} ${JSON.stringify(id)}, which is ${state}${detail ? ` (${detail})` : ''}. Reference an existing ${entity}, or create it in its owning service first.`,
+    );
+  }
+}

@@ -14,6 +14,7 @@ export {
   InvalidInputError,
   NotFoundError,
   PayloadTooLargeError,
+  ReferenceViolation,
   RetryableError,
   SchemaViolationError,
   TerminalError,
@@ -23,6 +24,7 @@ export {
 } from './errors.ts';
 export type { HttpRequestLike, HttpResponseLike } from './http/http-types.ts';
 export { type RunningServer, serveHttp } from './http/node-server.ts';
+export { createServiceHandler, type Route, type ServiceHandler } from './http/service-handler.ts';
 export type { Logger } from './logger.ts';
 export type { BackoffPolicy } from './messaging/backoff.ts';
 export {
@@ -50,6 +52,23 @@ export type { EventSchemas } from './messaging/event-schemas.ts';
 export { type DeadLetterMode, INBOX_STATES, type InboxState } from './messaging/inbox-states.ts';
 export { Relay, type RelayOptions } from './messaging/relay.ts';
 export { uuidv7 } from './messaging/uuid-v7.ts';
+export type {
+  EntityDefinition,
+  EntityLookup,
+  EntityState,
+  OnDeletePolicy,
+  ReferenceDefinition,
+} from './references/definitions.ts';
+export { ON_DELETE_POLICIES } from './references/definitions.ts';
+export type { DeleteOutcome, EntityOwner } from './references/entity-owner.ts';
+export type { EntityReplication } from './references/entity-replication.ts';
+export {
+  type OwnerClient,
+  type OwnerClientOptions,
+  ownerClient,
+} from './references/owner-client.ts';
+export type { Reference } from './references/reference.ts';
+export { REPLICA_STATES, type ReplicaState } from './references/replica-states.ts';
 export {
   type BatonStatus,
   readStatus,

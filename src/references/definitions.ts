@@ -1,0 +1,152 @@
+import { InvalidInputError } from '../errors.ts';
+
+/** What happens to referencing rows when the referenced entity is deleted. */
+export const ON_DELETE_POLICIES = ['cascade', 'restrict', 'set-null', 'keep', 'anonymise'] as const;
+export type OnDeletePolicy = (typeof ON_DELETE_POLICIES)[number];
+
+/** Owner side: a table this service owns and announces to others. */
+export interface EntityDefinition {
+  /** Entity name, e.g. `customer` (letters, digits, `_`). */
+  name: string;
+  /** The owning table (optionally schema-qualified, e.g. `public.customers`). */
+  table: string;
+  /** Its primary-key column. */
+  key: string;
+  /** Columns others may copy into their replicas (snapshots). */
+  fields?: readonly string[];
+  /** Which of `fields` are personal data (removed by `anonymise`). */
+  personal?: readonly string[];
+  /** Services holding `restrict` references to it: deletes then ask them first (fence → drain → finalise). */
+  restrictReferrers?: readonly string[];
+}
+
+/** Referrer side: a column pointing at another service's entity. */
+export interface ReferenceDefinition {
+  /** The referencing table and column, e.g. `orders` / `customer_id`. */
+  table: string;
+  column: string;
+  /** The referenced entity's name, as its owner declared it. */
+  entity: string;
+  onDelete: OnDeletePolicy;
+  /** For `keep`/`anonymise`: copy snapshot fields into these columns of the referencing row on delete. */
+  snapshotColumns?: Readonly<Record<string, string>>;
+  /** When the owner cannot be asked about an id the replica has never seen: refuse the write (default), or accept it and verify later. */
+  onOwnerUnreachable?: 'refuse' | 'accept';
+}
+
+const NAME = /^[a-z][a-z0-9_]{0,50}$/;
+const COLUMN = /^[a-z_][a-z0-9_]{0,62}$/;
+const TABLE = /^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/;
+
+export function validateEntity(def: EntityDefinition): Required<EntityDefinition> {
+  if (!NAME.test(def?.name ?? '')) {
+    throw new InvalidInputError(
+      `entity name ${JSON.stringify(def?.name)} must be lower-case letters, digits or '_' (max 51), starting with a letter.`,
+    );
+  }
+  if (!TABLE.test(def.table ?? ''))
+    throw new InvalidInputError(
+      `entity ${def.name}: table ${JSON.stringify(def.table)} is not a plain (schema.)table name.`,
+    );
+  if (!COLUMN.test(def.key ?? ''))
+    throw new InvalidInputError(
+      `entity ${def.name}: key ${JSON.stringify(def.key)} is not a plain column name.`,
+    );
+  const fields = [...(def.fields ?? [])];
+  const personal = [...(def.personal ?? [])];
+  for (const f of fields) {
+    if (!COLUMN.test(f))
+      throw new InvalidInputError(
+        `entity ${def.name}: field ${JSON.stringify(f)} is not a plain column name.`,
+      );
+  }
+  for (const p of personal) {
+    if (!fields.includes(p))
+      throw new InvalidInputError(
+        `entity ${def.name}: personal field "${p}" is not among its fields (${fields.join(', ')}).`,
+      );
+  }
+  const restrictReferrers = [...(def.restrictReferrers ?? [])];
+  return { name: def.name, table: def.table, key: def.key, fields, personal, restrictReferrers };
+}
+
+export function validateReference(def: ReferenceDefinition): Required<ReferenceDefinition> {
+  if (!TABLE.test(def?.table ?? ''))
+    throw new InvalidInputError(
+      `reference: table ${JSON.stringify(def?.table)} is not a plain (schema.)table name.`,
+    );
+  if (!COLUMN.test(def.column ?? ''))
+    throw new InvalidInputError(
+      `reference ${def.table}: column ${JSON.stringify(def.column)} is not a plain column name.`,
+    );
+  if (!NAME.test(def.entity ?? ''))
+    throw new InvalidInputError(
+      `reference ${def.table}.${def.column}: entity ${JSON.stringify(def.entity)} is not a valid entity name.`,
+    );
+  if (!ON_DELETE_POLICIES.includes(def.onDelete)) {
+    throw new InvalidInputError(
+      `reference ${def.table}.${def.column}: onDelete must be one of ${ON_DELETE_POLICIES.join(', ')} (got ${JSON.stringify(def.onDelete)}).`,
+    );
+  }
+  const snapshotColumns = { ...(def.snapshotColumns ?? {}) };
+  for (const [field, column] of Object.entries(snapshotColumns)) {
+    if (!COLUMN.test(field) || !COLUMN.test(column)) {
+      throw new InvalidInputError(
+        `reference ${def.table}.${def.column}: snapshotColumns maps plain field names to plain column names.`,
+      );
+    }
+  }
+  if (
+    Object.keys(snapshotColumns).length > 0 &&
+    def.onDelete !== 'keep' &&
+    def.onDelete !== 'anonymise'
+  ) {
+    throw new InvalidInputError(
+      `reference ${def.table}.${def.column}: snapshotColumns only apply to onDelete 'keep' or 'anonymise'.`,
+    );
+  }
+  const onOwnerUnreachable = def.onOwnerUnreachable ?? 'refuse';
+  if (onOwnerUnreachable !== 'refuse' && onOwnerUnreachable !== 'accept') {
+    throw new InvalidInputError(
+      `reference ${def.table}.${def.column}: onOwnerUnreachable must be 'refuse' or 'accept'.`,
+    );
+  }
+  return { ...def, snapshotColumns, onOwnerUnreachable };
+}
+
+/** `schema.table` → quoted SQL; a bare name stays unqualified (search_path). */
+export function tableSql(table: string): string {
+  return table
+    .split('.')
+    .map((part) => `"${part}"`)
+    .join('.');
+}
+
+export function referenceName(def: Pick<ReferenceDefinition, 'table' | 'column'>): string {
+  return `${def.table}.${def.column}`;
+}
+
+/** The payload of an entity state event (`baton.entity.<name>`). */
+export interface EntityState {
+  entity: string;
+  id: string;
+  state: 'active' | 'deleting' | 'deleted';
+  fields: Record<string, unknown>;
+  personal: string[];
+}
+
+/** What the owner answers to a point lookup. */
+export type EntityLookup =
+  | (EntityState & { version: number })
+  | {
+      entity: string;
+      id: string;
+      state: 'absent';
+      version: 0;
+      fields: Record<string, never>;
+      personal: string[];
+    };
+
+export function entityEventType(entity: string): string {
+  return `baton.entity.${entity}`;
+}

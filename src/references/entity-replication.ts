@@ -1,0 +1,142 @@
+import type { Executor } from '../db/executor.ts';
+import { quoteIdent } from '../db/sql.ts';
+import { TerminalError } from '../errors.ts';
+import type { BatonEvent, EventInput } from '../messaging/event.ts';
+import { type EntityState, tableSql } from './definitions.ts';
+import { applyDeletePolicy } from './delete-policies.ts';
+import type { DeleteVote } from './entity-owner.ts';
+import type { Reference } from './reference.ts';
+import { replicaStateOf } from './replica-states.ts';
+import type { ReplicaRow, ReplicaStore } from './replica-store.ts';
+
+export const DELETE_VOTE_TYPE = 'baton.delete-vote';
+
+export type ApplyResult = 'applied' | 'ignored';
+
+/**
+ * Referrer side of one entity: applies the owner's state events to the
+ * replica as a max-version register (duplicates and older versions change
+ * nothing; a tombstone stands until a newer version re-creates the id), and
+ * carries out what each state means here:
+ *
+ * - deleting: the replica row turns DELETING — which waits for transactions
+ *   adding references (they hold a share lock on it) — so no new reference
+ *   can appear; if this service holds `restrict` references it counts them
+ *   and votes (prepared / vetoed) through its own outbox.
+ * - deleted: every reference's on-delete policy runs, in this transaction.
+ */
+export class EntityReplication {
+  constructor(
+    private readonly schemaSql: string,
+    readonly replica: ReplicaStore,
+    private readonly references: () => readonly Reference[],
+    private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
+    private readonly service: string,
+  ) {}
+
+  /** The consumer handler for `baton.entity.<name>` events. */
+  readonly handle = async (event: BatonEvent, tx: Executor): Promise<void> => {
+    const state = parseEntityState(event.payload, this.replica.entity);
+    await this.apply(tx, state, event.version, {
+      apology: false,
+      reason: `${state.state} event v${event.version}`,
+    });
+  };
+
+  /** Applies one observed state of the entity (from an event, a lookup, or the caretaker). */
+  async apply(
+    tx: Executor,
+    state: EntityState,
+    version: number,
+    context: { apology: boolean; reason: string; force?: boolean },
+  ): Promise<ApplyResult> {
+    const before = await this.replica.lock(tx, state.id);
+    const stale = before && before.version >= version && before.state !== 'UNVERIFIED';
+    if (stale && !context.force) return 'ignored';
+    const row: ReplicaRow = {
+      id: state.id,
+      state: replicaStateOf(state.state),
+      version,
+      fields: state.fields,
+      personal: state.personal,
+    };
+    await this.replica.put(tx, row, { force: true });
+    const refs = this.references();
+    if (row.state === 'DELETING') {
+      const restrict = refs.filter((r) => r.def.onDelete === 'restrict');
+      if (restrict.length > 0) await this.vote(tx, restrict, row.id, version);
+    } else if (row.state === 'DELETED') {
+      const apology = context.apology || before?.state === 'UNVERIFIED';
+      for (const ref of refs)
+        await applyDeletePolicy(tx, this.schemaSql, ref, {
+          entity: row,
+          apology,
+          reason: context.reason,
+        });
+    }
+    return 'applied';
+  }
+
+  private async vote(
+    tx: Executor,
+    restrict: readonly Reference[],
+    id: string,
+    version: number,
+  ): Promise<void> {
+    let count = 0;
+    for (const ref of restrict) {
+      const r = await tx.query<{ n: string }>(
+        `SELECT count(*) AS n FROM ${tableSql(ref.def.table)} WHERE ${quoteIdent(ref.def.column)} = $1::text::${ref.replica.idType}`,
+        [id],
+      );
+      count += Number(r.rows[0]?.n ?? 0);
+    }
+    const vote: DeleteVote = {
+      entity: this.replica.entity,
+      id,
+      version,
+      referrer: this.service,
+      vote: count === 0 ? 'prepared' : 'vetoed',
+      references: count,
+    };
+    await this.publish(tx, { type: DELETE_VOTE_TYPE, key: `${vote.entity}:${id}`, payload: vote });
+  }
+}
+
+/** Validates an entity state payload from the wire; a bad one is a dead letter (TerminalError). */
+export function parseEntityState(payload: unknown, entity: string): EntityState {
+  const p = payload as Partial<EntityState> | null;
+  const problem =
+    typeof p !== 'object' || p === null
+      ? 'payload is not an object'
+      : p.entity !== entity
+        ? `entity is ${JSON.stringify(p.entity)}, expected "${entity}"`
+        : typeof p.id !== 'string' || p.id.length === 0 || p.id.length > 512
+          ? 'id must be a non-empty string of at most 512 characters'
+          : !['active', 'deleting', 'deleted'].includes(p.state as string)
+            ? `state ${JSON.stringify(p.state)} is not active, deleting or deleted`
+            : typeof p.fields !== 'object' || p.fields === null || Array.isArray(p.fields)
+              ? 'fields must be an object'
+              : !Array.isArray(p.personal) || p.personal.some((x) => typeof x !== 'string')
+                ? 'personal must be a list of field names'
+                : undefined;
+  if (problem) throw new TerminalError(`malformed ${entity} state event: ${problem}`);
+  return p as EntityState;
+}
+
+/** Validates a delete vote from the wire. */
+export function parseDeleteVote(payload: unknown): DeleteVote {
+  const v = payload as Partial<DeleteVote> | null;
+  const ok =
+    typeof v === 'object' &&
+    v !== null &&
+    typeof v.entity === 'string' &&
+    typeof v.id === 'string' &&
+    Number.isSafeInteger(v.version) &&
+    typeof v.referrer === 'string' &&
+    (v.vote === 'prepared' || v.vote === 'vetoed') &&
+    Number.isSafeInteger(v.references);
+  if (!ok)
+    throw new TerminalError(`malformed delete vote: ${JSON.stringify(payload).slice(0, 300)}`);
+  return v as DeleteVote;
+}

@@ -1,0 +1,126 @@
+import type { Database, Executor } from '../db/executor.ts';
+import { InvalidInputError } from '../errors.ts';
+import type { Consumer } from '../messaging/consumer.ts';
+import type { EventInput } from '../messaging/event.ts';
+import {
+  type EntityDefinition,
+  entityEventType,
+  type ReferenceDefinition,
+  referenceName,
+  validateEntity,
+  validateReference,
+} from './definitions.ts';
+import { EntityOwner } from './entity-owner.ts';
+import { DELETE_VOTE_TYPE, EntityReplication, parseDeleteVote } from './entity-replication.ts';
+import type { OwnerClient } from './owner-client.ts';
+import { Reference } from './reference.ts';
+import { ReplicaStore } from './replica-store.ts';
+
+/**
+ * Everything one service declares about references: entities it owns,
+ * entities it replicates (and from whom), and its referencing columns.
+ * Declarations are validated at once; `install()` creates what they need in
+ * the database (idempotent, safe from several processes).
+ */
+export class ReferenceRegistry {
+  readonly owners = new Map<string, EntityOwner>();
+  readonly replications = new Map<
+    string,
+    { replication: EntityReplication; owner: OwnerClient; consumer: Consumer }
+  >();
+  readonly references: Reference[] = [];
+
+  constructor(
+    private readonly db: Database,
+    private readonly schemaSql: string,
+    private readonly service: string,
+    private readonly outboxChannel: string,
+    private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
+  ) {}
+
+  entity(definition: EntityDefinition): EntityOwner {
+    const def = validateEntity(definition);
+    if (this.owners.has(def.name))
+      throw new InvalidInputError(`entity "${def.name}" is declared twice.`);
+    const owner = new EntityOwner(this.db, this.schemaSql, def, {
+      service: this.service,
+      outboxChannel: this.outboxChannel,
+    });
+    this.owners.set(def.name, owner);
+    return owner;
+  }
+
+  /** Keeps a replica of `entity` from its owner's events on `consumer`; lookups go to `owner`. */
+  replicate(options: {
+    entity: string;
+    owner: OwnerClient;
+    consumer: Consumer;
+  }): EntityReplication {
+    if (this.replications.has(options.entity))
+      throw new InvalidInputError(`entity "${options.entity}" is replicated twice.`);
+    const store = new ReplicaStore(this.schemaSql, options.entity);
+    const replication = new EntityReplication(
+      this.schemaSql,
+      store,
+      () => this.references.filter((r) => r.def.entity === options.entity),
+      this.publish,
+      this.service,
+    );
+    options.consumer.subscribe(entityEventType(options.entity), replication.handle);
+    this.replications.set(options.entity, {
+      replication,
+      owner: options.owner,
+      consumer: options.consumer,
+    });
+    return replication;
+  }
+
+  reference(definition: ReferenceDefinition): Reference {
+    const def = validateReference(definition);
+    const replicated = this.replications.get(def.entity);
+    if (!replicated) {
+      throw new InvalidInputError(
+        `reference ${referenceName(def)} → ${def.entity}: call replicate({ entity: '${def.entity}', owner, consumer }) first, so Baton knows where ${def.entity} comes from.`,
+      );
+    }
+    if (this.references.some((r) => r.name === referenceName(def))) {
+      throw new InvalidInputError(`reference ${referenceName(def)} is declared twice.`);
+    }
+    const reference = new Reference(
+      this.schemaSql,
+      def,
+      replicated.replication.replica,
+      replicated.owner,
+    );
+    this.references.push(reference);
+    return reference;
+  }
+
+  /** Owner side: record delete votes arriving from restrict referrers on `consumer`. */
+  acceptDeleteVotes(consumer: Consumer): void {
+    consumer.subscribe(DELETE_VOTE_TYPE, async (event, tx) => {
+      const vote = parseDeleteVote(event.payload);
+      const owner = this.owners.get(vote.entity);
+      if (!owner)
+        throw new InvalidInputError(
+          `delete vote for entity "${vote.entity}", which this service does not own`,
+        );
+      await owner.recordVote(tx, vote);
+    });
+  }
+
+  async install(): Promise<void> {
+    for (const owner of this.owners.values()) await owner.install();
+    for (const [entity, { replication, owner }] of this.replications) {
+      const refs = this.references.filter((r) => r.def.entity === entity);
+      const types = new Set(await Promise.all(refs.map((r) => r.columnType(this.db))));
+      if (types.size > 1) {
+        throw new InvalidInputError(
+          `references to ${entity} have different column types (${[...types].join(', ')}); make them the same.`,
+        );
+      }
+      await replication.replica.install(this.db, [...types][0] ?? 'text', owner.name);
+    }
+    for (const reference of this.references) await reference.install(this.db);
+  }
+}

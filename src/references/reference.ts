@@ -1,0 +1,210 @@
+import type { Database, Executor } from '../db/executor.ts';
+import { quoteIdent } from '../db/sql.ts';
+import { InvalidInputError, ReferenceViolation } from '../errors.ts';
+import { type ReferenceDefinition, referenceName, tableSql } from './definitions.ts';
+import type { OwnerClient } from './owner-client.ts';
+import { REFERENCEABLE, replicaStateOf } from './replica-states.ts';
+import type { ReplicaStore } from './replica-store.ts';
+
+/** SQLSTATE raised by the check trigger on a referencing table. */
+export const REFERENCE_VIOLATION_SQLSTATE = 'BR001';
+
+/**
+ * Referrer side of one reference, e.g. `orders.customer_id → customer`.
+ *
+ * `install()` gives the referencing column a real foreign key to the replica
+ * table (so, inside this service, a row can never point at an id the replica
+ * does not have) and a trigger that refuses, under a share lock on the
+ * replica row, a reference to an entity that is not ACTIVE (or UNVERIFIED).
+ * The share lock is what the restrict protocol's fence waits for: a replica
+ * row cannot turn DELETING while a transaction adding a reference to it is
+ * still open.
+ *
+ * `check(tx, id)` is the friendly front door: it pulls an id the replica has
+ * never seen from its owner first, and throws a typed `ReferenceViolation`.
+ */
+export class Reference {
+  readonly name: string;
+
+  constructor(
+    private readonly schemaSql: string,
+    readonly def: Required<ReferenceDefinition>,
+    readonly replica: ReplicaStore,
+    private readonly owner: OwnerClient,
+  ) {
+    this.name = referenceName(def);
+  }
+
+  /** The SQL type of the referencing column (the replica's id gets the same). */
+  async columnType(db: Executor): Promise<string> {
+    const r = await db.query<{ type: string | null }>(
+      `SELECT format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a
+       WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`,
+      [this.def.table, this.def.column],
+    );
+    const type = r.rows[0]?.type;
+    if (!type) {
+      throw new InvalidInputError(
+        `reference ${this.name}: table "${this.def.table}" has no column "${this.def.column}". Create it first.`,
+      );
+    }
+    return type;
+  }
+
+  /** Foreign key to the replica (NOT VALID for rows that predate it), check trigger, registry row. Idempotent. */
+  async install(db: Database): Promise<void> {
+    const d = this.def;
+    const table = tableSql(d.table);
+    const column = quoteIdent(d.column);
+    const fk = quoteIdent(`baton_ref_${d.column}_${d.entity}`);
+    const fn = `${this.schemaSql}.${quoteIdent(`check_ref_${d.table.replace('.', '_')}_${d.column}`)}`;
+    await db.transaction(async (tx) => {
+      await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
+        `baton:reference:${this.name}`,
+      ]);
+      await tx.query(
+        `INSERT INTO ${this.schemaSql}.entity_references (name, table_name, column_name, entity, on_delete, snapshot_columns)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (name) DO UPDATE SET entity = excluded.entity, on_delete = excluded.on_delete,
+           snapshot_columns = excluded.snapshot_columns`,
+        [this.name, d.table, d.column, d.entity, d.onDelete, d.snapshotColumns],
+      );
+      const exists = await tx.query(
+        `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`,
+        [d.table, `baton_ref_${d.column}_${d.entity}`],
+      );
+      if (exists.rows.length === 0) {
+        await tx.query(
+          `ALTER TABLE ${table} ADD CONSTRAINT ${fk} FOREIGN KEY (${column}) REFERENCES ${this.replica.tableSql} (id) NOT VALID`,
+        );
+      }
+      const message = `${d.table}.${d.column} refers to ${d.entity} %s, which is %s`;
+      await tx.query(`
+        CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE v_state text;
+        BEGIN
+          IF NEW.${column} IS NULL THEN RETURN NEW; END IF;
+          IF TG_OP = 'UPDATE' AND OLD.${column} IS NOT DISTINCT FROM NEW.${column} THEN RETURN NEW; END IF;
+          SELECT state INTO v_state FROM ${this.replica.tableSql} WHERE id = NEW.${column} FOR SHARE;
+          IF v_state IS NULL OR v_state NOT IN ('ACTIVE', 'UNVERIFIED') THEN
+            RAISE EXCEPTION '${message}', NEW.${column}, coalesce(lower(v_state), 'unknown')
+              USING ERRCODE = '${REFERENCE_VIOLATION_SQLSTATE}',
+                    DETAIL = json_build_object('table', '${d.table}', 'column', '${d.column}',
+                      'entity', '${d.entity}', 'id', NEW.${column}::text,
+                      'state', coalesce(lower(v_state), 'unknown'))::text;
+          END IF;
+          RETURN NEW;
+        END $fn$`);
+      await tx.query(
+        `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_check_${d.column}_${d.entity}`)}
+         BEFORE INSERT OR UPDATE OF ${column} ON ${table}
+         FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+      );
+    });
+  }
+
+  /**
+   * Checks, inside the caller's transaction, that `id` may be referenced now,
+   * and keeps it so until commit (share lock on the replica row). An id the
+   * replica has never seen is looked up from its owner; if the owner cannot
+   * be reached the write is refused, or accepted as UNVERIFIED and verified
+   * later by the caretaker (`onOwnerUnreachable: 'accept'`).
+   *
+   * @throws ReferenceViolation naming table, column, entity and id.
+   */
+  async check(tx: Executor, id: string | number): Promise<void> {
+    const key = String(id);
+    const d = this.def;
+    if (key.length === 0 || key.length > 512 || key.includes('\u0000')) {
+      throw new ReferenceViolation(
+        d.table,
+        d.column,
+        d.entity,
+        key.slice(0, 100),
+        'not a valid id',
+        'ids are 1–512 characters without NUL',
+      );
+    }
+    let row = await this.share(tx, key);
+    if (!row) {
+      let found: Awaited<ReturnType<OwnerClient['lookup']>>;
+      try {
+        found = await this.owner.lookup(d.entity, key);
+      } catch (error) {
+        if (d.onOwnerUnreachable === 'refuse') {
+          throw new ReferenceViolation(
+            d.table,
+            d.column,
+            d.entity,
+            key,
+            'unknown here',
+            `its owner could not be asked: ${(error as Error).message}`,
+          );
+        }
+        await this.replica.put(tx, {
+          id: key,
+          state: 'UNVERIFIED',
+          version: 0,
+          fields: {},
+          personal: [],
+        });
+        return;
+      }
+      if (found.state === 'absent')
+        throw new ReferenceViolation(d.table, d.column, d.entity, key, 'unknown to its owner');
+      await this.replica.put(tx, {
+        id: key,
+        state: replicaStateOf(found.state),
+        version: found.version,
+        fields: found.fields,
+        personal: found.personal,
+      });
+      row = await this.share(tx, key);
+    }
+    if (!row || !REFERENCEABLE.has(row.state)) {
+      throw new ReferenceViolation(
+        d.table,
+        d.column,
+        d.entity,
+        key,
+        (row?.state ?? 'unknown').toLowerCase(),
+      );
+    }
+  }
+
+  private async share(tx: Executor, id: string) {
+    try {
+      return await this.replica.share(tx, id);
+    } catch (error) {
+      if ((error as { code?: string }).code?.startsWith('22')) {
+        throw new ReferenceViolation(
+          this.def.table,
+          this.def.column,
+          this.def.entity,
+          id,
+          'not a valid id',
+          (error as Error).message,
+        );
+      }
+      throw error;
+    }
+  }
+}
+
+/** Turns the check trigger's error into a `ReferenceViolation` (other errors pass through unchanged). */
+export function asReferenceViolation(error: unknown): unknown {
+  const e = error as { code?: string; detail?: string };
+  if (e?.code !== REFERENCE_VIOLATION_SQLSTATE || typeof e.detail !== 'string') return error;
+  try {
+    const d = JSON.parse(e.detail) as Record<string, string>;
+    return new ReferenceViolation(
+      d.table ?? '',
+      d.column ?? '',
+      d.entity ?? '',
+      d.id ?? '',
+      d.state ?? '',
+    );
+  } catch {
+    return error;
+  }
+}

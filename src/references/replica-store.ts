@@ -1,0 +1,130 @@
+import type { Database, Executor } from '../db/executor.ts';
+import { quoteIdent } from '../db/sql.ts';
+import { InvalidInputError } from '../errors.ts';
+import type { ReplicaState } from './replica-states.ts';
+
+export interface ReplicaRow {
+  id: string;
+  state: ReplicaState;
+  version: number;
+  fields: Record<string, unknown>;
+  personal: string[];
+}
+
+/**
+ * The referrer's local copy of another service's entity: one table per
+ * entity (`<schema>.replica_<entity>`), whose `id` has the type of the
+ * referencing columns so they can hold a real foreign key to it.
+ */
+export class ReplicaStore {
+  readonly tableSql: string;
+  /** SQL type of `id` (the referencing columns' type), known once installed. */
+  idType = 'text';
+
+  constructor(
+    private readonly schemaSql: string,
+    readonly entity: string,
+  ) {
+    this.tableSql = `${schemaSql}.${quoteIdent(`replica_${entity}`)}`;
+  }
+
+  /** Creates the replica table (id of `idType`) and registers it. Idempotent; refuses a changed id type. */
+  async install(db: Database, idType: string, owner: string): Promise<void> {
+    this.idType = idType;
+    await db.transaction(async (tx) => {
+      await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
+        `baton:replica:${this.entity}`,
+      ]);
+      const existing = await tx.query<{ id_type: string }>(
+        `SELECT id_type FROM ${this.schemaSql}.replicas WHERE entity = $1`,
+        [this.entity],
+      );
+      const known = existing.rows[0]?.id_type;
+      if (known && known !== idType) {
+        throw new InvalidInputError(
+          `references to ${this.entity} use column type ${idType}, but its replica was created with ${known}: all references to one entity need the same column type.`,
+        );
+      }
+      await tx.query(
+        `CREATE TABLE IF NOT EXISTS ${this.tableSql} (
+           id ${idType} PRIMARY KEY,
+           state text NOT NULL CHECK (state IN ('ACTIVE', 'UNVERIFIED', 'DELETING', 'DELETED')),
+           version bigint NOT NULL,
+           fields jsonb NOT NULL DEFAULT '{}',
+           personal text[] NOT NULL DEFAULT '{}',
+           updated_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      await tx.query(
+        `INSERT INTO ${this.schemaSql}.replicas (entity, table_name, id_type, owner) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (entity) DO UPDATE SET owner = excluded.owner`,
+        [this.entity, `replica_${this.entity}`, idType, owner],
+      );
+    });
+  }
+
+  /** Reads and locks (FOR UPDATE) one replica row; undefined when the replica never saw the id. */
+  async lock(tx: Executor, id: string): Promise<ReplicaRow | undefined> {
+    const r = await tx.query<RawRow>(
+      `SELECT id::text AS id, state, version, fields, personal FROM ${this.tableSql} WHERE id = $1::text::${this.idType} FOR UPDATE`,
+      [id],
+    );
+    return r.rows[0] && toRow(r.rows[0]);
+  }
+
+  /** Reads one row under a share lock (what a reference check takes). */
+  async share(tx: Executor, id: string): Promise<ReplicaRow | undefined> {
+    const r = await tx.query<RawRow>(
+      `SELECT id::text AS id, state, version, fields, personal FROM ${this.tableSql} WHERE id = $1::text::${this.idType} FOR SHARE`,
+      [id],
+    );
+    return r.rows[0] && toRow(r.rows[0]);
+  }
+
+  /**
+   * Writes a row as a max-version register: only over an older version (or
+   * an UNVERIFIED placeholder). `force` overwrites whatever is there (the
+   * caretaker repairing a hand-edited row). Returns whether it wrote.
+   */
+  async put(tx: Executor, row: ReplicaRow, options: { force?: boolean } = {}): Promise<boolean> {
+    const guard = options.force
+      ? ''
+      : `WHERE ${this.tableSql}.version < excluded.version OR ${this.tableSql}.state = 'UNVERIFIED'`;
+    const r = await tx.query(
+      `INSERT INTO ${this.tableSql} (id, state, version, fields, personal, updated_at)
+       VALUES ($1::text::${this.idType}, $2, $3, $4, $5, now())
+       ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version,
+         fields = excluded.fields, personal = excluded.personal, updated_at = now()
+       ${guard}`,
+      [row.id, row.state, row.version, row.fields, row.personal],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  /** The replica's (id, version) set of live rows, as SQL fragments for set reconciliation. */
+  memberSource(): { fromSql: string; idSql: string; versionSql: string; whereSql: string } {
+    return {
+      fromSql: `${this.tableSql} r`,
+      idSql: 'r.id::text',
+      versionSql: 'r.version',
+      whereSql: `r.state <> 'DELETED'`,
+    };
+  }
+}
+
+interface RawRow {
+  id: string;
+  state: ReplicaState;
+  version: string;
+  fields: Record<string, unknown>;
+  personal: string[];
+}
+
+function toRow(r: RawRow): ReplicaRow {
+  return {
+    id: r.id,
+    state: r.state,
+    version: Number(r.version),
+    fields: r.fields,
+    personal: r.personal,
+  };
+}
