@@ -1,0 +1,307 @@
+import { findUnsafeJson } from '../messaging/json-safety.ts';
+import {
+  type BucketDigest,
+  type DigestRequest,
+  isPrefix,
+  type Member,
+  type MembersRequest,
+  parentOf,
+  SET_SIDE_LIMITS,
+  type SetSide,
+  SetSideProtocolError,
+  type SetSideTraffic,
+} from './set-side.ts';
+
+/**
+ * The JSON protocol of a `SetSide` (one POST body per call). 64-bit values
+ * travel as decimal strings; arrays instead of objects keep the answers,
+ * which are the bulk of the traffic, small.
+ *
+ *   {"op":"digest","bits":12,"within":{"bits":8,"prefixes":["-3","5"]}}
+ *     → {"buckets":[["-48",244,"-8124987321931224641"], …]}   (prefix, count, xor)
+ *   {"op":"members","bits":16,"prefixes":["-770"],"after":"c17","limit":10000}
+ *     → {"members":[["c18",3], …]}                              (id, version)
+ *
+ * Requests are validated strictly (unknown fields, wrong types, values out of
+ * range are refused with the reason); so are answers, on the client.
+ */
+export type SetSideRequest =
+  | ({ op: 'digest' } & DigestRequest)
+  | ({ op: 'members' } & MembersRequest);
+
+type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+const INT64 = /^(0|-?[1-9][0-9]{0,18})$/;
+const MIN_INT64 = -(1n << 63n);
+const MAX_INT64 = (1n << 63n) - 1n;
+
+export function encodeRequest(request: SetSideRequest): unknown {
+  if (request.op === 'digest') {
+    return request.within
+      ? {
+          op: 'digest',
+          bits: request.bits,
+          within: { bits: request.within.bits, prefixes: request.within.prefixes.map(String) },
+        }
+      : { op: 'digest', bits: request.bits };
+  }
+  const body: Record<string, unknown> = {
+    op: 'members',
+    bits: request.bits,
+    prefixes: request.prefixes.map(String),
+    limit: request.limit,
+  };
+  if (request.after !== undefined) body.after = request.after;
+  return body;
+}
+
+/** Validates a request body; the reason says what is wrong, with the value. */
+export function decodeRequest(body: unknown): Decoded<SetSideRequest> {
+  if (!isPlainObject(body)) return fail('the body must be a JSON object');
+  if (body.op === 'digest') return decodeDigestRequest(body);
+  if (body.op === 'members') return decodeMembersRequest(body);
+  return fail('"op" must be "digest" or "members"');
+}
+
+function decodeDigestRequest(body: Record<string, unknown>): Decoded<SetSideRequest> {
+  const unknown = unknownKeys(body, ['op', 'bits', 'within']);
+  if (unknown) return fail(unknown);
+  const bits = decodeBits(body.bits, '"bits"', 1, 64);
+  if (!bits.ok) return bits;
+  if (body.within === undefined) {
+    if (bits.value > SET_SIDE_LIMITS.maxTopBits) {
+      return fail(
+        `"bits" is ${bits.value}: a digest of the whole set goes at most to ${SET_SIDE_LIMITS.maxTopBits} bits; descend with "within"`,
+      );
+    }
+    return { ok: true, value: { op: 'digest', bits: bits.value } };
+  }
+  const within = body.within;
+  if (!isPlainObject(within)) return fail('"within" must be an object {bits, prefixes}');
+  const unknownWithin = unknownKeys(within, ['bits', 'prefixes'], '"within"');
+  if (unknownWithin) return fail(unknownWithin);
+  const parentBits = decodeBits(within.bits, '"within.bits"', 1, 63);
+  if (!parentBits.ok) return parentBits;
+  const descent = bits.value - parentBits.value;
+  if (descent < 1 || descent > SET_SIDE_LIMITS.maxDescent) {
+    return fail(
+      `"bits" (${bits.value}) must be 1 to ${SET_SIDE_LIMITS.maxDescent} more than "within.bits" (${parentBits.value})`,
+    );
+  }
+  const prefixes = decodePrefixes(within.prefixes, parentBits.value, '"within.prefixes"');
+  if (!prefixes.ok) return prefixes;
+  if (prefixes.value.length * 2 ** descent > SET_SIDE_LIMITS.maxBuckets) {
+    return fail(
+      `${prefixes.value.length} parents descending ${descent} bits could answer more than ${SET_SIDE_LIMITS.maxBuckets} buckets; send fewer parents per call`,
+    );
+  }
+  return {
+    ok: true,
+    value: {
+      op: 'digest',
+      bits: bits.value,
+      within: { bits: parentBits.value, prefixes: prefixes.value },
+    },
+  };
+}
+
+function decodeMembersRequest(body: Record<string, unknown>): Decoded<SetSideRequest> {
+  const unknown = unknownKeys(body, ['op', 'bits', 'prefixes', 'after', 'limit']);
+  if (unknown) return fail(unknown);
+  const bits = decodeBits(body.bits, '"bits"', 1, 64);
+  if (!bits.ok) return bits;
+  const prefixes = decodePrefixes(body.prefixes, bits.value, '"prefixes"');
+  if (!prefixes.ok) return prefixes;
+  const limit = body.limit;
+  if (
+    !Number.isInteger(limit) ||
+    (limit as number) < 1 ||
+    (limit as number) > SET_SIDE_LIMITS.maxPageSize
+  ) {
+    return fail(
+      `"limit" must be an integer from 1 to ${SET_SIDE_LIMITS.maxPageSize} (got ${show(limit)})`,
+    );
+  }
+  const value: SetSideRequest = {
+    op: 'members',
+    bits: bits.value,
+    prefixes: prefixes.value,
+    limit: limit as number,
+  };
+  if (body.after !== undefined) {
+    if (typeof body.after !== 'string' || body.after.length > SET_SIDE_LIMITS.maxIdLength) {
+      return fail(
+        `"after" must be an id: a string of at most ${SET_SIDE_LIMITS.maxIdLength} characters`,
+      );
+    }
+    const problem = findUnsafeJson(body.after);
+    if (problem) return fail(`"after" is not an id: ${problem.replace('$: ', '')}`);
+    value.after = body.after;
+  }
+  return { ok: true, value };
+}
+
+export function encodeDigestResponse(buckets: ReadonlyMap<bigint, BucketDigest>): unknown {
+  const list: [string, number, string][] = [];
+  for (const [prefix, d] of buckets) list.push([String(prefix), d.count, String(d.xor)]);
+  return { buckets: list };
+}
+
+/** Decodes a digest answer, checking every bucket lies inside what was asked. */
+export function decodeDigestResponse(
+  body: unknown,
+  request: DigestRequest,
+): Map<bigint, BucketDigest> {
+  if (!isPlainObject(body) || !Array.isArray(body.buckets) || Object.keys(body).length !== 1) {
+    throw protocol('a digest answer must be {"buckets": [...]}');
+  }
+  const parents = request.within ? new Set(request.within.prefixes) : undefined;
+  const descent = request.within ? request.bits - request.within.bits : 0;
+  const buckets = new Map<bigint, BucketDigest>();
+  for (const entry of body.buckets as unknown[]) {
+    if (!Array.isArray(entry) || entry.length !== 3) {
+      throw protocol(`digest bucket ${show(entry)} is not [prefix, count, xor]`);
+    }
+    const [p, count, x] = entry as unknown[];
+    const prefix = decodeInt64(p);
+    const xor = decodeInt64(x);
+    if (prefix === undefined || !isPrefix(prefix, request.bits)) {
+      throw protocol(`digest bucket prefix ${show(p)} is not a ${request.bits}-bit prefix`);
+    }
+    if (parents && !parents.has(parentOf(prefix, descent))) {
+      throw protocol(`digest bucket ${prefix} lies outside the requested parents`);
+    }
+    if (!Number.isSafeInteger(count) || (count as number) < 1 || xor === undefined) {
+      throw protocol(`digest bucket ${prefix} has a bad count or xor: ${show(entry)}`);
+    }
+    if (buckets.has(prefix)) throw protocol(`digest bucket ${prefix} appears twice`);
+    buckets.set(prefix, { count: count as number, xor });
+  }
+  return buckets;
+}
+
+export function encodeMembersResponse(members: readonly Member[]): unknown {
+  return { members: members.map((m) => [m.id, m.version]) };
+}
+
+/** Decodes a members page, checking size, types and order (ids ascending in byte order, after `after`). */
+export function decodeMembersResponse(body: unknown, request: MembersRequest): Member[] {
+  if (!isPlainObject(body) || !Array.isArray(body.members) || Object.keys(body).length !== 1) {
+    throw protocol('a members answer must be {"members": [...]}');
+  }
+  const rows = body.members as unknown[];
+  if (rows.length > request.limit) {
+    throw protocol(`members page has ${rows.length} rows, more than the limit ${request.limit}`);
+  }
+  const members: Member[] = [];
+  let previous = request.after === undefined ? undefined : Buffer.from(request.after, 'utf8');
+  for (const row of rows) {
+    if (!Array.isArray(row) || row.length !== 2)
+      throw protocol(`member ${show(row)} is not [id, version]`);
+    const [id, version] = row as unknown[];
+    if (typeof id !== 'string' || !Number.isSafeInteger(version)) {
+      throw protocol(`member ${show(row)} needs a string id and an integer version`);
+    }
+    const bytes = Buffer.from(id, 'utf8');
+    if (previous && Buffer.compare(previous, bytes) >= 0) {
+      throw protocol(`members page is not in ascending id order at ${show(id)}`);
+    }
+    previous = bytes;
+    members.push({ id, version: version as number });
+  }
+  return members;
+}
+
+/**
+ * Wraps an in-process side so that its traffic is counted as if it were
+ * remote: each call's request and answer are encoded as on the wire.
+ */
+export function meteredSetSide(side: SetSide): SetSide & { traffic: SetSideTraffic } {
+  const traffic: SetSideTraffic = { calls: 0, requestBytes: 0, responseBytes: 0 };
+  const count = (request: SetSideRequest, response: unknown) => {
+    traffic.calls += 1;
+    traffic.requestBytes += jsonBytes(encodeRequest(request));
+    traffic.responseBytes += jsonBytes(response);
+  };
+  return {
+    traffic,
+    async digest(request) {
+      const buckets = await side.digest(request);
+      count({ op: 'digest', ...request }, encodeDigestResponse(buckets));
+      return buckets;
+    },
+    async members(request) {
+      const members = await side.members(request);
+      count({ op: 'members', ...request }, encodeMembersResponse(members));
+      return members;
+    },
+  };
+}
+
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value), 'utf8');
+}
+
+function decodeBits(value: unknown, name: string, min: number, max: number): Decoded<number> {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    return fail(`${name} must be an integer from ${min} to ${max} (got ${show(value)})`);
+  }
+  return { ok: true, value: value as number };
+}
+
+function decodePrefixes(value: unknown, bits: number, name: string): Decoded<bigint[]> {
+  if (!Array.isArray(value) || value.length === 0) {
+    return fail(`${name} must be a non-empty array of decimal strings`);
+  }
+  if (value.length > SET_SIDE_LIMITS.maxPrefixes) {
+    return fail(
+      `${name} has ${value.length} entries; at most ${SET_SIDE_LIMITS.maxPrefixes} per call`,
+    );
+  }
+  const prefixes: bigint[] = [];
+  for (const item of value) {
+    const prefix = decodeInt64(item);
+    if (prefix === undefined || !isPrefix(prefix, bits)) {
+      return fail(
+        `${name} entry ${show(item)} is not a ${bits}-bit prefix written as a decimal string`,
+      );
+    }
+    prefixes.push(prefix);
+  }
+  return { ok: true, value: prefixes };
+}
+
+function decodeInt64(value: unknown): bigint | undefined {
+  if (typeof value !== 'string' || !INT64.test(value)) return undefined;
+  const n = BigInt(value);
+  return n < MIN_INT64 || n > MAX_INT64 ? undefined : n;
+}
+
+function unknownKeys(
+  object: Record<string, unknown>,
+  allowed: readonly string[],
+  where = 'the body',
+): string | undefined {
+  const extra = Object.keys(object).filter((k) => !allowed.includes(k));
+  return extra.length === 0
+    ? undefined
+    : `unknown field ${show(extra[0])} in ${where}; allowed: ${allowed.join(', ')}`;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function fail(reason: string): { ok: false; reason: string } {
+  return { ok: false, reason };
+}
+
+function protocol(message: string): SetSideProtocolError {
+  return new SetSideProtocolError(`set side answered out of protocol: ${message}`);
+}
+
+/** A short, safe rendering of a value for a message. */
+function show(value: unknown): string {
+  const text = typeof value === 'bigint' ? String(value) : JSON.stringify(value);
+  return text === undefined ? String(value) : text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
