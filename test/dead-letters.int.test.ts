@@ -113,6 +113,24 @@ describe('dead letters: list, show, retry, discard', () => {
     await expect(listDeadLetters(t.db, { limit: 0 })).rejects.toBeInstanceOf(InvalidInputError);
   });
 
+  it('pages in numeric id order, also past id 9 (ids compare as numbers, not text)', async () => {
+    await t.db.query(
+      `INSERT INTO baton.inbox (subscription, position, event_id, type, key, version, payload, headers, occurred_at, source, status, last_error)
+       SELECT 'subA', 'bulk' || n, gen_random_uuid(), 'order.placed', 'bulk' || n, 1, '{}', '{}', now(), 'shop', 'dead', 'x'
+       FROM generate_series(1, 12) n`,
+    );
+    const page = await listDeadLetters(t.db, { limit: 6 });
+    const numeric = page.deadLetters.map((d) => Number(d.inboxId));
+    expect(numeric).toEqual([...numeric].sort((a, b) => a - b));
+    expect(page.deadLetters.map((d) => d.position).slice(0, 4)).toEqual([
+      'deadA1',
+      'deadA2',
+      'deadB',
+      'undecodableB',
+    ]);
+    await t.db.query("DELETE FROM baton.inbox WHERE position LIKE 'bulk%'");
+  });
+
   it('shows everything stored about one entry, and names an unknown id', async () => {
     const d = await showDeadLetter(t.db, ids.deadA1!);
     expect(d).toMatchObject({

@@ -125,9 +125,10 @@ export async function listDeadLetters(
   const subscription = options.subscription ?? null;
   // One statement, so the page and the total come from the same snapshot.
   const rows = await db.query<SummaryRow & { total: string }>(
+    // ORDER BY inbox.id (the bigint), not the text column named id in the output.
     `SELECT ${SUMMARY_COLUMNS}, count(*) OVER () AS total FROM ${s}.inbox
      WHERE status = 'dead' AND ($1::text IS NULL OR subscription = $1)
-     ORDER BY id LIMIT $2`,
+     ORDER BY inbox.id LIMIT $2`,
     [subscription, limit],
   );
   return {
@@ -190,7 +191,7 @@ export async function retryDeadLetters(
       const dead = await tx.query<{ id: string; undecodable: boolean }>(
         `SELECT id::text, type IS NULL AS undecodable FROM ${s}.inbox
          WHERE status = 'dead' AND ($1::text IS NULL OR subscription = $1)
-         ORDER BY id FOR UPDATE`,
+         ORDER BY inbox.id FOR UPDATE`,
         [target.subscription ?? null],
       );
       const retried = dead.rows.filter((r) => !r.undecodable).map((r) => r.id);
@@ -243,7 +244,7 @@ interface LockedRow {
 async function lockEntries(tx: Executor, s: string, ids: readonly string[]): Promise<LockedRow[]> {
   const result = await tx.query<LockedRow>(
     `SELECT id::text, status, type IS NULL AS undecodable FROM ${s}.inbox
-     WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE`,
+     WHERE id = ANY($1::bigint[]) ORDER BY inbox.id FOR UPDATE`,
     [ids],
   );
   return result.rows;

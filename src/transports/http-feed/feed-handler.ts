@@ -65,13 +65,14 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
     SELECT st.last_seq::text AS last, st.pruned_through::text AS pruned, e.type, e.line, e.seq
     FROM ${s}.relay_state st
     LEFT JOIN LATERAL (
-      SELECT type, seq::text AS seq, (jsonb_build_object('seq', seq, 'id', event_id, 'type', type,
+      SELECT type, o.seq AS position, seq::text AS seq, (jsonb_build_object('seq', seq, 'id', event_id, 'type', type,
         'key', key, 'version', version, 'payload', payload, 'headers', headers,
         'occurredAt', occurred_at, 'source', source))::text AS line
       -- o.seq, not seq: a bare name in ORDER BY means the text output column,
       -- which sorts '10' before '9' and let the cursor jump past unread events.
       FROM ${s}.outbox o WHERE o.seq > $1 ORDER BY o.seq LIMIT $2
-    ) e ON true`;
+    ) e ON true
+    ORDER BY e.position`;
 
   function waitForRelay(ms: number, signal?: AbortSignal): Promise<void> {
     unlisten ??= options.db.listen(options.feedChannel, () => {
