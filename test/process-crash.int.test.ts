@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
-import { seededRandom, shuffledPlan, sleep } from './fixtures/chaos-plan.ts';
+import { interleave, seededRandom, shuffledPlan, sleep } from './fixtures/chaos-plan.ts';
 import {
   createLedgerTables,
   firstViolations,
@@ -23,13 +23,19 @@ const KEYS = 40;
 const SUBSCRIPTION = 'crash-test';
 
 type Kill = 'relay' | 'consumer' | 'consumer-after-commit' | 'consumer-after-fetch' | 'producer';
-const PLAN: Record<Kill, number> = {
-  relay: 4,
-  consumer: 3,
+// Kills that need events flowing (a producer to interrupt, handler commits or
+// fetched events to crash at) and kills that do not. The plan alternates them,
+// starting with the former, so those land while the producer is still busy.
+const NEEDS_TRAFFIC = {
+  producer: 2,
   'consumer-after-commit': 3,
   'consumer-after-fetch': 3,
-  producer: 2,
-};
+} as const satisfies Partial<Record<Kill, number>>;
+const ANY_TIME = { relay: 4, consumer: 3 } as const satisfies Partial<Record<Kill, number>>;
+const PLANNED_KILLS = [...Object.values(NEEDS_TRAFFIC), ...Object.values(ANY_TIME)].reduce(
+  (a, b) => a + b,
+  0,
+);
 
 describe('SIGKILLed producer, relay and consumer processes', () => {
   let producerDb: TestDatabase;
@@ -56,7 +62,7 @@ describe('SIGKILLed producer, relay and consumer processes', () => {
       total: TOTAL,
       keys: KEYS,
       concurrency: 4,
-      intervalMs: 40,
+      intervalMs: 60,
     });
     const relay = group.add('relay', FIXTURES.relay, {
       url: producerDb.url,
@@ -72,7 +78,7 @@ describe('SIGKILLed producer, relay and consumer processes', () => {
       subscription: SUBSCRIPTION,
       label: 'consumer',
       concurrency: 2,
-      crashProbability: 0.3,
+      crashProbability: 0.5,
     });
     try {
       await Promise.all([relay.start(), consumer.start()]);
@@ -80,7 +86,9 @@ describe('SIGKILLed producer, relay and consumer processes', () => {
 
       const seed = Date.now() % 1_000_000;
       const kills = await runChaos({ producer, relay, consumer }, seed);
-      console.log(`process-crash: seed ${seed}, kills ${JSON.stringify(kills)}`);
+      console.log(
+        `process-crash: seed ${seed}, kills ${JSON.stringify(kills)}, chaos took ${Date.now() - started} ms, producer ${producer.running ? 'still producing' : 'had finished'}`,
+      );
 
       const producerExit = await producer.exited(120_000);
       expect(producerExit?.code, producer.describe()).toBe(0);
@@ -116,7 +124,7 @@ describe('SIGKILLed producer, relay and consumer processes', () => {
         open: 0,
       });
       const total = Object.values(kills).reduce((a, b) => a + b, 0);
-      expect(total).toBe(Object.values(PLAN).reduce((a, b) => a + b, 0));
+      expect(total).toBe(PLANNED_KILLS);
       expect(kills['consumer-after-commit'] + kills['consumer-after-fetch']).toBeGreaterThan(0);
     } finally {
       await group.killAll();
@@ -146,10 +154,13 @@ async function runChaos(actors: Actors, seed: number): Promise<Record<Kill, numb
     'consumer-after-fetch': 0,
     producer: 0,
   };
-  const deadline = Date.now() + 90_000;
-  for (const step of shuffledPlan(PLAN, random)) {
-    if (Date.now() > deadline) break;
-    await sleep(200 + random() * 1000);
+  // Bounded by count: every step ends (ready and crash-point waits have their own time limits).
+  const plan = interleave<Kill>(
+    shuffledPlan(NEEDS_TRAFFIC, random),
+    shuffledPlan(ANY_TIME, random),
+  );
+  for (const step of plan) {
+    await sleep(100 + random() * 700);
     assertAlive([actors.relay, actors.consumer]);
     const kind = await killOnce(actors, step);
     done[kind]++;
@@ -177,7 +188,7 @@ async function killOnce(actors: Actors, step: Kill): Promise<Kill> {
     case 'consumer-after-commit':
     case 'consumer-after-fetch': {
       consumer.send(`arm ${step === 'consumer-after-commit' ? 'after-commit' : 'after-fetch'}`);
-      const exit = await consumer.exited(8000);
+      const exit = await consumer.exited(15_000);
       if (exit && (exit.signal !== 'SIGKILL' || exit.killedByParent)) {
         throw new Error(
           `consumer ended unexpectedly: ${JSON.stringify(exit)}\n${consumer.describe()}`,
