@@ -1,3 +1,5 @@
+import { setSideRoute } from './caretaker/http-set-side.ts';
+import { sqlSetSide } from './caretaker/sql-set-side.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
@@ -194,7 +196,14 @@ export function createBaton(options: BatonOptions): Baton {
       return createServiceHandler({
         auth,
         basePath,
-        routes: [feed.route, ...entityRoutes(options.db, schemaSql, () => registry.owners)],
+        routes: [
+          feed.route,
+          ...entityRoutes(options.db, schemaSql, () => registry.owners),
+          setSideRoute((name) => {
+            const owner = registry.owners.get(name);
+            return owner && sqlSetSide(options.db, owner.memberSource());
+          }),
+        ],
         onClose: feed.close,
       });
     },

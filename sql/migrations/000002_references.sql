@@ -159,7 +159,11 @@ CREATE TABLE :schema.replicas (
   entity text PRIMARY KEY,
   table_name text NOT NULL,
   id_type text NOT NULL,
-  owner text NOT NULL
+  owner text NOT NULL,
+  -- the owner's Baton endpoints (not secret; credentials come from the environment)
+  owner_url text NOT NULL,
+  -- the subscription that carries the owner's state events
+  subscription text NOT NULL
 );
 
 CREATE TABLE :schema.entity_references (

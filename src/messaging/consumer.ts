@@ -120,6 +120,11 @@ export class Consumer {
     this.store = new InboxStore(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
   }
 
+  /** The subscription's name. */
+  get name(): string {
+    return this.o.name;
+  }
+
   /** Registers a handler for event types. Call before `start()`. */
   subscribe<P = unknown>(
     types: string | readonly string[],

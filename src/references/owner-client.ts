@@ -1,3 +1,5 @@
+import { httpSetSide } from '../caretaker/http-set-side.ts';
+import type { SetSide, SetSideTraffic } from '../caretaker/set-side.ts';
 import { TransportError } from '../errors.ts';
 import { authHeaders, type ClientAuth } from '../transports/http-feed/auth.ts';
 import type { EntityLookup } from './definitions.ts';
@@ -6,6 +8,10 @@ import type { EntityLookup } from './definitions.ts';
 export interface OwnerClient {
   /** The owning service's name. */
   readonly name: string;
+  /** Base URL of its Baton endpoints. */
+  readonly url: string;
+  /** The owner's (id, version) set of `entity`, for the caretaker (HTTP, bytes counted). */
+  setSide(entity: string): SetSide & { traffic: SetSideTraffic };
   lookup(entity: string, id: string): Promise<EntityLookup>;
   /** The owner's last relayed feed position: a cut for reconciliation. */
   watermark(): Promise<string>;
@@ -72,6 +78,12 @@ export function ownerClient(options: OwnerClientOptions): OwnerClient {
 
   return {
     name: options.name,
+    url: base.toString().replace(/\/$/, ''),
+    setSide: (entity) =>
+      httpSetSide({
+        url: new URL(`sets/${encodeURIComponent(entity)}`, base).toString(),
+        auth: options.auth,
+      }),
     async lookup(entity, id) {
       const r = await call(
         'GET',

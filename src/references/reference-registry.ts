@@ -111,7 +111,7 @@ export class ReferenceRegistry {
 
   async install(): Promise<void> {
     for (const owner of this.owners.values()) await owner.install();
-    for (const [entity, { replication, owner }] of this.replications) {
+    for (const [entity, { replication, owner, consumer }] of this.replications) {
       const refs = this.references.filter((r) => r.def.entity === entity);
       const types = new Set(await Promise.all(refs.map((r) => r.columnType(this.db))));
       if (types.size > 1) {
@@ -119,7 +119,11 @@ export class ReferenceRegistry {
           `references to ${entity} have different column types (${[...types].join(', ')}); make them the same.`,
         );
       }
-      await replication.replica.install(this.db, [...types][0] ?? 'text', owner.name);
+      await replication.replica.install(this.db, [...types][0] ?? 'text', {
+        name: owner.name,
+        url: owner.url,
+        subscription: consumer.name,
+      });
     }
     for (const reference of this.references) await reference.install(this.db);
   }

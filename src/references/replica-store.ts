@@ -29,7 +29,11 @@ export class ReplicaStore {
   }
 
   /** Creates the replica table (id of `idType`) and registers it. Idempotent; refuses a changed id type. */
-  async install(db: Database, idType: string, owner: string): Promise<void> {
+  async install(
+    db: Database,
+    idType: string,
+    owner: { name: string; url: string; subscription: string },
+  ): Promise<void> {
     this.idType = idType;
     await db.transaction(async (tx) => {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
@@ -55,9 +59,11 @@ export class ReplicaStore {
            updated_at timestamptz NOT NULL DEFAULT now())`,
       );
       await tx.query(
-        `INSERT INTO ${this.schemaSql}.replicas (entity, table_name, id_type, owner) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (entity) DO UPDATE SET owner = excluded.owner`,
-        [this.entity, `replica_${this.entity}`, idType, owner],
+        `INSERT INTO ${this.schemaSql}.replicas (entity, table_name, id_type, owner, owner_url, subscription)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (entity) DO UPDATE SET owner = excluded.owner, owner_url = excluded.owner_url,
+           subscription = excluded.subscription`,
+        [this.entity, `replica_${this.entity}`, idType, owner.name, owner.url, owner.subscription],
       );
     });
   }
