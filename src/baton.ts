@@ -1,4 +1,6 @@
+import { Caretaker } from './caretaker/caretaker.ts';
 import { setSideRoute } from './caretaker/http-set-side.ts';
+import { type InvariantDefinition, validateInvariant } from './caretaker/invariants.ts';
 import { sqlSetSide } from './caretaker/sql-set-side.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
@@ -103,6 +105,13 @@ export interface Baton {
   acceptDeleteVotes(consumer: Consumer): void;
   /** Creates triggers, replica tables and foreign keys for the declarations. Idempotent; call at start-up in every process. */
   install(): Promise<void>;
+  /** Declares a named invariant (SQL returning violating rows) with a remedy, checked by the caretaker. */
+  invariant(definition: InvariantDefinition): void;
+  /**
+   * The caretaker of this service's replicas, references and invariants:
+   * `run({ repair })` once, or `schedule(everyMs, options)` in process.
+   */
+  caretaker(): Caretaker;
   /** Turns a reference-check error raised by the database into a typed `ReferenceViolation`. */
   referenceError(error: unknown): unknown;
   /** All of this service's Baton endpoints (feed, entity lookups, watermark) behind one authentication. */
@@ -149,6 +158,7 @@ export function createBaton(options: BatonOptions): Baton {
 
   const publish = (tx: Executor, events: EventInput | readonly EventInput[]) =>
     outbox.publish(tx, events);
+  const invariants: InvariantDefinition[] = [];
   const registry = new ReferenceRegistry(
     options.db,
     schemaSql,
@@ -184,6 +194,28 @@ export function createBaton(options: BatonOptions): Baton {
     reference: (definition) => registry.reference(definition),
     acceptDeleteVotes: (consumer) => registry.acceptDeleteVotes(consumer),
     install: () => registry.install(),
+    invariant: (definition) => {
+      const def = validateInvariant(definition);
+      if (invariants.some((i) => i.name === def.name)) {
+        throw new InvalidInputError(`invariant "${def.name}" is declared twice.`);
+      }
+      invariants.push(def);
+    },
+    caretaker: () =>
+      new Caretaker(
+        options.db,
+        schemaSql,
+        schema,
+        () =>
+          [...registry.replications.values()].map((r) => ({
+            replication: r.replication,
+            owner: r.owner,
+            subscription: r.consumer.name,
+          })),
+        () => invariants,
+        publish,
+        logger,
+      ),
     referenceError: (error) => asReferenceViolation(error),
     httpHandler: (httpOptions) => {
       const { auth, basePath, ...feedOptions } = httpOptions;

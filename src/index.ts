@@ -1,4 +1,18 @@
 export { type Baton, type BatonOptions, channelsFor, createBaton } from './baton.ts';
+export {
+  Caretaker,
+  type CaretakerReport,
+  type CaretakerRunOptions,
+  type ReconcileTarget,
+} from './caretaker/caretaker.ts';
+export { DIFFERENCE_CLASSES, type DifferenceClass } from './caretaker/classify.ts';
+export type { EntityReport, Finding } from './caretaker/entity-reconciler.ts';
+export type {
+  InvariantDefinition,
+  InvariantRemedy,
+  InvariantReport,
+} from './caretaker/invariants.ts';
+export type { ReferencingRowsReport } from './caretaker/referencing-rows.ts';
 export type { Database, Executor, QueryResult } from './db/executor.ts';
 export {
   loadMigrations,

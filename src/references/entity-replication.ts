@@ -29,7 +29,7 @@ export class EntityReplication {
   constructor(
     private readonly schemaSql: string,
     readonly replica: ReplicaStore,
-    private readonly references: () => readonly Reference[],
+    readonly references: () => readonly Reference[],
     private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
     private readonly service: string,
   ) {}

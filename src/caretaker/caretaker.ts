@@ -1,0 +1,254 @@
+import type { Database, Executor } from '../db/executor.ts';
+import type { Logger } from '../logger.ts';
+import type { EventInput } from '../messaging/event.ts';
+import type { EntityReplication } from '../references/entity-replication.ts';
+import type { OwnerClient } from '../references/owner-client.ts';
+import { DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
+import { EntityReconciler, type EntityReport } from './entity-reconciler.ts';
+import { type InvariantDefinition, type InvariantReport, runInvariant } from './invariants.ts';
+import { checkReferencingRows, type ReferencingRowsReport } from './referencing-rows.ts';
+
+/** One replicated entity the caretaker compares with its owner. */
+export interface ReconcileTarget {
+  replication: EntityReplication;
+  owner: OwnerClient;
+  /** The subscription that carries the owner's state events. */
+  subscription: string;
+}
+
+export interface CaretakerRunOptions {
+  /** Apply repairs. Default false: report only (dry run). */
+  repair?: boolean;
+  /** Repair suspected true orphans now instead of after a second confirmation. */
+  approve?: boolean;
+  /** Only this entity (and no invariants). */
+  entity?: string;
+  cutTimeoutMs?: number;
+  examples?: number;
+  /** Progress lines, e.g. for a terminal. */
+  onProgress?: (step: { done: number; total: number; what: string }) => void;
+}
+
+export interface CaretakerReport {
+  startedAt: string;
+  ms: number;
+  repair: boolean;
+  /** Another caretaker of this service was running: nothing was checked. */
+  skipped: boolean;
+  entities: (EntityReport & { referencingRows: ReferencingRowsReport[] })[];
+  invariants: InvariantReport[];
+  totals: {
+    differences: number;
+    byClass: Record<DifferenceClass, number>;
+    repaired: number;
+    quarantined: number;
+    bytesExchanged: number;
+    invariantViolations: number;
+    referencingRowProblems: number;
+  };
+}
+
+/**
+ * Finds every remaining inconsistency of this service's references and
+ * invariants, reports it, and repairs it by the declared policy. One run at
+ * a time per service (an advisory lock; a second one is skipped). Each
+ * report is stored in `reconcile_runs` for `baton status`.
+ */
+export class Caretaker {
+  constructor(
+    private readonly db: Database,
+    private readonly schemaSql: string,
+    private readonly schema: string,
+    private readonly targets: () => readonly ReconcileTarget[],
+    private readonly invariants: () => readonly InvariantDefinition[],
+    private readonly publish: (tx: Executor, events: EventInput[]) => Promise<unknown>,
+    private readonly logger?: Logger,
+  ) {}
+
+  async run(options: CaretakerRunOptions = {}): Promise<CaretakerReport> {
+    const started = Date.now();
+    const repair = options.repair ?? false;
+    const examples = options.examples ?? 5;
+    const report: CaretakerReport = {
+      startedAt: new Date(started).toISOString(),
+      ms: 0,
+      repair,
+      skipped: false,
+      entities: [],
+      invariants: [],
+      totals: {
+        differences: 0,
+        byClass: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
+          DifferenceClass,
+          number
+        >,
+        repaired: 0,
+        quarantined: 0,
+        bytesExchanged: 0,
+        invariantViolations: 0,
+        referencingRowProblems: 0,
+      },
+    };
+    const lease = await this.takeLease();
+    if (!lease) {
+      report.skipped = true;
+      return report;
+    }
+    try {
+      await this.runAll(report, options, repair, examples);
+    } finally {
+      await this.releaseLease(lease);
+    }
+    summarise(report);
+    report.ms = Date.now() - started;
+    await this.db.query(
+      `INSERT INTO ${this.schemaSql}.reconcile_runs (started_at, repair, report) VALUES ($1, $2, $3)`,
+      [report.startedAt, repair, JSON.stringify(report)],
+    );
+    return report;
+  }
+
+  /**
+   * One caretaker per service at a time: a lease row with an expiry (so a
+   * crashed run does not block the next one for longer than the lease).
+   */
+  private async takeLease(): Promise<string | undefined> {
+    const token = `${process.pid}:${Date.now()}:${Math.random()}`;
+    const r = await this.db.query(
+      `INSERT INTO ${this.schemaSql}.settings (name, value) VALUES ('caretaker_lease', $1 || '|' || (now() + interval '15 minutes')::text)
+       ON CONFLICT (name) DO UPDATE SET value = excluded.value
+       WHERE split_part(settings.value, '|', 2)::timestamptz < now()
+       RETURNING 1`,
+      [token],
+    );
+    return r.rows.length === 1 ? token : undefined;
+  }
+
+  private async releaseLease(token: string): Promise<void> {
+    await this.db.query(
+      `DELETE FROM ${this.schemaSql}.settings WHERE name = 'caretaker_lease' AND split_part(value, '|', 1) = $1`,
+      [token],
+    );
+  }
+
+  private async runAll(
+    report: CaretakerReport,
+    options: CaretakerRunOptions,
+    repair: boolean,
+    examples: number,
+  ): Promise<void> {
+    const targets = this.targets().filter(
+      (t) => !options.entity || t.replication.replica.entity === options.entity,
+    );
+    const invariants = options.entity ? [] : this.invariants();
+    const total = targets.length + invariants.length;
+    let done = 0;
+    for (const target of targets) {
+      options.onProgress?.({ done, total, what: `entity ${target.replication.replica.entity}` });
+      const entityReport = await this.reconcileEntity(target, {
+        repair,
+        approve: options.approve ?? false,
+        examples,
+        cutTimeoutMs: options.cutTimeoutMs ?? 10_000,
+      });
+      report.entities.push(entityReport);
+      done++;
+    }
+    for (const invariant of invariants) {
+      options.onProgress?.({ done, total, what: `invariant ${invariant.name}` });
+      report.invariants.push(
+        await runInvariant(this.db, invariant, this.publish, { remedy: repair, examples }),
+      );
+      done++;
+    }
+    options.onProgress?.({ done, total, what: 'done' });
+  }
+
+  private async reconcileEntity(
+    target: ReconcileTarget,
+    options: { repair: boolean; approve: boolean; examples: number; cutTimeoutMs: number },
+  ): Promise<EntityReport & { referencingRows: ReferencingRowsReport[] }> {
+    const reconciler = new EntityReconciler(
+      this.db,
+      this.schemaSql,
+      target.replication,
+      target.owner,
+      target.subscription,
+    );
+    try {
+      const entityReport = await reconciler.run(options);
+      const referencingRows = await checkReferencingRows(
+        this.db,
+        target.replication,
+        target.owner,
+        options,
+      );
+      return { ...entityReport, referencingRows };
+    } catch (error) {
+      this.logger?.error(
+        { err: error, entity: target.replication.replica.entity },
+        'baton caretaker: entity check failed',
+      );
+      return {
+        ...(await emptyReport(target)),
+        error: (error as Error).message,
+        referencingRows: [],
+      };
+    }
+  }
+
+  /** Runs the caretaker every `everyMs` in this process (skipping a run while another is still going). */
+  schedule(everyMs: number, options: CaretakerRunOptions = {}): { stop(): Promise<void> } {
+    let running: Promise<unknown> | undefined;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = this.run(options)
+        .catch((error) => this.logger?.error({ err: error }, 'baton caretaker run failed'))
+        .finally(() => {
+          running = undefined;
+        });
+    }, everyMs);
+    timer.unref();
+    return {
+      stop: async () => {
+        clearInterval(timer);
+        await running;
+      },
+    };
+  }
+}
+
+async function emptyReport(target: ReconcileTarget): Promise<EntityReport> {
+  return {
+    entity: target.replication.replica.entity,
+    owner: target.owner.name,
+    cut: { watermark: null, replicaCursor: null, caughtUp: false },
+    counts: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
+      DifferenceClass,
+      number
+    >,
+    examples: [],
+    repaired: 0,
+    quarantined: 0,
+    bytesExchanged: 0,
+    set: { levels: 0, bucketsCompared: 0, bucketsDiffering: 0, ms: 0 },
+  };
+}
+
+function summarise(report: CaretakerReport): void {
+  const t = report.totals;
+  for (const e of report.entities) {
+    for (const c of DIFFERENCE_CLASSES) {
+      t.byClass[c] += e.counts[c];
+      if (c !== 'in-flight') t.differences += e.counts[c];
+    }
+    t.repaired += e.repaired + e.referencingRows.reduce((n, r) => n + r.repaired, 0);
+    t.quarantined += e.quarantined;
+    t.bytesExchanged += e.bytesExchanged;
+    t.referencingRowProblems += e.referencingRows.reduce(
+      (n, r) => n + r.dangling + r.policyNotApplied + r.restrictViolations,
+      0,
+    );
+  }
+  for (const i of report.invariants) t.invariantViolations += i.violations;
+}

@@ -1,0 +1,242 @@
+import type { Database } from '../db/executor.ts';
+import type { EntityLookup, EntityState } from '../references/definitions.ts';
+import type { EntityReplication } from '../references/entity-replication.ts';
+import type { OwnerClient } from '../references/owner-client.ts';
+import type { ReplicaRow } from '../references/replica-store.ts';
+import { classifyDifference, DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
+import { type ReconcileOptions, reconcileSets } from './set-reconciliation.ts';
+import { sqlSetSide } from './sql-set-side.ts';
+
+export interface EntityReconcileOptions {
+  /** Apply repairs (otherwise report what would be done). */
+  repair: boolean;
+  /** Repair suspected true orphans now, without waiting for a second confirmation. */
+  approve: boolean;
+  /** How long to wait for the replica to catch up to the owner's watermark. */
+  cutTimeoutMs: number;
+  /** Examples kept per class. */
+  examples: number;
+  set?: ReconcileOptions;
+}
+
+export interface Finding {
+  id: string;
+  class: DifferenceClass;
+  owner: { state: string; version: number };
+  replica: { state: string; version: number } | null;
+  action: string;
+}
+
+export interface EntityReport {
+  entity: string;
+  owner: string;
+  cut: { watermark: string | null; replicaCursor: string | null; caughtUp: boolean };
+  counts: Record<DifferenceClass, number>;
+  examples: Finding[];
+  repaired: number;
+  quarantined: number;
+  bytesExchanged: number;
+  set: { levels: number; bucketsCompared: number; bucketsDiffering: number; ms: number };
+  error?: string;
+}
+
+/**
+ * Compares one replicated entity with its owner and repairs by policy:
+ *
+ * 1. Cut: read the owner's watermark and wait (bounded) until this service's
+ *    subscription has read past it, with no state event of the entity left
+ *    pending — then the replica *should* equal the owner.
+ * 2. Set reconciliation of (id, version) over hash buckets (traffic grows with
+ *    the difference, not the table).
+ * 3. Each difference is re-read by point reads on both sides and classified
+ *    (classify.ts); only then is anything changed, one id per transaction.
+ */
+export class EntityReconciler {
+  constructor(
+    private readonly db: Database,
+    private readonly schemaSql: string,
+    private readonly replication: EntityReplication,
+    private readonly owner: OwnerClient,
+    private readonly subscription: string,
+  ) {}
+
+  async run(options: EntityReconcileOptions): Promise<EntityReport> {
+    const entity = this.replication.replica.entity;
+    const report: EntityReport = {
+      entity,
+      owner: this.owner.name,
+      cut: { watermark: null, replicaCursor: null, caughtUp: false },
+      counts: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
+        DifferenceClass,
+        number
+      >,
+      examples: [],
+      repaired: 0,
+      quarantined: 0,
+      bytesExchanged: 0,
+      set: { levels: 0, bucketsCompared: 0, bucketsDiffering: 0, ms: 0 },
+    };
+    report.cut = await this.waitForCut(options.cutTimeoutMs);
+    const ownerSide = this.owner.setSide(entity);
+    const replicaSide = sqlSetSide(this.db, this.replication.replica.memberSource());
+    const diff = await reconcileSets(ownerSide, replicaSide, options.set);
+    report.set = {
+      levels: diff.stats.levels,
+      bucketsCompared: diff.stats.bucketsCompared,
+      bucketsDiffering: diff.stats.bucketsDiffering,
+      ms: diff.stats.ms,
+    };
+    const ids = new Set([
+      ...diff.onlyInOwner.map((m) => m.id),
+      ...diff.onlyInReplica.map((m) => m.id),
+      ...diff.versionMismatch.map((m) => m.id),
+    ]);
+    const unverified = await this.db.query<{ id: string }>(
+      `SELECT id::text AS id FROM ${this.replication.replica.tableSql} WHERE state = 'UNVERIFIED'`,
+    );
+    for (const row of unverified.rows) ids.add(row.id);
+    let lookupBytes = 0;
+    for (const id of ids) {
+      const before = ownerSide.traffic.requestBytes + ownerSide.traffic.responseBytes;
+      const finding = await this.settle(id, options);
+      lookupBytes += ownerSide.traffic.requestBytes + ownerSide.traffic.responseBytes - before;
+      report.counts[finding.class] += 1;
+      if (finding.action.startsWith('repaired')) report.repaired += 1;
+      if (finding.action.startsWith('quarantined')) report.quarantined += 1;
+      if (report.examples.filter((e) => e.class === finding.class).length < options.examples) {
+        report.examples.push(finding);
+      }
+    }
+    report.bytesExchanged =
+      ownerSide.traffic.requestBytes + ownerSide.traffic.responseBytes + lookupBytes;
+    return report;
+  }
+
+  private async waitForCut(timeoutMs: number): Promise<EntityReport['cut']> {
+    const watermark = await this.owner.watermark();
+    const deadline = Date.now() + timeoutMs;
+    const type = `baton.entity.${this.replication.replica.entity}`;
+    for (;;) {
+      const r = await this.db.query<{ cursor: string | null; pending: string }>(
+        `SELECT s.cursor,
+                (SELECT count(*) FROM ${this.schemaSql}.inbox i
+                 WHERE i.subscription = s.name AND i.status = 'pending' AND i.type = $2) AS pending
+         FROM ${this.schemaSql}.subscriptions s WHERE s.name = $1`,
+        [this.subscription, type],
+      );
+      const cursor = r.rows[0]?.cursor ?? null;
+      const caughtUp =
+        cursor !== null && BigInt(cursor) >= BigInt(watermark) && Number(r.rows[0]?.pending) === 0;
+      if (caughtUp || Date.now() >= deadline) return { watermark, replicaCursor: cursor, caughtUp };
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** Re-reads one id on both sides, classifies it, and (if asked) repairs it. */
+  private async settle(id: string, options: EntityReconcileOptions): Promise<Finding> {
+    const entity = this.replication.replica.entity;
+    const owner = await this.owner.lookup(entity, id);
+    return this.db.transaction(async (tx) => {
+      const replica = await this.replication.replica.lock(tx, id);
+      const cls = classifyDifference(owner, replica);
+      const finding: Finding = {
+        id,
+        class: cls,
+        owner: { state: owner.state, version: owner.version },
+        replica: replica ? { state: replica.state, version: replica.version } : null,
+        action: 'none',
+      };
+      if (cls === 'in-flight') {
+        await this.clearQuarantine(tx, id);
+        return finding;
+      }
+      if (cls === 'true-orphan') {
+        const confirmations = await this.quarantine(tx, id);
+        const approved = options.approve || (await this.isApproved(tx, id));
+        if (confirmations < 2 && !approved) {
+          finding.action = `quarantined (seen ${confirmations}×; repaired when confirmed twice or approved)`;
+          return finding;
+        }
+        if (!options.repair) {
+          finding.action = 'would apply the delete policy (confirmed orphan)';
+          return finding;
+        }
+        await this.replication.apply(
+          tx,
+          orphanTombstone(entity, replica as ReplicaRow),
+          (replica?.version ?? 0) + 1,
+          {
+            apology: true,
+            reason:
+              'caretaker: true orphan (the owner never had it, or lost it without a tombstone)',
+            force: true,
+          },
+        );
+        await this.clearQuarantine(tx, id);
+        finding.action = 'repaired: delete policy applied';
+        return finding;
+      }
+      if (!options.repair) {
+        finding.action = `would replay the owner's ${owner.state} v${owner.version}`;
+        return finding;
+      }
+      await this.replication.apply(tx, lookupToState(owner), owner.version, {
+        apology: cls === 'lost-delete' || cls === 'unverified',
+        reason: `caretaker: ${cls}`,
+        force: true,
+      });
+      await this.clearQuarantine(tx, id);
+      finding.action = `repaired: replayed the owner's ${owner.state} v${owner.version}`;
+      return finding;
+    });
+  }
+
+  private async quarantine(tx: import('../db/executor.ts').Executor, id: string): Promise<number> {
+    const r = await tx.query<{ confirmations: number }>(
+      `INSERT INTO ${this.schemaSql}.quarantine (entity, id) VALUES ($1, $2)
+       ON CONFLICT (entity, id) DO UPDATE SET confirmations = quarantine.confirmations + 1, last_seen = now()
+       RETURNING confirmations`,
+      [this.replication.replica.entity, id],
+    );
+    return r.rows[0]?.confirmations ?? 1;
+  }
+
+  private async isApproved(tx: import('../db/executor.ts').Executor, id: string): Promise<boolean> {
+    const r = await tx.query(
+      `SELECT 1 FROM ${this.schemaSql}.quarantine WHERE entity = $1 AND id = $2 AND approved`,
+      [this.replication.replica.entity, id],
+    );
+    return r.rows.length > 0;
+  }
+
+  private async clearQuarantine(
+    tx: import('../db/executor.ts').Executor,
+    id: string,
+  ): Promise<void> {
+    await tx.query(`DELETE FROM ${this.schemaSql}.quarantine WHERE entity = $1 AND id = $2`, [
+      this.replication.replica.entity,
+      id,
+    ]);
+  }
+}
+
+function lookupToState(owner: EntityLookup): EntityState {
+  if (owner.state === 'absent') throw new Error('unreachable: absent owners are orphans');
+  return {
+    entity: owner.entity,
+    id: owner.id,
+    state: owner.state,
+    fields: owner.fields,
+    personal: owner.personal,
+  };
+}
+
+function orphanTombstone(entity: string, replica: ReplicaRow): EntityState {
+  return {
+    entity,
+    id: replica.id,
+    state: 'deleted',
+    fields: replica.fields,
+    personal: replica.personal,
+  };
+}
