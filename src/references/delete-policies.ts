@@ -22,7 +22,10 @@ export interface PolicyContext {
  * - set-null: clear the column.
  * - keep: keep them; the replica row keeps the snapshot of the copied fields,
  *   also copied into `snapshotColumns` if declared.
- * - anonymise: like keep, with the personal fields removed from the snapshot.
+ * - anonymise: like keep, with the personal fields removed from the snapshot —
+ *   in `snapshotColumns` and in the replica row itself (the erasure wins over
+ *   another reference's `keep` of the same entity; its columns still get the
+ *   full snapshot).
  * - restrict: nothing can be done locally; the rows are counted and recorded
  *   as an apology (the delete bypassed the protocol; the caretaker reports it).
  */
@@ -56,8 +59,11 @@ export async function applyDeletePolicy(
         ).rowCount ?? 0;
       break;
     case 'keep':
+      affected = await copySnapshot(tx, table, column, ref, ctx.entity);
+      break;
     case 'anonymise':
       affected = await copySnapshot(tx, table, column, ref, ctx.entity);
+      await anonymiseReplica(tx, ref, ctx.entity);
       break;
     case 'restrict':
       affected = Number(
@@ -120,4 +126,12 @@ async function copySnapshot(
     [entity.id, ...values],
   );
   return r.rowCount ?? 0;
+}
+
+/** Nulls the personal fields of a deleted entity's replica row: the snapshot Baton keeps must not hold them. */
+async function anonymiseReplica(tx: Executor, ref: Reference, entity: ReplicaRow): Promise<void> {
+  await tx.query(
+    `UPDATE ${ref.replica.tableSql} SET fields = $2 WHERE id = $1::text::${ref.replica.idType} AND state = 'DELETED'`,
+    [entity.id, snapshotFor(ref, entity)],
+  );
 }
