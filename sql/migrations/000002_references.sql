@@ -133,6 +133,16 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- Statement trigger on an entity's table: TRUNCATE fires no row triggers, so
+-- it would remove entities with no state events and no tombstones, leaving
+-- every replica ACTIVE. Refused. TG_ARGV: entity name.
+CREATE FUNCTION :schema.refuse_entity_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'baton: TRUNCATE of % would remove % entities without state events or tombstones; use DELETE FROM % instead',
+    TG_TABLE_NAME, TG_ARGV[0], TG_TABLE_NAME
+    USING ERRCODE = 'BR003';
+END $$;
+
 CREATE FUNCTION :schema.entity_deleted(e :schema.entities, p_id text, p_fields jsonb)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE

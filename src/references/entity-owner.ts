@@ -42,7 +42,7 @@ export class EntityOwner {
     this.key = quoteIdent(def.key);
   }
 
-  /** Creates or updates the capture trigger and Baton's record of the entity. Idempotent. */
+  /** Creates or updates the capture trigger (and one refusing TRUNCATE, which skips row triggers) and Baton's record of the entity. Idempotent. */
   async install(): Promise<void> {
     const s = this.schemaSql;
     const d = this.def;
@@ -83,6 +83,11 @@ export class EntityOwner {
         `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_capture_${d.name}`)}
          AFTER INSERT OR UPDATE OR DELETE ON ${this.table}
          FOR EACH ROW EXECUTE FUNCTION ${s}.capture_entity('${d.name}')`,
+      );
+      await tx.query(
+        `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_no_truncate_${d.name}`)}
+         BEFORE TRUNCATE ON ${this.table}
+         FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_entity_truncate('${d.name}')`,
       );
     });
   }
