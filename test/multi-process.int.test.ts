@@ -116,6 +116,7 @@ describe('two relays and two consumers on the same databases', () => {
         produced: TOTAL,
         outboxWithoutRow: 0,
         rowWithoutOutbox: 0,
+        seqGaps: 0,
         effects: TOTAL,
         missing: 0,
         phantom: 0,

@@ -115,6 +115,7 @@ describe('SIGKILLed producer, relay and consumer processes', () => {
         produced: TOTAL,
         outboxWithoutRow: 0,
         rowWithoutOutbox: 0,
+        seqGaps: 0,
         effects: TOTAL,
         missing: 0,
         phantom: 0,
