@@ -112,7 +112,7 @@ export async function handleSetSideRequest(
   }
   const request = decoded.value;
   return request.op === 'digest'
-    ? { status: 200, body: encodeDigestResponse(await side.digest(request)) }
+    ? { status: 200, body: encodeDigestResponse(await side.digest(request), request) }
     : { status: 200, body: encodeMembersResponse(await side.members(request)) };
 }
 

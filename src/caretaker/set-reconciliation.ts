@@ -95,7 +95,10 @@ export interface ReconcileOptions {
   topBits?: number;
   /** Each differing bucket splits into 2^splitBits children (default 4, at most 8). */
   splitBits?: number;
-  /** A differing bucket is listed when either side has at most this many members (default 64). */
+  /**
+   * A differing bucket is listed when either side has at most this many
+   * members (default 32: about where listing costs as much as splitting).
+   */
   leafSize?: number;
   /** Parents per digest call; each call is one scan per side (default 4096). */
   maxParentsPerCall?: number;
@@ -153,7 +156,7 @@ function compileOptions(options: ReconcileOptions): Compiled {
   const o: Compiled = {
     topBits: options.topBits ?? 8,
     splitBits: options.splitBits ?? 4,
-    leafSize: options.leafSize ?? 64,
+    leafSize: options.leafSize ?? 32,
     maxParentsPerCall: options.maxParentsPerCall ?? 4096,
     pageSize: options.pageSize ?? 10_000,
     onLevel: options.onLevel,

@@ -5,7 +5,6 @@ import {
   isPrefix,
   type Member,
   type MembersRequest,
-  parentOf,
   SET_SIDE_LIMITS,
   type SetSide,
   SetSideProtocolError,
@@ -13,12 +12,13 @@ import {
 } from './set-side.ts';
 
 /**
- * The JSON protocol of a `SetSide` (one POST body per call). 64-bit values
- * travel as decimal strings; arrays instead of objects keep the answers,
- * which are the bulk of the traffic, small.
+ * The JSON protocol of a `SetSide` (one POST body per call). Prefixes travel
+ * as decimal strings; arrays instead of objects, and positional digest
+ * answers with base64url checksums, keep the answers — the bulk of the
+ * traffic — small.
  *
  *   {"op":"digest","bits":12,"within":{"bits":8,"prefixes":["-3","5"]}}
- *     → {"buckets":[["-48",244,"-8124987321931224641"], …]}   (prefix, count, xor)
+ *     → {"children":[[244,"j3xQ0pB9e2U"],0, …]}   (per child in order: 0 or [count, checksum])
  *   {"op":"members","bits":16,"prefixes":["-770"],"after":"c17","limit":10000}
  *     → {"members":[["c18",3], …]}                              (id, version)
  *
@@ -141,43 +141,86 @@ function decodeMembersRequest(body: Record<string, unknown>): Decoded<SetSideReq
   return { ok: true, value };
 }
 
-export function encodeDigestResponse(buckets: ReadonlyMap<bigint, BucketDigest>): unknown {
-  const list: [string, number, string][] = [];
-  for (const [prefix, d] of buckets) list.push([String(prefix), d.count, String(d.xor)]);
-  return { buckets: list };
+/**
+ * A digest answer is positional: for each parent in request order (the whole
+ * set when there is no `within`), its 2^descent children in prefix order,
+ * each `0` when empty or `[count, checksum]`. Prefixes are implied, so they
+ * cost nothing; the checksum — an opaque 64-bit value nobody reads — is the
+ * base64url of its 8 bytes (11 characters, not up to 20 as decimal). These
+ * answers are most of the traffic.
+ */
+export function encodeDigestResponse(
+  buckets: ReadonlyMap<bigint, BucketDigest>,
+  request: DigestRequest,
+): unknown {
+  const children: unknown[] = [];
+  for (const prefix of childPrefixes(request)) {
+    const d = buckets.get(prefix);
+    children.push(d ? [d.count, encodeChecksum(d.xor)] : 0);
+  }
+  return { children };
 }
 
-/** Decodes a digest answer, checking every bucket lies inside what was asked. */
+/** Decodes a digest answer (see `encodeDigestResponse`): exactly one entry per child asked for. */
 export function decodeDigestResponse(
   body: unknown,
   request: DigestRequest,
 ): Map<bigint, BucketDigest> {
-  if (!isPlainObject(body) || !Array.isArray(body.buckets) || Object.keys(body).length !== 1) {
-    throw protocol('a digest answer must be {"buckets": [...]}');
+  if (!isPlainObject(body) || !Array.isArray(body.children) || Object.keys(body).length !== 1) {
+    throw protocol('a digest answer must be {"children": [...]}');
   }
-  const parents = request.within ? new Set(request.within.prefixes) : undefined;
-  const descent = request.within ? request.bits - request.within.bits : 0;
+  const entries = body.children as unknown[];
+  const expected = childCount(request);
+  if (entries.length !== expected) {
+    throw protocol(`digest answer has ${entries.length} children; ${expected} were asked for`);
+  }
   const buckets = new Map<bigint, BucketDigest>();
-  for (const entry of body.buckets as unknown[]) {
-    if (!Array.isArray(entry) || entry.length !== 3) {
-      throw protocol(`digest bucket ${show(entry)} is not [prefix, count, xor]`);
-    }
-    const [p, count, x] = entry as unknown[];
-    const prefix = decodeInt64(p);
-    const xor = decodeInt64(x);
-    if (prefix === undefined || !isPrefix(prefix, request.bits)) {
-      throw protocol(`digest bucket prefix ${show(p)} is not a ${request.bits}-bit prefix`);
-    }
-    if (parents && !parents.has(parentOf(prefix, descent))) {
-      throw protocol(`digest bucket ${prefix} lies outside the requested parents`);
-    }
+  let i = 0;
+  for (const prefix of childPrefixes(request)) {
+    const entry = entries[i++];
+    if (entry === 0) continue;
+    const [count, checksum] = Array.isArray(entry) && entry.length === 2 ? entry : [];
+    const xor = decodeChecksum(checksum);
     if (!Number.isSafeInteger(count) || (count as number) < 1 || xor === undefined) {
-      throw protocol(`digest bucket ${prefix} has a bad count or xor: ${show(entry)}`);
+      throw protocol(`digest child ${prefix} is not 0 or [count, checksum]: ${show(entry)}`);
     }
-    if (buckets.has(prefix)) throw protocol(`digest bucket ${prefix} appears twice`);
     buckets.set(prefix, { count: count as number, xor });
   }
   return buckets;
+}
+
+/** The children a digest request asks for, in answer order. */
+function* childPrefixes(request: DigestRequest): Generator<bigint> {
+  if (!request.within) {
+    const half = 1n << BigInt(request.bits - 1);
+    for (let p = -half; p < half; p++) yield p;
+    return;
+  }
+  const descent = BigInt(request.bits - request.within.bits);
+  const width = 1n << descent;
+  for (const parent of request.within.prefixes) {
+    const first = parent << descent;
+    for (let i = 0n; i < width; i++) yield first + i;
+  }
+}
+
+function childCount(request: DigestRequest): number {
+  return request.within
+    ? request.within.prefixes.length * 2 ** (request.bits - request.within.bits)
+    : 2 ** request.bits;
+}
+
+function encodeChecksum(xor: bigint): string {
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigInt64BE(BigInt.asIntN(64, xor));
+  return bytes.toString('base64url');
+}
+
+const CHECKSUM = /^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$/;
+
+function decodeChecksum(value: unknown): bigint | undefined {
+  if (typeof value !== 'string' || !CHECKSUM.test(value)) return undefined;
+  return Buffer.from(value, 'base64url').readBigInt64BE(0);
 }
 
 export function encodeMembersResponse(members: readonly Member[]): unknown {
@@ -227,7 +270,7 @@ export function meteredSetSide(side: SetSide): SetSide & { traffic: SetSideTraff
     traffic,
     async digest(request) {
       const buckets = await side.digest(request);
-      count({ op: 'digest', ...request }, encodeDigestResponse(buckets));
+      count({ op: 'digest', ...request }, encodeDigestResponse(buckets, request));
       return buckets;
     },
     async members(request) {

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { InvalidInputError } from '../errors.ts';
 import {
   type BucketDigest,
   type DigestRequest,
@@ -37,9 +38,23 @@ export interface MemberSource {
  * and a bucket's digest is (count, bit_xor(hv)) — `bit_xor` needs
  * PostgreSQL 14 or later. Parent buckets are matched with `IN (SELECT
  * unnest(…))`, which PostgreSQL hashes, so thousands of parents cost one
- * hash probe per row, not a list walk.
+ * hash probe per row, not a list walk; the filter only touches the source's
+ * id, so PostgreSQL applies it before any join in `fromSql`. Whole-set
+ * digests are kept for their sublevels (see `SqlSetSideOptions`).
  */
-export function sqlSetSide(executor: Executor, source: MemberSource): SetSide {
+export function sqlSetSide(
+  executor: Executor,
+  source: MemberSource,
+  options: SqlSetSideOptions = {},
+): SetSide {
+  const snapshotBits = options.snapshotBits ?? 16;
+  if (!Number.isInteger(snapshotBits) || snapshotBits < 1 || snapshotBits > 16) {
+    throw new InvalidInputError(
+      `snapshotBits must be an integer from 1 to 16 (got ${snapshotBits})`,
+    );
+  }
+  const snapshotTtlMs = options.snapshotTtlMs ?? 60_000;
+  const now = options.now ?? Date.now;
   const id = `(${source.idSql})::text`;
   const hashed = `
     SELECT ${id} AS id, (${source.versionSql})::bigint AS version,
@@ -63,22 +78,35 @@ export function sqlSetSide(executor: Executor, source: MemberSource): SetSide {
       AND ($3::text IS NULL OR id > $3::text COLLATE "C")
     ORDER BY id COLLATE "C"
     LIMIT $4::int`;
+  let snapshot: { bits: number; at: number; buckets: Map<bigint, BucketDigest> } | undefined;
+
+  async function scan(request: DigestRequest): Promise<Map<bigint, BucketDigest>> {
+    const shift = 64 - request.bits;
+    const result = request.within
+      ? await executor.query<DigestRow>(digestWithin, [
+          shift,
+          64 - request.within.bits,
+          request.within.prefixes.map(String),
+        ])
+      : await executor.query<DigestRow>(digestAll, [shift]);
+    const buckets = new Map<bigint, BucketDigest>();
+    for (const row of result.rows) {
+      buckets.set(BigInt(row.p), { count: Number(row.n), xor: BigInt(row.x) });
+    }
+    return buckets;
+  }
 
   return {
     async digest(request: DigestRequest): Promise<Map<bigint, BucketDigest>> {
-      const shift = 64 - request.bits;
-      const result = request.within
-        ? await executor.query<DigestRow>(digestWithin, [
-            shift,
-            64 - request.within.bits,
-            request.within.prefixes.map(String),
-          ])
-        : await executor.query<DigestRow>(digestAll, [shift]);
-      const buckets = new Map<bigint, BucketDigest>();
-      for (const row of result.rows) {
-        buckets.set(BigInt(row.p), { count: Number(row.n), xor: BigInt(row.x) });
+      if (!request.within) {
+        const bits = Math.max(request.bits, snapshotBits);
+        snapshot = { bits, at: now(), buckets: await scan({ bits }) };
+        return rollUp(snapshot.buckets, bits, request);
       }
-      return buckets;
+      if (snapshot && request.bits <= snapshot.bits && now() - snapshot.at <= snapshotTtlMs) {
+        return rollUp(snapshot.buckets, snapshot.bits, request);
+      }
+      return scan(request);
     },
 
     async members(request: MembersRequest): Promise<Member[]> {
@@ -99,6 +127,43 @@ export function sqlSetSide(executor: Executor, source: MemberSource): SetSide {
       });
     },
   };
+}
+
+export interface SqlSetSideOptions {
+  /**
+   * A digest of the whole set is computed at this level (default 16, at
+   * most 65,536 buckets) in its one scan and kept; digests of its sublevels
+   * asked within `snapshotTtlMs` (default 60 s) are answered from it
+   * without scanning again. A reconciliation run then costs one scan per
+   * side down to this level, and all its digests come from one snapshot.
+   * A run that overlaps another may be answered from the other's (newer)
+   * snapshot: still this set's digests, of a later moment.
+   */
+  snapshotBits?: number;
+  snapshotTtlMs?: number;
+  now?: () => number;
+}
+
+/** Digests at `request.bits` (inside `request.within`) from digests at a finer level. */
+function rollUp(
+  fine: ReadonlyMap<bigint, BucketDigest>,
+  fineBits: number,
+  request: DigestRequest,
+): Map<bigint, BucketDigest> {
+  const shift = BigInt(fineBits - request.bits);
+  const parents = request.within ? new Set(request.within.prefixes) : undefined;
+  const parentShift = BigInt(fineBits - (request.within?.bits ?? 0));
+  const buckets = new Map<bigint, BucketDigest>();
+  for (const [prefix, d] of fine) {
+    if (parents && !parents.has(prefix >> parentShift)) continue;
+    const child = prefix >> shift;
+    const sum = buckets.get(child);
+    if (sum) {
+      sum.count += d.count;
+      sum.xor ^= d.xor;
+    } else buckets.set(child, { count: d.count, xor: d.xor });
+  }
+  return buckets;
 }
 
 interface DigestRow {
