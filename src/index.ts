@@ -13,6 +13,11 @@ export type {
   InvariantReport,
 } from './caretaker/invariants.ts';
 export type { ReferencingRowsReport } from './caretaker/referencing-rows.ts';
+export {
+  type DatabaseTargets,
+  type DatabaseTargetsOptions,
+  targetsFromDatabase,
+} from './caretaker/targets-from-database.ts';
 export type { Database, Executor, QueryResult } from './db/executor.ts';
 export {
   loadMigrations,
@@ -85,6 +90,10 @@ export type { Reference } from './references/reference.ts';
 export { REPLICA_STATES, type ReplicaState } from './references/replica-states.ts';
 export {
   type BatonStatus,
+  type LastReconcile,
+  type PendingDelete,
+  type QuarantinedOrphan,
+  type ReferencesStatus,
   readStatus,
   SchemaNotInstalledError,
   type SubscriptionStatus,

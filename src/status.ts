@@ -33,6 +33,61 @@ export interface BatonStatus {
   subscriptions: SubscriptionStatus[];
   /** Dead letters over all subscriptions. */
   deadLetters: number;
+  /** Cross-service references: deletes, quarantine, policy actions, the caretaker's last run. */
+  references: ReferencesStatus;
+}
+
+/** Lists in the status are cut to this many entries (oldest first); totals count all. */
+export const STATUS_LIST_LIMIT = 100;
+
+export interface ReferencesStatus {
+  /** False when the references tables are not in this database (migration 2 not applied): everything below is empty. */
+  installed: boolean;
+  /** Owner side: coordinated (restrict) deletes still waiting for referrers' votes. */
+  pendingDeletes: { total: number; items: PendingDelete[] };
+  /** Referrer side: replica rows the owner has never heard of, waiting for a second confirmation or approval. */
+  quarantine: { total: number; items: QuarantinedOrphan[] };
+  /** Referrer side: on-delete policy actions taken; apologies are the ones on references that slipped through. */
+  policyActions: { total: number; apologies: number; rowsAffected: number };
+  /** The caretaker's most recent run (`baton reconcile` or the in-process schedule), or null. */
+  lastReconcile: LastReconcile | null;
+}
+
+export interface PendingDelete {
+  entity: string;
+  id: string;
+  /** The fence's version: votes for other versions do not count. */
+  version: number;
+  requestedAt: string;
+  /** Restrict referrers that have not voted on this version yet (a referrer that is down stays here). */
+  waitingFor: string[];
+  /** Referrers that voted on this version (prepared: a veto would have refused the delete). */
+  voted: string[];
+}
+
+export interface QuarantinedOrphan {
+  entity: string;
+  id: string;
+  /** Runs that saw it (repaired once it reaches 2, or when approved). */
+  confirmations: number;
+  approved: boolean;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+export interface LastReconcile {
+  startedAt: string;
+  finishedAt: string;
+  /** True for a repair run, false for a dry run. */
+  repair: boolean;
+  ms: number;
+  /** Differences found (not counting ones that healed while checked). */
+  differences: number;
+  repaired: number;
+  quarantined: number;
+  referencingRowProblems: number;
+  /** Entities whose check failed (see the run's report). */
+  failedEntities: number;
 }
 
 export interface SubscriptionStatus {
@@ -104,6 +159,74 @@ export async function readStatus(
     },
     subscriptions: subs,
     deadLetters: subs.reduce((sum, sub) => sum + sub.deadLetters, 0),
+    references: await readReferencesStatus(db, s),
+  };
+}
+
+/** The references sections; empty on a database that has only the messaging tables. */
+async function readReferencesStatus(db: Executor, s: string): Promise<ReferencesStatus> {
+  const installed = await db.query<{ ok: boolean }>(
+    `SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AS ok`,
+    [`${s}.delete_fences`, `${s}.reconcile_runs`],
+  );
+  if (!installed.rows[0]?.ok) {
+    return {
+      installed: false,
+      pendingDeletes: { total: 0, items: [] },
+      quarantine: { total: 0, items: [] },
+      policyActions: { total: 0, apologies: 0, rowsAffected: 0 },
+      lastReconcile: null,
+    };
+  }
+  const pending = await db.query<PendingDeleteRow>(
+    `SELECT f.entity, f.id, f.version, f.requested_at, count(*) OVER () AS total,
+         coalesce(e.restrict_referrers, '{}') AS referrers,
+         coalesce(array(SELECT v.referrer FROM ${s}.delete_votes v
+           WHERE v.entity = f.entity AND v.id = f.id AND v.version = f.version ORDER BY v.referrer), '{}') AS voted
+       FROM ${s}.delete_fences f LEFT JOIN ${s}.entities e ON e.name = f.entity
+       WHERE f.state = 'pending'
+       ORDER BY f.requested_at, f.entity, f.id
+       LIMIT ${STATUS_LIST_LIMIT}`,
+  );
+  const quarantine = await db.query<QuarantineRow>(
+    `SELECT entity, id, confirmations, approved, first_seen, last_seen, count(*) OVER () AS total
+       FROM ${s}.quarantine ORDER BY first_seen, entity, id LIMIT ${STATUS_LIST_LIMIT}`,
+  );
+  const actions = await db.query<{ total: string; apologies: string; affected: string }>(
+    `SELECT count(*) AS total, count(*) FILTER (WHERE apology) AS apologies,
+         coalesce(sum(affected), 0) AS affected
+       FROM ${s}.policy_actions`,
+  );
+  const last = await db.query<LastRunRow>(
+    `SELECT started_at, finished_at, repair, report->'totals' AS totals, report->'ms' AS ms,
+         (SELECT count(*) FROM jsonb_array_elements(coalesce(report->'entities', '[]')) e
+          WHERE e ? 'error') AS failed
+       FROM ${s}.reconcile_runs ORDER BY id DESC LIMIT 1`,
+  );
+  const a = actions.rows[0];
+  return {
+    installed: true,
+    pendingDeletes: {
+      total: Number(pending.rows[0]?.total ?? 0),
+      items: pending.rows.map(toPendingDelete),
+    },
+    quarantine: {
+      total: Number(quarantine.rows[0]?.total ?? 0),
+      items: quarantine.rows.map((q) => ({
+        entity: q.entity,
+        id: q.id,
+        confirmations: q.confirmations,
+        approved: q.approved,
+        firstSeen: q.first_seen.toISOString(),
+        lastSeen: q.last_seen.toISOString(),
+      })),
+    },
+    policyActions: {
+      total: Number(a?.total ?? 0),
+      apologies: Number(a?.apologies ?? 0),
+      rowsAffected: Number(a?.affected ?? 0),
+    },
+    lastReconcile: last.rows[0] ? toLastReconcile(last.rows[0]) : null,
   };
 }
 
@@ -136,6 +259,62 @@ interface SubscriptionRow {
   pending: string;
   dead: string;
   oldest_pending: number;
+}
+
+interface PendingDeleteRow {
+  entity: string;
+  id: string;
+  version: string;
+  requested_at: Date;
+  total: string;
+  referrers: string[];
+  voted: string[];
+}
+
+interface QuarantineRow {
+  entity: string;
+  id: string;
+  confirmations: number;
+  approved: boolean;
+  first_seen: Date;
+  last_seen: Date;
+  total: string;
+}
+
+interface LastRunRow {
+  started_at: Date;
+  finished_at: Date;
+  repair: boolean;
+  totals: Partial<Record<string, number>> | null;
+  ms: number | null;
+  failed: string;
+}
+
+function toPendingDelete(row: PendingDeleteRow): PendingDelete {
+  const voted = new Set(row.voted);
+  return {
+    entity: row.entity,
+    id: row.id,
+    version: Number(row.version),
+    requestedAt: row.requested_at.toISOString(),
+    waitingFor: row.referrers.filter((r) => !voted.has(r)),
+    voted: row.voted,
+  };
+}
+
+function toLastReconcile(row: LastRunRow): LastReconcile {
+  const totals = row.totals ?? {};
+  return {
+    startedAt: row.started_at.toISOString(),
+    finishedAt: row.finished_at.toISOString(),
+    repair: row.repair,
+    ms: Number(row.ms ?? 0),
+    differences: Number(totals.differences ?? 0),
+    repaired: Number(totals.repaired ?? 0),
+    quarantined: Number(totals.quarantined ?? 0),
+    referencingRowProblems: Number(totals.referencingRowProblems ?? 0),
+    failedEntities: Number(row.failed),
+  };
 }
 
 function toSubscriptionStatus(row: SubscriptionRow): SubscriptionStatus {

@@ -3,12 +3,15 @@ export interface CliIo {
   out(text: string): void;
   err(text: string): void;
   env: Readonly<Record<string, string | undefined>>;
+  /** The error stream is a terminal (progress bars go there only then), and its width. */
+  terminal?: () => { columns: number } | undefined;
 }
 
 export const processIo: CliIo = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
   env: process.env,
+  terminal: () => (process.stderr.isTTY ? { columns: process.stderr.columns || 80 } : undefined),
 };
 
 /** `--json` output: one object, indented for people who read it too. */
@@ -73,4 +76,11 @@ export function oneLine(text: string | null, max: number): string {
 /** "1 dead letter", "2 dead letters". */
 export function plural(n: number, word: string, many = `${word}s`): string {
   return `${n} ${n === 1 ? word : many}`;
+}
+
+/** 812 B, 12.3 kB, 4.5 MB (decimal units, as network traffic is usually counted). */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1_000_000) return `${(bytes / 1000).toFixed(1)} kB`;
+  return `${(bytes / 1_000_000).toFixed(1)} MB`;
 }

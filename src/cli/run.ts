@@ -3,6 +3,7 @@ import { BatonError, InvalidInputError } from '../errors.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, OperationalError, UsageError } from './cli-errors.ts';
 import { registerDlq } from './commands/dlq.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { ExitStatus, registerReconcile } from './commands/reconcile.ts';
 import { registerStatus } from './commands/status.ts';
 import { addGlobalOptions } from './global-options.ts';
 import { type CliIo, processIo } from './output.ts';
@@ -11,7 +12,7 @@ import { type CliIo, processIo } from './output.ts';
 export function buildProgram(io: CliIo): Command {
   const program = new Command('baton')
     .description(
-      "Baton's operator commands: migrate the schema, watch the outbox and subscriptions, resolve dead letters.",
+      "Baton's operator commands: migrate the schema, watch the outbox, subscriptions and references, resolve dead letters, reconcile replicas with their owners.",
     )
     // Settings before .command(): subcommands inherit them.
     .exitOverride()
@@ -21,11 +22,12 @@ export function buildProgram(io: CliIo): Command {
   addGlobalOptions(program);
   program.addHelpText(
     'after',
-    '\nExit codes: 0 success, 1 the operation failed, 2 the command line is wrong.',
+    '\nExit codes: 0 success, 1 the operation failed, 2 the command line is wrong (reconcile: 3 differences remain).',
   );
   registerMigrate(program, io);
   registerStatus(program, io);
   registerDlq(program, io);
+  registerReconcile(program, io);
   return program;
 }
 
@@ -43,6 +45,11 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
 function report(error: unknown, io: CliIo, verbose: boolean): number {
   // Commander has already printed its message (and help, when asked for).
   if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  // The command printed its result already; only the exit status (and a one-line reason) remain.
+  if (error instanceof ExitStatus) {
+    if (error.message) io.err(`baton: ${error.message}\n`);
+    return error.code;
+  }
   const code = exitCodeFor(error);
   io.err(`baton: ${messageFor(error)}\n`);
   if (verbose) io.err(`${stackOf(error)}\n`);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { type BatonStatus, readStatus } from '../../status.ts';
+import { type BatonStatus, type ReferencesStatus, readStatus } from '../../status.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
 import {
@@ -8,6 +8,7 @@ import {
   formatFields,
   formatTable,
   formatTime,
+  plural,
   printJson,
   printLines,
 } from '../output.ts';
@@ -15,11 +16,13 @@ import {
 /** A relay that leaves events waiting this long is probably not running. */
 const STALLED_RELAY_SECONDS = 60;
 
-/** `baton status`: outbox backlog, relay lag, positions, subscriptions and dead letters. */
+/** `baton status`: outbox backlog, relay lag, positions, subscriptions, dead letters and references. */
 export function registerStatus(program: Command, io: CliIo): void {
   program
     .command('status')
-    .description('show the outbox backlog, relay lag, subscriptions and dead letters')
+    .description(
+      'show the outbox backlog, relay lag, subscriptions, dead letters, pending deletes, quarantined orphans and the last reconcile run',
+    )
     .action(async (_local: object, command: Command) => {
       const options = command.optsWithGlobals<GlobalOptions>();
       await withDatabase(options, io, async (db, target) => {
@@ -77,5 +80,78 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
       ? 'Dead letters: none'
       : `Dead letters: ${status.deadLetters} — see \`baton dlq list\``,
   );
+  if (status.references.installed) lines.push('', ...renderReferences(status.references));
   return lines;
+}
+
+/** Pending deletes, quarantine, policy actions and the caretaker's last run. */
+export function renderReferences(refs: ReferencesStatus): string[] {
+  const lines = ["Pending deletes (restrict: waiting for referrers' votes)"];
+  if (refs.pendingDeletes.total === 0) lines.push('  none');
+  else {
+    const table = formatTable(
+      ['ENTITY', 'ID', 'VERSION', 'REQUESTED', 'WAITING FOR'],
+      refs.pendingDeletes.items.map((d) => [
+        d.entity,
+        d.id,
+        String(d.version),
+        formatTime(d.requestedAt),
+        d.waitingFor.length > 0 ? d.waitingFor.join(', ') : '(all voted: finalising)',
+      ]),
+    );
+    lines.push(...table.map((l) => `  ${l}`), ...more(refs.pendingDeletes));
+    lines.push(
+      "  a referrer that stays in WAITING FOR is down or not consuming this service's feed: check it.",
+    );
+  }
+  lines.push('', 'Quarantined orphans (replica rows their owner never had)');
+  if (refs.quarantine.total === 0) lines.push('  none');
+  else {
+    const table = formatTable(
+      ['ENTITY', 'ID', 'CONFIRMATIONS', 'APPROVED', 'FIRST SEEN'],
+      refs.quarantine.items.map((q) => [
+        q.entity,
+        q.id,
+        String(q.confirmations),
+        q.approved ? 'yes' : 'no',
+        formatTime(q.firstSeen),
+      ]),
+    );
+    lines.push(...table.map((l) => `  ${l}`), ...more(refs.quarantine));
+    lines.push(
+      '  repaired by the next `baton reconcile --repair` that confirms them, or now with `baton reconcile --repair --approve`.',
+    );
+  }
+  const a = refs.policyActions;
+  lines.push(
+    '',
+    `Policy actions: ${a.total} (${a.rowsAffected} referencing rows), of which ${plural(a.apologies, 'apology', 'apologies')}`,
+    '',
+  );
+  const run = refs.lastReconcile;
+  if (!run) lines.push('Last reconcile: never (run `baton reconcile`)');
+  else {
+    lines.push(
+      'Last reconcile',
+      ...formatFields([
+        ['finished', formatTime(run.finishedAt)],
+        ['mode', run.repair ? 'repair' : 'dry run'],
+        ['differences', String(run.differences)],
+        ['referencing rows', `${run.referencingRowProblems} with problems`],
+        ['repaired', String(run.repaired)],
+        ['quarantined', String(run.quarantined)],
+        ['took', `${run.ms} ms`],
+      ]),
+    );
+    if (run.failedEntities > 0) {
+      lines.push(`  ! ${plural(run.failedEntities, 'entity', 'entities')} could not be checked.`);
+    }
+  }
+  return lines;
+}
+
+function more(list: { total: number; items: unknown[] }): string[] {
+  return list.total > list.items.length
+    ? [`  … and ${list.total - list.items.length} more (the oldest are shown)`]
+    : [];
 }

@@ -1,0 +1,151 @@
+import { channelsFor } from '../baton.ts';
+import type { Database, Executor } from '../db/executor.ts';
+import { schemaIdent } from '../db/sql.ts';
+import { InvalidInputError } from '../errors.ts';
+import type { EventInput } from '../messaging/event.ts';
+import { Outbox } from '../messaging/outbox.ts';
+import { type OnDeletePolicy, validateReference } from '../references/definitions.ts';
+import { EntityReplication } from '../references/entity-replication.ts';
+import { ownerClient } from '../references/owner-client.ts';
+import { Reference } from '../references/reference.ts';
+import { ReplicaStore } from '../references/replica-store.ts';
+import type { ClientAuth } from '../transports/http-feed/auth.ts';
+import type { ReconcileTarget } from './caretaker.ts';
+
+export interface DatabaseTargetsOptions {
+  schema: string;
+  /** Credentials for the owners' endpoints (one secret or token for all of them). */
+  auth: ClientAuth;
+  /**
+   * This service's name, the `source` of events a repair publishes (restrict
+   * votes). Default: the name the service recorded (`settings.service`).
+   */
+  service?: string;
+  /** Per call to an owner (default: the owner client's). */
+  ownerTimeoutMs?: number;
+}
+
+export interface DatabaseTargets {
+  targets: ReconcileTarget[];
+  /** The service name used for published events (undefined when none is known or needed). */
+  service: string | undefined;
+  /** Publishes through this database's outbox (what repairs publish goes out with the service's relay). */
+  publish: (tx: Executor, events: EventInput | readonly EventInput[]) => Promise<unknown>;
+}
+
+interface ReplicaRow {
+  entity: string;
+  id_type: string;
+  owner: string;
+  owner_url: string;
+  subscription: string;
+}
+
+interface ReferenceRow {
+  table_name: string;
+  column_name: string;
+  entity: string;
+  on_delete: string;
+  snapshot_columns: Record<string, string>;
+}
+
+/**
+ * The caretaker's targets rebuilt from what a service recorded in its own
+ * database (`replicas`, `entity_references`) — for running the caretaker
+ * outside the service's process (`baton reconcile`). Repairs act exactly as
+ * the service would: the same replica stores, references and policies; events
+ * they publish go into this database's outbox for the service's relay.
+ *
+ * What the database does not hold stays with the service: invariants (their
+ * SQL and remedies are code) and `onOwnerUnreachable` (only used on writes).
+ */
+export async function targetsFromDatabase(
+  db: Database,
+  options: DatabaseTargetsOptions,
+): Promise<DatabaseTargets> {
+  const schemaSql = schemaIdent(options.schema);
+  const replicas = await db.query<ReplicaRow>(
+    `SELECT entity, id_type, owner, owner_url, subscription FROM ${schemaSql}.replicas ORDER BY entity`,
+  );
+  const referenceRows = await db.query<ReferenceRow>(
+    `SELECT table_name, column_name, entity, on_delete, snapshot_columns
+     FROM ${schemaSql}.entity_references ORDER BY name`,
+  );
+  const service = options.service ?? (await recordedService(db, schemaSql));
+  if (service === undefined && referenceRows.rows.some((r) => r.on_delete === 'restrict')) {
+    throw new InvalidInputError(
+      `this database holds restrict references but does not record its service's name (settings "service"), which a repair needs to vote on deletes: pass the service name (baton reconcile --service <name>).`,
+    );
+  }
+  const publish = publisher(options.schema, schemaSql, service);
+  const targets = replicas.rows.map((row) => {
+    const store = new ReplicaStore(schemaSql, row.entity);
+    // `install()` is what sets it in the service; here the registry row is the record of it.
+    store.idType = row.id_type;
+    const owner = ownerClient({
+      name: row.owner,
+      url: row.owner_url,
+      auth: options.auth,
+      ...(options.ownerTimeoutMs === undefined ? {} : { timeoutMs: options.ownerTimeoutMs }),
+    });
+    const references = referenceRows.rows
+      .filter((r) => r.entity === row.entity)
+      .map((r) => new Reference(schemaSql, referenceFromRow(r), store, owner));
+    const replication = new EntityReplication(
+      schemaSql,
+      store,
+      () => references,
+      publish,
+      service ?? '',
+    );
+    return { replication, owner, subscription: row.subscription };
+  });
+  return { targets, service, publish };
+}
+
+async function recordedService(db: Database, schemaSql: string): Promise<string | undefined> {
+  const r = await db.query<{ value: string }>(
+    `SELECT value FROM ${schemaSql}.settings WHERE name = 'service'`,
+  );
+  return r.rows[0]?.value;
+}
+
+function publisher(
+  schema: string,
+  schemaSql: string,
+  service: string | undefined,
+): DatabaseTargets['publish'] {
+  if (service === undefined) {
+    // Only restrict votes publish, and their absence was checked above.
+    return async () => {
+      throw new InvalidInputError(
+        'cannot publish: the service name is unknown (pass --service <name>).',
+      );
+    };
+  }
+  const outbox = new Outbox({
+    schemaSql,
+    source: service,
+    strictTypes: false,
+    maxPayloadBytes: 256 * 1024,
+    notifyChannel: channelsFor(schema).outbox,
+  });
+  return (tx, events) => outbox.publish(tx, events);
+}
+
+function referenceFromRow(row: ReferenceRow) {
+  try {
+    return validateReference({
+      table: row.table_name,
+      column: row.column_name,
+      entity: row.entity,
+      onDelete: row.on_delete as OnDeletePolicy,
+      snapshotColumns: row.snapshot_columns,
+    });
+  } catch (error) {
+    throw new InvalidInputError(
+      `the recorded reference ${row.table_name}.${row.column_name} is not valid (${(error as Error).message}); it was changed by hand? Restart the service to record it again.`,
+      { cause: error },
+    );
+  }
+}

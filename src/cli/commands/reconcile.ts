@@ -1,0 +1,352 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import { Caretaker, type CaretakerReport } from '../../caretaker/caretaker.ts';
+import { DIFFERENCE_CLASSES } from '../../caretaker/classify.ts';
+import type { EntityReport } from '../../caretaker/entity-reconciler.ts';
+import type { ReferencingRowsReport } from '../../caretaker/referencing-rows.ts';
+import { targetsFromDatabase } from '../../caretaker/targets-from-database.ts';
+import type { PgDatabase } from '../../db/pg-database.ts';
+import { schemaIdent } from '../../db/sql.ts';
+import type { ClientAuth } from '../../transports/http-feed/auth.ts';
+import { OperationalError, UsageError } from '../cli-errors.ts';
+import { requireInstalled, type Target, withDatabase } from '../connection.ts';
+import type { GlobalOptions } from '../global-options.ts';
+import {
+  type CliIo,
+  formatBytes,
+  formatFields,
+  formatTable,
+  plural,
+  printJson,
+  printLines,
+} from '../output.ts';
+import { terminalProgress } from '../progress.ts';
+
+/** `baton reconcile` ran, and differences remain that it did not repair (a dry run, or orphans in quarantine). */
+export const EXIT_DIFFERENCES_REMAIN = 3;
+
+/**
+ * How a command that printed its result asks for a non-zero exit status
+ * without printing an error: `run.ts` maps it to `code` (and prints
+ * `message`, if any, as `baton: …`).
+ */
+export class ExitStatus extends Error {
+  override name = 'ExitStatus';
+  constructor(
+    readonly code: number,
+    message = '',
+  ) {
+    super(message);
+  }
+}
+
+interface ReconcileOptions {
+  entity?: string;
+  repair?: boolean;
+  approve?: boolean;
+  service?: string;
+  examples: number;
+  cutTimeout: number;
+}
+
+const INVARIANTS_NOTE =
+  "invariants are not checked by this command: they are the service's code and run in the service's own caretaker schedule.";
+
+/** `baton reconcile`: the caretaker run from outside the service, dry by default. */
+export function registerReconcile(program: Command, io: CliIo): void {
+  program
+    .command('reconcile')
+    .description(
+      "compare this service's replicas with their owners and check its referencing rows; repair by policy with --repair (default: a dry run)",
+    )
+    .option('--entity <name>', 'only this replicated entity')
+    .option('--repair', 'apply the repairs (default: only report what would be done)')
+    .option(
+      '--approve',
+      'repair suspected true orphans now, instead of after a second run confirms them',
+    )
+    .option(
+      '--service <name>',
+      "this service's name, for events a repair publishes (default: the name the service recorded)",
+    )
+    .option('--examples <n>', 'examples shown per class of difference', positiveInteger, 5)
+    .option(
+      '--cut-timeout <seconds>',
+      "how long to wait for this service's consumer to catch up with each owner",
+      positiveInteger,
+      10,
+    )
+    .addHelpText(
+      'after',
+      `
+Run it with the service's database URL. The owners are asked over their Baton
+endpoints (recorded when the service installed its references), with the
+credentials from the environment: BATON_HMAC_SECRET (HMAC-signed requests) or
+BATON_BEARER_TOKEN. The service's consumers must be running, so the replicas
+can catch up with each owner before they are compared.
+
+Suspected true orphans (replica rows the owner never had) are quarantined,
+also in a dry run, and repaired when a second run confirms them, or at once
+with --approve. Note: ${INVARIANTS_NOTE}
+
+Exit codes: 0 nothing is left to repair (no differences, or all repaired);
+3 differences remain (a dry run found some, or orphans wait in quarantine);
+1 the run failed, or another caretaker of this service is running;
+2 the command line or the environment is wrong.`,
+    )
+    .action(async (local: ReconcileOptions, command: Command) => {
+      const options = command.optsWithGlobals<GlobalOptions>();
+      const auth = authFromEnvironment(io.env);
+      const status = await withDatabase(options, io, async (db, target) => {
+        await requireInstalled(db, options.schema, target);
+        await requireReferences(db, options.schema);
+        const result = await reconcile(db, options.schema, local, auth, io);
+        if (options.json) printJson(io, result.report);
+        else printLines(io, renderReconcile(result, target));
+        return outcome(result.report);
+      });
+      if (status.code !== 0) throw status;
+    });
+}
+
+/** Credentials for the owners' endpoints, from the environment only (never the command line, where `ps` shows them). */
+export function authFromEnvironment(env: CliIo['env']): ClientAuth {
+  const secret = env.BATON_HMAC_SECRET;
+  if (secret) return { type: 'hmac', secret };
+  const token = env.BATON_BEARER_TOKEN;
+  if (token) return { type: 'bearer', token };
+  throw new UsageError(
+    "no credentials for the owners' endpoints: set BATON_HMAC_SECRET to the HMAC secret the owners' Baton handlers accept (or BATON_BEARER_TOKEN if they take bearer tokens).",
+  );
+}
+
+async function requireReferences(db: PgDatabase, schema: string): Promise<void> {
+  const r = await db.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [
+    `${schemaIdent(schema)}.replicas`,
+  ]);
+  if (!r.rows[0]?.ok) {
+    throw new OperationalError(
+      `schema "${schema}" has no references tables (an older Baton migrated it): run \`baton migrate\` first.`,
+    );
+  }
+}
+
+interface ReconcileResult {
+  report: CaretakerReport;
+  service: string | undefined;
+  cutTimeoutSeconds: number;
+}
+
+async function reconcile(
+  db: PgDatabase,
+  schema: string,
+  local: ReconcileOptions,
+  auth: ClientAuth,
+  io: CliIo,
+): Promise<ReconcileResult> {
+  const { targets, service, publish } = await targetsFromDatabase(db, {
+    schema,
+    auth,
+    ...(local.service === undefined ? {} : { service: local.service }),
+  });
+  if (local.entity !== undefined) {
+    const known = targets.map((t) => t.replication.replica.entity);
+    if (!known.includes(local.entity)) {
+      throw new UsageError(
+        `--entity ${local.entity}: this service keeps no replica of "${local.entity}"; ${
+          known.length === 0
+            ? 'it replicates no entities at all.'
+            : `it replicates ${known.join(', ')}.`
+        }`,
+      );
+    }
+  }
+  const caretaker = new Caretaker(
+    db,
+    schemaIdent(schema),
+    schema,
+    () => targets,
+    () => [],
+    publish,
+  );
+  const progress = terminalProgress(io, local.repair ? 'reconcile --repair' : 'reconcile');
+  try {
+    const report = await caretaker.run({
+      repair: local.repair ?? false,
+      approve: local.approve ?? false,
+      examples: local.examples,
+      cutTimeoutMs: local.cutTimeout * 1000,
+      onProgress: (step) => progress.update(step),
+      ...(local.entity === undefined ? {} : { entity: local.entity }),
+    });
+    if (report.skipped) {
+      throw new OperationalError(
+        `another caretaker of this service is running${await leaseExpiry(db, schema)}: nothing was checked. Try again when it has finished.`,
+      );
+    }
+    return { report, service, cutTimeoutSeconds: local.cutTimeout };
+  } finally {
+    progress.finish();
+  }
+}
+
+/** " (its lease ends at …)" from the lease row, for the skipped-run message. */
+async function leaseExpiry(db: PgDatabase, schema: string): Promise<string> {
+  const r = await db.query<{ value: string }>(
+    `SELECT value FROM ${schemaIdent(schema)}.settings WHERE name = 'caretaker_lease'`,
+  );
+  const until = r.rows[0]?.value.split('|')[1];
+  return until ? ` (its lease ends at ${until} at the latest)` : '';
+}
+
+/** What remains to be done after the run: differences and referencing-row problems not repaired. */
+export function unresolved(report: CaretakerReport): number {
+  const t = report.totals;
+  return Math.max(0, t.differences + t.referencingRowProblems - t.repaired);
+}
+
+function outcome(report: CaretakerReport): ExitStatus {
+  const failed = report.entities.filter((e) => e.error !== undefined);
+  if (failed.length > 0) {
+    return new ExitStatus(
+      1,
+      `the check of ${failed.map((e) => `${e.entity} (${e.error})`).join(', ')} failed; the other entities were checked.`,
+    );
+  }
+  return new ExitStatus(unresolved(report) > 0 ? EXIT_DIFFERENCES_REMAIN : 0);
+}
+
+/** The human report: what was compared, what differs, what was (or would be) done. */
+export function renderReconcile(result: ReconcileResult, target: Target): string[] {
+  const { report } = result;
+  const lines = [
+    report.repair
+      ? 'baton reconcile --repair: differences were repaired by their declared policies.'
+      : 'baton reconcile (dry run): NOTHING WAS CHANGED — actions below say what --repair would do. Run `baton reconcile --repair` to apply them.',
+  ];
+  if (!report.repair) {
+    lines.push(
+      '(Suspected orphans are still recorded in quarantine, so a later run can confirm them.)',
+    );
+  }
+  lines.push(
+    `Service ${result.service ?? '(name not recorded)'}, database ${target.database}@${target.host}:${target.port} — started ${report.startedAt}, took ${formatMs(report.ms)}.`,
+  );
+  if (report.entities.length === 0) {
+    lines.push('', 'No replicated entities: this service references no other service.');
+  }
+  for (const entity of report.entities) {
+    lines.push('', ...renderEntity(entity, result.cutTimeoutSeconds));
+  }
+  lines.push('', ...renderTotals(report), `Invariants: ${INVARIANTS_NOTE}`, '', verdict(report));
+  return lines;
+}
+
+function renderEntity(
+  e: EntityReport & { referencingRows: ReferencingRowsReport[] },
+  cutTimeoutSeconds: number,
+): string[] {
+  const lines = [`Entity ${e.entity} (owner ${e.owner})`];
+  if (e.error !== undefined) {
+    lines.push(`  ! the check failed: ${e.error}`);
+    return lines;
+  }
+  const differences = countDifferences(e.counts);
+  lines.push(
+    ...formatFields([
+      [
+        'cut',
+        `owner watermark ${e.cut.watermark ?? '-'}, replica cursor ${e.cut.replicaCursor ?? '-'}, ${e.cut.caughtUp ? 'caught up' : 'NOT caught up'}`,
+      ],
+      ['differences', differences === 0 ? 'none' : `${differences}: ${byClass(e.counts)}`],
+      ['healed in flight', String(e.counts['in-flight'])],
+      ['repaired', String(e.repaired)],
+      ['quarantined', String(e.quarantined)],
+      [
+        'compared',
+        `${e.set.bucketsCompared} buckets over ${e.set.levels} levels (${e.set.bucketsDiffering} differing), ${formatMs(e.set.ms)}`,
+      ],
+      ['bytes exchanged', formatBytes(e.bytesExchanged)],
+    ]),
+  );
+  if (!e.cut.caughtUp) {
+    lines.push(
+      `  ! the replica did not catch up with the owner within ${cutTimeoutSeconds} s: some differences may be events still on their way. Check that the service's consumer is running (\`baton status\`).`,
+    );
+  }
+  if (e.examples.length > 0) {
+    const table = formatTable(
+      ['ID', 'CLASS', 'OWNER', 'REPLICA', 'ACTION'],
+      e.examples.map((f) => [
+        f.id,
+        f.class,
+        `${f.owner.state} v${f.owner.version}`,
+        f.replica ? `${f.replica.state.toLowerCase()} v${f.replica.version}` : 'absent',
+        f.action,
+      ]),
+    );
+    lines.push('  examples', ...table.map((l) => `    ${l}`));
+  }
+  for (const r of e.referencingRows) lines.push(`  ${renderReferencingRows(r)}`);
+  return lines;
+}
+
+function renderReferencingRows(r: ReferencingRowsReport): string {
+  const problems = [
+    r.dangling > 0 ? `${r.dangling} with no replica entry` : '',
+    r.policyNotApplied > 0 ? `${r.policyNotApplied} whose delete policy did not run` : '',
+    r.restrictViolations > 0
+      ? `${r.restrictViolations} restrict reference(s) to deleted entities (not repairable here: the delete bypassed the protocol)`
+      : '',
+  ].filter(Boolean);
+  if (problems.length === 0) return `referencing rows ${r.reference}: all valid`;
+  return `referencing rows ${r.reference}: ${problems.join(', ')}; ids e.g. ${r.examples.join(', ')}; ${r.repaired} repaired`;
+}
+
+function renderTotals(report: CaretakerReport): string[] {
+  const t = report.totals;
+  return [
+    'Totals',
+    ...formatFields([
+      ['differences', t.differences === 0 ? 'none' : `${t.differences}: ${byClass(t.byClass)}`],
+      ['referencing rows', `${t.referencingRowProblems} with problems`],
+      ['repaired', String(t.repaired)],
+      ['quarantined', String(t.quarantined)],
+      ['bytes exchanged', formatBytes(t.bytesExchanged)],
+      ['time', formatMs(report.ms)],
+    ]),
+  ];
+}
+
+function verdict(report: CaretakerReport): string {
+  const left = unresolved(report);
+  if (report.entities.some((e) => e.error !== undefined)) {
+    return 'Result: some entities could not be checked (see above); exit status 1.';
+  }
+  if (left === 0) return 'Result: consistent — nothing left to repair.';
+  if (!report.repair) {
+    return `Result: ${plural(left, 'problem')} found; run \`baton reconcile --repair\` to repair ${left === 1 ? 'it' : 'them'} (add --approve to repair suspected orphans without waiting for a second confirmation).`;
+  }
+  return `Result: ${plural(left, 'problem')} left: suspected orphans wait in quarantine for a second confirmation (or --approve), and restrict violations need a decision by hand. Exit status ${EXIT_DIFFERENCES_REMAIN}.`;
+}
+
+function countDifferences(counts: EntityReport['counts']): number {
+  return DIFFERENCE_CLASSES.filter((c) => c !== 'in-flight').reduce((n, c) => n + counts[c], 0);
+}
+
+function byClass(counts: EntityReport['counts']): string {
+  return DIFFERENCE_CLASSES.filter((c) => c !== 'in-flight' && counts[c] > 0)
+    .map((c) => `${counts[c]} ${c}`)
+    .join(', ');
+}
+
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!(/^[0-9]+$/.test(value) && Number.isSafeInteger(n) && n >= 1)) {
+    throw new InvalidArgumentError('expected a positive whole number.');
+  }
+  return n;
+}
