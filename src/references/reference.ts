@@ -172,10 +172,21 @@ export class Reference {
     }
   }
 
+  /**
+   * The replica row under a share lock. For key types an id may fail to cast
+   * to (integer, uuid, …) the read runs in a savepoint, so that a malformed id
+   * is a ReferenceViolation that leaves the caller's transaction usable —
+   * like every other violation — instead of aborting it. Text keys skip it.
+   */
   private async share(tx: Executor, id: string) {
+    const guarded = !/^(text|character varying)$/.test(this.replica.idType);
+    if (guarded) await tx.query('SAVEPOINT baton_reference_check');
     try {
-      return await this.replica.share(tx, id);
+      const row = await this.replica.share(tx, id);
+      if (guarded) await tx.query('RELEASE SAVEPOINT baton_reference_check');
+      return row;
     } catch (error) {
+      if (guarded) await tx.query('ROLLBACK TO SAVEPOINT baton_reference_check');
       if ((error as { code?: string }).code?.startsWith('22')) {
         throw new ReferenceViolation(
           this.def.table,
