@@ -131,14 +131,17 @@ export class Reference {
       try {
         found = await this.owner.lookup(d.entity, key);
       } catch (error) {
-        if (d.onOwnerUnreachable === 'refuse') {
+        // Only an owner that could not be reached may be trusted later; a
+        // definite answer (404: it owns no such entity, 400: bad id) is a refusal.
+        const unreachable = (error as { retryable?: boolean }).retryable !== false;
+        if (d.onOwnerUnreachable === 'refuse' || !unreachable) {
           throw new ReferenceViolation(
             d.table,
             d.column,
             d.entity,
             key,
             'unknown here',
-            `its owner could not be asked: ${(error as Error).message}`,
+            `${unreachable ? 'its owner could not be asked' : 'its owner refused the lookup'}: ${(error as Error).message}`,
           );
         }
         await this.replica.put(tx, {
