@@ -36,6 +36,8 @@ export interface ReferenceDefinition {
 
 const NAME = /^[a-z][a-z0-9_]{0,50}$/;
 const COLUMN = /^[a-z_][a-z0-9_]{0,62}$/;
+/** As `createBaton`'s `service`: the name a referrer signs its votes with. */
+const SERVICE = /^[A-Za-z0-9_.-]{1,100}$/;
 const TABLE = /^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/;
 
 export function validateEntity(def: EntityDefinition): Required<EntityDefinition> {
@@ -67,6 +69,17 @@ export function validateEntity(def: EntityDefinition): Required<EntityDefinition
       );
   }
   const restrictReferrers = [...(def.restrictReferrers ?? [])];
+  for (const r of restrictReferrers) {
+    // A name no service can have would keep every delete pending forever.
+    if (typeof r !== 'string' || !SERVICE.test(r))
+      throw new InvalidInputError(
+        `entity ${def.name}: restrict referrer ${JSON.stringify(r)} is not a service name (1–100 letters, digits, '.', '_' or '-').`,
+      );
+  }
+  if (new Set(restrictReferrers).size !== restrictReferrers.length)
+    throw new InvalidInputError(
+      `entity ${def.name}: restrictReferrers lists a service twice (${restrictReferrers.join(', ')}).`,
+    );
   return { name: def.name, table: def.table, key: def.key, fields, personal, restrictReferrers };
 }
 
