@@ -110,6 +110,7 @@ export class ReferenceRegistry {
   }
 
   async install(): Promise<void> {
+    for (const reference of this.references) await reference.verifyTable(this.db);
     for (const owner of this.owners.values()) await owner.install();
     for (const [entity, { replication, owner, consumer }] of this.replications) {
       const refs = this.references.filter((r) => r.def.entity === entity);

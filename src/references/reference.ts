@@ -51,6 +51,35 @@ export class Reference {
     return type;
   }
 
+  /**
+   * Refuses, before anything is installed, a reference its table cannot
+   * carry out — it would otherwise fail only when a delete arrives, in the
+   * consumer, as a dead letter: set-null on a NOT NULL column, or snapshot
+   * columns the table does not have.
+   */
+  async verifyTable(db: Executor): Promise<void> {
+    const d = this.def;
+    const r = await db.query<{ name: string; not_null: boolean }>(
+      `SELECT attname AS name, attnotnull AS not_null FROM pg_attribute
+       WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      [d.table],
+    );
+    const columns = new Map(r.rows.map((c) => [c.name, c.not_null]));
+    if (!columns.has(d.column)) await this.columnType(db); // throws the usual "has no column" error
+    if (d.onDelete === 'set-null' && columns.get(d.column)) {
+      throw new InvalidInputError(
+        `reference ${this.name}: onDelete 'set-null' cannot work, ${d.table}.${d.column} is NOT NULL. Drop the NOT NULL or choose another policy.`,
+      );
+    }
+    for (const target of Object.values(d.snapshotColumns)) {
+      if (!columns.has(target)) {
+        throw new InvalidInputError(
+          `reference ${this.name}: snapshot column "${target}" does not exist in ${d.table}. Add it before installing.`,
+        );
+      }
+    }
+  }
+
   /** Foreign key to the replica (NOT VALID for rows that predate it), check trigger, registry row. Idempotent. */
   async install(db: Database): Promise<void> {
     const d = this.def;
