@@ -1,6 +1,6 @@
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
-import { InvalidInputError } from '../errors.ts';
+import { InvalidInputError, TerminalError } from '../errors.ts';
 import type { ReplicaState } from './replica-states.ts';
 
 export interface ReplicaRow {
@@ -70,11 +70,22 @@ export class ReplicaStore {
 
   /** Reads and locks (FOR UPDATE) one replica row; undefined when the replica never saw the id. */
   async lock(tx: Executor, id: string): Promise<ReplicaRow | undefined> {
-    const r = await tx.query<RawRow>(
-      `SELECT id::text AS id, state, version, fields, personal FROM ${this.tableSql} WHERE id = $1::text::${this.idType} FOR UPDATE`,
-      [id],
-    );
-    return r.rows[0] && toRow(r.rows[0]);
+    try {
+      const r = await tx.query<RawRow>(
+        `SELECT id::text AS id, state, version, fields, personal FROM ${this.tableSql} WHERE id = $1::text::${this.idType} FOR UPDATE`,
+        [id],
+      );
+      return r.rows[0] && toRow(r.rows[0]);
+    } catch (error) {
+      // An id that cannot be of the key's type will never apply: a dead letter at once, not ten retries.
+      if ((error as { code?: string }).code?.startsWith('22')) {
+        throw new TerminalError(
+          `${this.entity} id ${JSON.stringify(id.slice(0, 100))} is not a valid ${this.idType} (the type of this service's references to ${this.entity}): ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
   }
 
   /** Reads one row under a share lock (what a reference check takes). */
