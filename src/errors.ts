@@ -173,3 +173,32 @@ export class ReferenceViolation extends BatonError {
     );
   }
 }
+
+/** A saga worker lost its lease (another worker took the saga over): its write was refused. */
+export class LeaseLostError extends BatonError {
+  constructor(
+    readonly sagaId: string,
+    readonly fence: number,
+  ) {
+    super(
+      'BATON_LEASE_LOST',
+      `saga ${sagaId}: this worker's lease (fence ${fence}) was taken over by another worker; its write was refused and it stops working on the saga.`,
+    );
+  }
+}
+
+/** A compensation kept failing past its bound: the saga is stuck and waits for an operator. */
+export class CompensationFailed extends BatonError {
+  constructor(
+    readonly sagaId: string,
+    readonly step: string,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
+    super(
+      'BATON_COMPENSATION_FAILED',
+      `saga ${sagaId}: compensation of step "${step}" failed ${attempts} times (${(cause as Error)?.message ?? cause}); the saga is stuck. Fix the cause, then run \`baton sagas retry ${sagaId}\`.`,
+      { cause },
+    );
+  }
+}

@@ -29,8 +29,10 @@ export {
 export {
   AuthenticationError,
   BatonError,
+  CompensationFailed,
   CursorExpiredError,
   InvalidInputError,
+  LeaseLostError,
   NotFoundError,
   PayloadTooLargeError,
   ReferenceViolation,
@@ -88,6 +90,38 @@ export {
 } from './references/owner-client.ts';
 export type { Reference } from './references/reference.ts';
 export { REPLICA_STATES, type ReplicaState } from './references/replica-states.ts';
+export {
+  type ActionHandler,
+  type BranchCall,
+  Participant,
+  type ReservationHandlers,
+} from './sagas/participant.ts';
+export {
+  type ParticipantClient,
+  type ParticipantClientOptions,
+  participantClient,
+  type ReservationClient,
+} from './sagas/participant-client.ts';
+export {
+  type CallStepOptions,
+  type CommandStepOptions,
+  type LocalStepOptions,
+  type RetryPolicy,
+  type SagaContext,
+  type SagaDefinition,
+  type SagaFunction,
+  type SagaOptions,
+  saga,
+} from './sagas/saga-definition.ts';
+export { SAGA_STATES, type SagaState, STEP_STATES, type StepState } from './sagas/saga-states.ts';
+export { SagaWorker, type SagaWorkerOptions } from './sagas/saga-worker.ts';
+export {
+  type CommandReply,
+  commandReply,
+  type SagaStatus,
+  Sagas,
+  type StartOptions,
+} from './sagas/sagas.ts';
 export {
   type BatonStatus,
   type LastReconcile,

@@ -1,0 +1,115 @@
+import type { Executor } from '../db/executor.ts';
+
+export type BarrierOp = 'try' | 'confirm' | 'cancel';
+
+/** What the barrier decided for one call, before the business function runs. */
+export type BarrierDecision =
+  /** First time: run the business function (in this same transaction). */
+  | { run: true }
+  /** A repeat: do nothing; answer as the first time did. */
+  | { run: false; reason: 'duplicate'; result: unknown }
+  /** A try after its cancel (it arrived late): refuse it. */
+  | { run: false; reason: 'cancelled-before-try'; result: null }
+  /** A cancel whose try never ran: nothing to undo (recorded, so the late try is refused). */
+  | { run: false; reason: 'null-compensation'; result: null }
+  /** A confirm whose try never ran: refuse (nothing was reserved). */
+  | { run: false; reason: 'no-try'; result: null };
+
+/**
+ * The barrier that makes try / confirm / cancel safe against duplicate,
+ * late and out-of-order calls (after DTM's sub-transaction barrier). It runs
+ * in the participant's business transaction under READ COMMITTED: each call
+ * first inserts its own (tx, branch, op) row — a duplicate finds it taken.
+ * A cancel also inserts the try's row, marked `blocked`: if that succeeds
+ * the try never ran (null compensation), and a try arriving later finds its
+ * row taken and is refused. Two concurrent calls on one row serialise on the
+ * unique index: the second waits for the first to commit or roll back.
+ */
+export async function passBarrier(
+  tx: Executor,
+  schemaSql: string,
+  call: { txId: string; branch: string; op: BarrierOp; resource: string },
+): Promise<BarrierDecision> {
+  const mine = await insertRow(tx, schemaSql, call, call.op, 'done');
+  if (!mine) {
+    const existing = await readRow(tx, schemaSql, call, call.op);
+    if (call.op === 'try' && existing?.outcome === 'blocked') {
+      return { run: false, reason: 'cancelled-before-try', result: null };
+    }
+    return { run: false, reason: 'duplicate', result: existing?.result ?? null };
+  }
+  if (call.op === 'try') return { run: true };
+  const tryRow = await readRow(tx, schemaSql, call, 'try');
+  if (call.op === 'confirm') {
+    if (!tryRow || tryRow.outcome === 'blocked')
+      return { run: false, reason: 'no-try', result: null };
+    return { run: true };
+  }
+  // cancel: claim the try's row first; if we get it, the try never ran.
+  const blocked = await insertRow(tx, schemaSql, call, 'try', 'blocked');
+  if (blocked) {
+    await tx.query(
+      `UPDATE ${schemaSql}.barrier SET outcome = 'null' WHERE tx_id = $1 AND branch = $2 AND op = 'cancel'`,
+      [call.txId, call.branch],
+    );
+    return { run: false, reason: 'null-compensation', result: null };
+  }
+  const tried = await readRow(tx, schemaSql, call, 'try');
+  if (tried?.outcome === 'blocked')
+    return { run: false, reason: 'null-compensation', result: null };
+  return { run: true };
+}
+
+/** Stores the business function's result with the call's barrier row (returned to duplicates). */
+export async function recordBarrierResult(
+  tx: Executor,
+  schemaSql: string,
+  call: { txId: string; branch: string; op: BarrierOp },
+  result: unknown,
+): Promise<void> {
+  await tx.query(
+    `UPDATE ${schemaSql}.barrier SET result = $4 WHERE tx_id = $1 AND branch = $2 AND op = $3`,
+    [call.txId, call.branch, call.op, JSON.stringify(result ?? null)],
+  );
+}
+
+/** Deletes barrier rows older than `retentionMs` (keep them longer than any redelivery can arrive). */
+export async function pruneBarrier(
+  tx: Executor,
+  schemaSql: string,
+  retentionMs: number,
+): Promise<number> {
+  const r = await tx.query(
+    `DELETE FROM ${schemaSql}.barrier WHERE created_at < now() - make_interval(secs => $1::double precision / 1000)`,
+    [retentionMs],
+  );
+  return r.rowCount ?? 0;
+}
+
+async function insertRow(
+  tx: Executor,
+  schemaSql: string,
+  call: { txId: string; branch: string; resource: string },
+  op: BarrierOp,
+  outcome: 'done' | 'blocked',
+): Promise<boolean> {
+  const r = await tx.query(
+    `INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (tx_id, branch, op) DO NOTHING`,
+    [call.txId, call.branch, op, call.resource, outcome],
+  );
+  return r.rowCount === 1;
+}
+
+async function readRow(
+  tx: Executor,
+  schemaSql: string,
+  call: { txId: string; branch: string },
+  op: BarrierOp,
+): Promise<{ outcome: string; result: unknown } | undefined> {
+  const r = await tx.query<{ outcome: string; result: unknown }>(
+    `SELECT outcome, result FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = $3`,
+    [call.txId, call.branch, op],
+  );
+  return r.rows[0];
+}

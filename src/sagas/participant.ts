@@ -1,0 +1,261 @@
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import type { Database, Executor } from '../db/executor.ts';
+import { BatonError, InvalidInputError, TerminalError } from '../errors.ts';
+import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
+import type { Route } from '../http/service-handler.ts';
+import { validatePayload } from '../messaging/event-schemas.ts';
+import { parseUntrustedJson } from '../messaging/json-safety.ts';
+import { type BarrierOp, passBarrier, recordBarrierResult } from './barrier.ts';
+
+export interface BranchCall {
+  /** The global transaction (the saga id). */
+  txId: string;
+  /** The branch within it (the saga step). */
+  branch: string;
+}
+
+/** A participant's reservable resource (e.g. loyalty `points`). Each function runs in the barrier's transaction. */
+export interface ReservationHandlers<P = unknown, R = unknown> {
+  /** Reserve. Throw `TerminalError` to refuse (e.g. not enough points). */
+  try: (tx: Executor, payload: P, call: BranchCall) => Promise<R>;
+  /** Make the reservation final. Must succeed eventually (it is retried). */
+  confirm: (tx: Executor, payload: P, call: BranchCall) => Promise<void>;
+  /** Release the reservation. Must succeed eventually (it is retried). */
+  cancel: (tx: Executor, payload: P, call: BranchCall) => Promise<void>;
+  /** Standard Schema for the payload (checked before anything runs). */
+  schema?: StandardSchemaV1<unknown, P>;
+}
+
+export interface ActionHandler<B = unknown, R = unknown> {
+  run: (tx: Executor, body: B, context: { idempotencyKey: string }) => Promise<R>;
+  schema?: StandardSchemaV1<unknown, B>;
+}
+
+const NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,99}$/;
+const ID = /^[A-Za-z0-9_.:/-]{1,200}$/;
+
+/**
+ * The participant side of sagas, served on the service's Baton endpoints:
+ *
+ *   POST {base}/reservations/{resource}/{try|confirm|cancel}  { txId, branch, payload }
+ *   POST {base}/actions/{name}     Idempotency-Key: <key>       body
+ *
+ * Reservations pass the barrier (barrier.ts) in the business transaction;
+ * actions store their result under the idempotency key in the same
+ * transaction, and a repeat gets the stored result. Answers: 200 done (or a
+ * recorded no-op), 409 refused by the barrier, 422 refused by the business
+ * function (`TerminalError`), 400 bad input — none of which changed anything.
+ */
+export class Participant {
+  private readonly reservations = new Map<string, ReservationHandlers>();
+  private readonly actions = new Map<string, ActionHandler>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly schemaSql: string,
+  ) {}
+
+  reservation<P, R>(resource: string, handlers: ReservationHandlers<P, R>): void {
+    if (!NAME.test(resource))
+      throw new InvalidInputError(
+        `reservation resource ${JSON.stringify(resource)} must be a plain name.`,
+      );
+    if (this.reservations.has(resource))
+      throw new InvalidInputError(`reservation "${resource}" is declared twice.`);
+    for (const op of ['try', 'confirm', 'cancel'] as const) {
+      if (typeof handlers?.[op] !== 'function')
+        throw new InvalidInputError(`reservation "${resource}" needs a ${op} function.`);
+    }
+    this.reservations.set(resource, handlers as ReservationHandlers);
+  }
+
+  action<B, R>(name: string, handler: ActionHandler<B, R>): void {
+    if (!NAME.test(name))
+      throw new InvalidInputError(`action name ${JSON.stringify(name)} must be a plain name.`);
+    if (this.actions.has(name)) throw new InvalidInputError(`action "${name}" is declared twice.`);
+    this.actions.set(name, handler as ActionHandler);
+  }
+
+  /** Runs one reservation operation (also what the HTTP route calls). */
+  async reserve(
+    resource: string,
+    op: BarrierOp,
+    call: BranchCall,
+    rawPayload: unknown,
+  ): Promise<HttpResponseLike> {
+    const handlers = this.reservations.get(resource);
+    if (!handlers)
+      return errorResponse(
+        404,
+        'BATON_UNKNOWN_RESOURCE',
+        `no reservation resource "${resource}" here (known: ${[...this.reservations.keys()].join(', ') || 'none'})`,
+      );
+    let payload: unknown;
+    try {
+      payload = await validatePayload(
+        handlers.schema ? { [resource]: handlers.schema } : undefined,
+        resource,
+        rawPayload,
+      );
+    } catch (error) {
+      return errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message);
+    }
+    return this.inTransaction(async (tx) => {
+      const decision = await passBarrier(tx, this.schemaSql, { ...call, op, resource });
+      if (!decision.run) {
+        if (decision.reason === 'cancelled-before-try') {
+          return errorResponse(
+            409,
+            'BATON_CANCELLED_BEFORE_TRY',
+            `try of ${call.txId}/${call.branch} refused: its cancel arrived first`,
+          );
+        }
+        if (decision.reason === 'no-try') {
+          return errorResponse(
+            409,
+            'BATON_NO_TRY',
+            `confirm of ${call.txId}/${call.branch} refused: nothing was reserved (no try ran)`,
+          );
+        }
+        return jsonResponse(200, { outcome: decision.reason, result: decision.result });
+      }
+      const result =
+        op === 'try'
+          ? await handlers.try(tx, payload, call)
+          : await handlers[op](tx, payload, call);
+      await recordBarrierResult(tx, this.schemaSql, { ...call, op }, result ?? null);
+      return jsonResponse(200, { outcome: 'done', result: result ?? null });
+    });
+  }
+
+  /** Runs one idempotent action (also what the HTTP route calls). */
+  async act(name: string, idempotencyKey: string, rawBody: unknown): Promise<HttpResponseLike> {
+    const handler = this.actions.get(name);
+    if (!handler)
+      return errorResponse(
+        404,
+        'BATON_UNKNOWN_ACTION',
+        `no action "${name}" here (known: ${[...this.actions.keys()].join(', ') || 'none'})`,
+      );
+    let body: unknown;
+    try {
+      body = await validatePayload(
+        handler.schema ? { [name]: handler.schema } : undefined,
+        name,
+        rawBody,
+      );
+    } catch (error) {
+      return errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message);
+    }
+    return this.inTransaction(async (tx) => {
+      const claimed = await tx.query(
+        `INSERT INTO ${this.schemaSql}.idempotency_keys (key, action) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
+        [idempotencyKey, name],
+      );
+      if (claimed.rowCount !== 1) {
+        const stored = await tx.query<{ action: string; result: unknown }>(
+          `SELECT action, result FROM ${this.schemaSql}.idempotency_keys WHERE key = $1`,
+          [idempotencyKey],
+        );
+        const row = stored.rows[0];
+        if (row && row.action !== name) {
+          return errorResponse(
+            409,
+            'BATON_KEY_REUSED',
+            `idempotency key ${idempotencyKey} was used for action "${row.action}"`,
+          );
+        }
+        return jsonResponse(200, { outcome: 'duplicate', result: row?.result ?? null });
+      }
+      const result = await handler.run(tx, body, { idempotencyKey });
+      await tx.query(`UPDATE ${this.schemaSql}.idempotency_keys SET result = $2 WHERE key = $1`, [
+        idempotencyKey,
+        JSON.stringify(result ?? null),
+      ]);
+      return jsonResponse(200, { outcome: 'done', result: result ?? null });
+    });
+  }
+
+  /** A business refusal (`TerminalError`) rolls back and answers 422; nothing changed. */
+  private async inTransaction(
+    fn: (tx: Executor) => Promise<HttpResponseLike>,
+  ): Promise<HttpResponseLike> {
+    try {
+      return await this.db.transaction(fn);
+    } catch (error) {
+      if (
+        error instanceof TerminalError ||
+        (error instanceof BatonError && !error.retryable && error.code !== 'BATON_INTERNAL')
+      ) {
+        return errorResponse(422, 'BATON_REFUSED', error.message);
+      }
+      throw error;
+    }
+  }
+
+  routes(): Route[] {
+    return [
+      {
+        method: 'POST',
+        pattern: /^\/reservations\/([A-Za-z][A-Za-z0-9_.:-]{0,99})\/(try|confirm|cancel)$/,
+        describe: '/reservations/{resource}/{try|confirm|cancel}',
+        handle: async (match, _url, request) => {
+          const body = parseBody(request.body);
+          if ('error' in body) return body.error;
+          const b = body.value as { txId?: unknown; branch?: unknown; payload?: unknown } | null;
+          if (
+            typeof b !== 'object' ||
+            b === null ||
+            typeof b.txId !== 'string' ||
+            !ID.test(b.txId) ||
+            typeof b.branch !== 'string' ||
+            !ID.test(b.branch)
+          ) {
+            return errorResponse(
+              400,
+              'BATON_BAD_REQUEST',
+              'body must be { txId, branch, payload } with txId and branch of 1–200 characters [A-Za-z0-9_.:/-]',
+            );
+          }
+          return this.reserve(
+            match[1] as string,
+            match[2] as BarrierOp,
+            { txId: b.txId, branch: b.branch },
+            b.payload,
+          );
+        },
+      },
+      {
+        method: 'POST',
+        pattern: /^\/actions\/([A-Za-z][A-Za-z0-9_.:-]{0,99})$/,
+        describe: '/actions/{name}',
+        handle: async (match, _url, request) => {
+          const key = request.headers['idempotency-key'];
+          if (!key || !/^[A-Za-z0-9_.:/-]{1,300}$/.test(key)) {
+            return errorResponse(
+              400,
+              'BATON_BAD_REQUEST',
+              'an Idempotency-Key header of 1–300 characters [A-Za-z0-9_.:/-] is required',
+            );
+          }
+          const body = parseBody(request.body);
+          if ('error' in body) return body.error;
+          return this.act(match[1] as string, key, body.value);
+        },
+      },
+    ];
+  }
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function parseBody(raw: Buffer | undefined): { value: unknown } | { error: HttpResponseLike } {
+  try {
+    const { value, problem } = parseUntrustedJson(strictUtf8.decode(raw ?? Buffer.alloc(0)));
+    if (problem)
+      return { error: errorResponse(400, 'BATON_BAD_REQUEST', `unsafe JSON body: ${problem}`) };
+    return { value };
+  } catch {
+    return { error: errorResponse(400, 'BATON_BAD_REQUEST', 'the body must be JSON (UTF-8)') };
+  }
+}

@@ -1,0 +1,371 @@
+import type { Executor } from '../db/executor.ts';
+import { LeaseLostError, TerminalError } from '../errors.ts';
+import { backoffDelay } from '../messaging/backoff.ts';
+import type { EventInput } from '../messaging/event.ts';
+import type { ReservationClient } from './participant-client.ts';
+import {
+  type CallStepOptions,
+  type CommandStepOptions,
+  type LocalStepOptions,
+  type RetryPolicy,
+  type SagaContext,
+  STEP_NAME,
+} from './saga-definition.ts';
+import type { StepKind } from './saga-states.ts';
+import type { SagaRow, SagaStore, StepRow } from './saga-store.ts';
+
+/** Thrown inside a saga function to stop this run until `wakeAt` (not an error). */
+export class Suspend {
+  constructor(
+    readonly wakeAt: Date,
+    readonly reason: string,
+  ) {}
+}
+
+/** A step failed for good: the saga compensates. */
+export class StepFailed extends Error {
+  constructor(
+    readonly step: string,
+    override readonly cause: unknown,
+  ) {
+    super(`step "${step}" failed for good: ${(cause as Error)?.message ?? String(cause)}`);
+  }
+}
+
+/** Replay (to collect compensations) reached a step that has not completed. */
+export class StopReplay {}
+
+/** What undoing (and, for reservations, confirming) one step does. */
+export interface Undo {
+  ordinal: number;
+  step: string;
+  kind: StepKind;
+  state: StepRow['state'];
+  compensationAttempts: number;
+  undo?: (tx: Executor | undefined) => Promise<void>;
+  /** Runs outside a transaction (remote) or inside one (local: `tx` given). */
+  local: boolean;
+  confirm?: () => Promise<void>;
+}
+
+const DEFAULT_RETRY: Required<RetryPolicy> = {
+  attempts: 3,
+  backoff: { baseMs: 200, maxMs: 10_000 },
+  timeoutMs: 10_000,
+};
+
+/**
+ * The `SagaContext` of one run. In `forward` mode a step that has not
+ * completed runs (or waits); in `collect` mode nothing runs: completed steps
+ * return their results and register their undo, and the first step that has
+ * not completed ends the replay — that is how a new worker recovers the
+ * compensation closures after a crash.
+ */
+export class RunContext implements SagaContext {
+  readonly undos: Undo[] = [];
+  /** Command steps this run waits for (a reply arriving meanwhile must wake it). */
+  readonly awaitedCommands: string[] = [];
+  private ordinal = 0;
+  private readonly seen = new Set<string>();
+  private readonly startedAt = Date.now();
+
+  constructor(
+    private readonly store: SagaStore,
+    private readonly saga: SagaRow,
+    private readonly steps: Map<string, StepRow>,
+    private readonly mode: 'forward' | 'collect',
+    private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  get sagaId(): string {
+    return this.saga.id;
+  }
+
+  get key(): string | undefined {
+    return this.saga.key ?? undefined;
+  }
+
+  /** The database clock now (read at claim time, advanced by local elapsed time). */
+  private now(): Date {
+    return new Date(this.saga.dbNow.getTime() + (Date.now() - this.startedAt));
+  }
+
+  step<T>(
+    name: string,
+    action: (tx: Executor) => Promise<T>,
+    options: LocalStepOptions<T> = {},
+  ): Promise<T> {
+    const retry = { ...DEFAULT_RETRY, ...options.retry };
+    return this.run<T>(name, 'local', retry, {
+      execute: (ordinal, attempts) =>
+        this.store.fenced(this.saga.id, this.saga.fence, async (tx) => {
+          const result = await withTimeout(action(tx), retry.timeoutMs, name);
+          await this.store.putStep(tx, this.saga.id, {
+            name,
+            kind: 'local',
+            ordinal,
+            state: 'completed',
+            result: result ?? null,
+            attempts,
+          });
+          return result;
+        }),
+      undo:
+        options.compensate &&
+        ((result) => ({ local: true, run: (tx) => options.compensate!(tx as Executor, result) })),
+    });
+  }
+
+  call<T>(
+    name: string,
+    action: (idempotencyKey: string) => Promise<T>,
+    options: CallStepOptions<T> = {},
+  ): Promise<T> {
+    const retry = { ...DEFAULT_RETRY, ...options.retry };
+    const key = this.idempotencyKey(name);
+    return this.run<T>(name, 'call', retry, {
+      execute: async (ordinal, attempts) => {
+        const result = await withTimeout(action(key), retry.timeoutMs, name);
+        await this.record(name, 'call', ordinal, {
+          state: 'completed',
+          result: result ?? null,
+          attempts,
+        });
+        return result;
+      },
+      undo:
+        options.compensate &&
+        ((result) => ({
+          local: false,
+          run: () => options.compensate!(result, `${key}:compensate`),
+        })),
+    });
+  }
+
+  reserve<T>(
+    name: string,
+    client: ReservationClient,
+    resource: string,
+    payload: unknown,
+    options: { retry?: RetryPolicy } = {},
+  ): Promise<T> {
+    const retry = { ...DEFAULT_RETRY, ...options.retry };
+    const call = { txId: this.saga.id, branch: name, payload };
+    return this.run<T>(name, 'reserve', retry, {
+      execute: async (ordinal, attempts) => {
+        const result = (await withTimeout(
+          client.reserve('try', resource, call),
+          retry.timeoutMs,
+          name,
+        )) as T;
+        await this.record(name, 'reserve', ordinal, {
+          state: 'completed',
+          result: result ?? null,
+          attempts,
+        });
+        return result;
+      },
+      // A cancel is sent even for a try whose outcome is unknown: the barrier turns it into a no-op if the try never ran.
+      undo: () => ({
+        local: false,
+        run: async () => void (await client.reserve('cancel', resource, call)),
+      }),
+      undoEvenIfNotCompleted: true,
+      confirm: async () => void (await client.reserve('confirm', resource, call)),
+    });
+  }
+
+  async command<T>(
+    name: string,
+    command: { type: string; key: string; payload: unknown },
+    options: CommandStepOptions = {},
+  ): Promise<T> {
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const correlationId = this.idempotencyKey(name);
+    const existing = this.steps.get(name);
+    if (this.mode === 'forward' && existing?.state === 'pending' && existing.correlationId) {
+      // Sent before; the reply has not come yet (deliverReply would have completed the step).
+      if (existing.waitUntil && existing.waitUntil <= this.now()) {
+        await this.record(name, 'command', existing.ordinal, {
+          state: 'failed',
+          attempts: 1,
+          lastError: `no reply within ${timeoutMs} ms`,
+          correlationId,
+        });
+        throw new StepFailed(
+          name,
+          new TerminalError(`no reply to command ${command.type} within ${timeoutMs} ms`),
+        );
+      }
+      this.ordinal++;
+      this.seen.add(name);
+      this.awaitedCommands.push(name);
+      throw new Suspend(
+        existing.waitUntil ?? this.now(),
+        `reply to ${command.type} (step ${name})`,
+      );
+    }
+    return this.run<T>(
+      name,
+      'command',
+      { ...DEFAULT_RETRY, attempts: 1 },
+      {
+        execute: async (ordinal) => {
+          const waitUntil = new Date(this.now().getTime() + timeoutMs);
+          await this.store.fenced(this.saga.id, this.saga.fence, async (tx) => {
+            await this.publish(tx, {
+              type: command.type,
+              key: command.key,
+              payload: command.payload,
+              headers: { 'baton-correlation-id': correlationId },
+            });
+            await this.store.putStep(tx, this.saga.id, {
+              name,
+              kind: 'command',
+              ordinal,
+              state: 'pending',
+              attempts: 1,
+              correlationId,
+              waitUntil,
+            });
+          });
+          this.awaitedCommands.push(name);
+          throw new Suspend(waitUntil, `reply to ${command.type} (step ${name})`);
+        },
+        undo:
+          options.compensate &&
+          ((reply) => ({
+            local: true,
+            run: async (tx) =>
+              void (await this.publish(tx as Executor, options.compensate!(reply))),
+          })),
+      },
+    );
+  }
+
+  async sleep(name: string, ms: number): Promise<void> {
+    const existing = this.steps.get(name);
+    if (this.mode === 'forward' && existing?.state === 'pending' && existing.waitUntil) {
+      if (existing.waitUntil > this.now()) {
+        this.ordinal++;
+        this.seen.add(name);
+        throw new Suspend(existing.waitUntil, `timer ${name}`);
+      }
+      await this.record(name, 'sleep', existing.ordinal, { state: 'completed', attempts: 1 });
+      this.steps.set(name, { ...existing, state: 'completed' });
+    }
+    await this.run<null>(
+      name,
+      'sleep',
+      { ...DEFAULT_RETRY, attempts: 1 },
+      {
+        execute: async (ordinal) => {
+          const waitUntil = new Date(this.now().getTime() + ms);
+          await this.record(name, 'sleep', ordinal, { state: 'pending', attempts: 1, waitUntil });
+          throw new Suspend(waitUntil, `timer ${name}`);
+        },
+      },
+    );
+  }
+
+  /**
+   * The common path of every step: replay a recorded result, stop a replay,
+   * wait for a retry time, or run the step and record its outcome.
+   */
+  private async run<T>(
+    name: string,
+    kind: StepKind,
+    retry: Required<RetryPolicy>,
+    how: {
+      execute: (ordinal: number, attempts: number) => Promise<T>;
+      undo?: (result: T) => { local: boolean; run: (tx: Executor | undefined) => Promise<void> };
+      undoEvenIfNotCompleted?: boolean;
+      confirm?: () => Promise<void>;
+    },
+  ): Promise<T> {
+    if (!STEP_NAME.test(name))
+      throw new TerminalError(
+        `step name ${JSON.stringify(name)} must be 1–100 letters, digits, '.', '_', ':' or '-'.`,
+      );
+    if (this.seen.has(name))
+      throw new TerminalError(
+        `step name "${name}" is used twice in saga ${this.saga.name}; step names must be unique.`,
+      );
+    this.seen.add(name);
+    const ordinal = ++this.ordinal;
+    const record = this.steps.get(name);
+    let registered = false;
+    const register = (result: unknown) => {
+      if (registered) return;
+      registered = true;
+      const undo = how.undo?.(result as T);
+      this.undos.push({
+        ordinal,
+        step: name,
+        kind,
+        state: record?.state ?? 'completed',
+        compensationAttempts: record?.compensationAttempts ?? 0,
+        undo: undo?.run,
+        local: undo?.local ?? false,
+        confirm: how.confirm,
+      });
+    };
+    if (record && ['completed', 'confirmed', 'compensated'].includes(record.state)) {
+      register(record.result);
+      return record.result as T;
+    }
+    // A reservation tried before, with an unknown or failed outcome, is still cancelled on compensation.
+    if (record && how.undoEvenIfNotCompleted) register(null);
+    if (record?.state === 'failed')
+      throw new StepFailed(name, new TerminalError(record.lastError ?? 'failed'));
+    if (this.mode === 'collect') throw new StopReplay();
+    if (record?.retryAt && record.retryAt > this.now())
+      throw new Suspend(record.retryAt, `retry of step ${name}`);
+    const attempts = (record?.attempts ?? 0) + 1;
+    try {
+      const result = await how.execute(ordinal, attempts);
+      register(result);
+      return result;
+    } catch (error) {
+      if (error instanceof Suspend || error instanceof LeaseLostError) throw error;
+      if (how.undoEvenIfNotCompleted) register(null);
+      const terminal = error instanceof TerminalError || attempts >= retry.attempts;
+      const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      const retryAt = terminal
+        ? null
+        : new Date(this.now().getTime() + backoffDelay(retry.backoff, attempts, this.random));
+      await this.record(name, kind, ordinal, {
+        state: terminal ? 'failed' : 'pending',
+        attempts,
+        lastError: message,
+        retryAt,
+      });
+      if (terminal) throw new StepFailed(name, error);
+      throw new Suspend(retryAt as Date, `retry ${attempts + 1} of step ${name} (${message})`);
+    }
+  }
+
+  private record(
+    name: string,
+    kind: StepKind,
+    ordinal: number,
+    fields: Partial<StepRow> & Pick<StepRow, 'state'>,
+  ): Promise<void> {
+    return this.store.fenced(this.saga.id, this.saga.fence, (tx) =>
+      this.store.putStep(tx, this.saga.id, { name, kind, ordinal, ...fields }),
+    );
+  }
+
+  private idempotencyKey(step: string): string {
+    return `${this.saga.id}:${step}`;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, step: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`step "${step}" timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,206 @@
+import type { Executor } from '../db/executor.ts';
+import { CompensationFailed, LeaseLostError } from '../errors.ts';
+import { type Logger, silentLogger } from '../logger.ts';
+import { backoffDelay } from '../messaging/backoff.ts';
+import type { EventInput } from '../messaging/event.ts';
+import { RunContext, StepFailed, Suspend, type Undo } from './saga-context.ts';
+import type { SagaDefinition } from './saga-definition.ts';
+import type { SagaRow, SagaStore } from './saga-store.ts';
+
+export interface RunDependencies {
+  store: SagaStore;
+  publish: (tx: Executor, event: EventInput) => Promise<unknown>;
+  logger?: Logger;
+  random?: () => number;
+}
+
+/**
+ * Runs one leased saga as far as it can go now, by phase:
+ *
+ * - running: (re-)run the saga function; completed steps replay their
+ *   results. A step that must wait suspends the saga (timer, retry backoff,
+ *   reply). A step that fails for good, a passed deadline, or an error in the
+ *   function itself switches to compensating. A returned function switches
+ *   to completing.
+ * - completing: confirm every reservation (retried; past the bound: stuck).
+ * - compensating: replay to collect the undo of every completed step, then
+ *   undo them in reverse order, each exactly once (local undos commit with
+ *   their "compensated" mark; remote ones are idempotent by key or barrier).
+ *
+ * Every write names the worker's fencing token; losing the lease ends the
+ * run with `LeaseLostError` and nothing half-written.
+ */
+export async function runSaga(
+  definition: SagaDefinition,
+  saga: SagaRow,
+  deps: RunDependencies,
+): Promise<void> {
+  const log = deps.logger ?? silentLogger;
+  try {
+    if (saga.state === 'running' && saga.deadline && saga.deadline <= saga.dbNow) {
+      await toCompensating(deps, saga, `deadline passed (${saga.deadline.toISOString()})`);
+      saga = { ...saga, state: 'compensating' };
+    }
+    if (saga.state === 'running') {
+      const outcome = await forward(definition, saga, deps);
+      if (outcome.kind === 'suspended') return;
+      if (outcome.kind === 'failed') {
+        await toCompensating(deps, saga, outcome.error);
+        saga = { ...saga, state: 'compensating' };
+      } else {
+        await deps.store.fenced(saga.id, saga.fence, (tx) =>
+          deps.store.setState(tx, saga.id, 'completing', { output: outcome.output ?? null }),
+        );
+        saga = { ...saga, state: 'completing' };
+      }
+    }
+    if (saga.state === 'completing') await finish(definition, saga, deps, 'completing');
+    else if (saga.state === 'compensating') await finish(definition, saga, deps, 'compensating');
+  } catch (error) {
+    if (error instanceof LeaseLostError) {
+      log.warn(
+        { sagaId: saga.id, fence: saga.fence },
+        'baton saga: lease lost; another worker carries on',
+      );
+      return;
+    }
+    throw error;
+  }
+}
+
+type ForwardOutcome =
+  | { kind: 'returned'; output: unknown }
+  | { kind: 'suspended' }
+  | { kind: 'failed'; error: string };
+
+async function forward(
+  definition: SagaDefinition,
+  saga: SagaRow,
+  deps: RunDependencies,
+): Promise<ForwardOutcome> {
+  const steps = await deps.store.steps(deps.store.db, saga.id);
+  const ctx = new RunContext(deps.store, saga, steps, 'forward', deps.publish, deps.random);
+  try {
+    return { kind: 'returned', output: await definition.run(ctx, saga.input) };
+  } catch (error) {
+    if (error instanceof Suspend) {
+      await deps.store.fenced(saga.id, saga.fence, (tx) =>
+        deps.store.suspend(tx, saga.id, error.wakeAt, error.reason, ctx.awaitedCommands),
+      );
+      return { kind: 'suspended' };
+    }
+    if (error instanceof LeaseLostError) throw error;
+    if (error instanceof StepFailed) return { kind: 'failed', error: error.message };
+    // The saga function itself threw outside any step: a bug or a terminal decision of its own.
+    return {
+      kind: 'failed',
+      error: `the saga function threw: ${(error as Error)?.message ?? String(error)}`,
+    };
+  }
+}
+
+async function toCompensating(deps: RunDependencies, saga: SagaRow, error: string): Promise<void> {
+  await deps.store.fenced(saga.id, saga.fence, (tx) =>
+    deps.store.setState(tx, saga.id, 'compensating', { error }),
+  );
+}
+
+/** Confirms reservations (completing) or undoes completed steps in reverse (compensating). */
+async function finish(
+  definition: SagaDefinition,
+  saga: SagaRow,
+  deps: RunDependencies,
+  phase: 'completing' | 'compensating',
+): Promise<void> {
+  const undos = await collect(definition, saga, deps);
+  const todo =
+    phase === 'completing'
+      ? undos.filter((u) => u.confirm && u.state === 'completed')
+      : undos.filter((u) => u.undo && u.state !== 'compensated').reverse();
+  const maxAttempts = definition.options.maxCompensationAttempts ?? 10;
+  for (const item of todo) {
+    try {
+      await applyOne(saga, deps, item, phase);
+    } catch (error) {
+      if (error instanceof LeaseLostError) throw error;
+      const attempts = item.compensationAttempts + 1;
+      const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      await deps.store.fenced(saga.id, saga.fence, async (tx) => {
+        await tx.query(
+          `UPDATE ${deps.store.schemaSql}.saga_steps SET compensation_attempts = $3, last_error = $4 WHERE saga_id = $1 AND name = $2`,
+          [saga.id, item.step, attempts, message],
+        );
+        if (attempts >= maxAttempts) {
+          const failure = new CompensationFailed(saga.id, item.step, attempts, error);
+          await deps.store.setState(tx, saga.id, 'stuck', {
+            error: failure.message,
+            stuckFrom: phase,
+          });
+        } else {
+          const delay = backoffDelay(
+            definition.options.compensationBackoff ?? { baseMs: 200, maxMs: 30_000 },
+            attempts,
+            deps.random,
+          );
+          await deps.store.suspend(
+            tx,
+            saga.id,
+            new Date(saga.dbNow.getTime() + delay),
+            `${phase === 'completing' ? 'confirm' : 'compensation'} of ${item.step} (attempt ${attempts + 1})`,
+          );
+        }
+      });
+      return;
+    }
+  }
+  await deps.store.fenced(saga.id, saga.fence, (tx) =>
+    deps.store.setState(tx, saga.id, phase === 'completing' ? 'completed' : 'compensated'),
+  );
+}
+
+/** Replays the saga function without running anything, to recover each completed step's undo and confirm. */
+async function collect(
+  definition: SagaDefinition,
+  saga: SagaRow,
+  deps: RunDependencies,
+): Promise<Undo[]> {
+  const steps = await deps.store.steps(deps.store.db, saga.id);
+  const ctx = new RunContext(deps.store, saga, steps, 'collect', deps.publish, deps.random);
+  try {
+    await definition.run(ctx, saga.input);
+  } catch {
+    // StopReplay / StepFailed end the replay where the saga stopped; an error of
+    // the function itself ends it where it failed before. What was collected stands.
+  }
+  return ctx.undos.sort((a, b) => a.ordinal - b.ordinal);
+}
+
+async function applyOne(
+  saga: SagaRow,
+  deps: RunDependencies,
+  item: Undo,
+  phase: 'completing' | 'compensating',
+): Promise<void> {
+  const mark = (tx: Executor) =>
+    tx.query(
+      `UPDATE ${deps.store.schemaSql}.saga_steps SET state = $3,
+         compensated_at = CASE WHEN $3 = 'compensated' THEN now() ELSE compensated_at END
+       WHERE saga_id = $1 AND name = $2`,
+      [saga.id, item.step, phase === 'completing' ? 'confirmed' : 'compensated'],
+    );
+  if (phase === 'completing') {
+    await item.confirm?.();
+    await deps.store.fenced(saga.id, saga.fence, mark);
+    return;
+  }
+  if (item.local) {
+    // The undo and its mark commit together: a local compensation runs exactly once.
+    await deps.store.fenced(saga.id, saga.fence, async (tx) => {
+      await item.undo?.(tx);
+      await mark(tx);
+    });
+    return;
+  }
+  await item.undo?.(undefined);
+  await deps.store.fenced(saga.id, saga.fence, mark);
+}

@@ -1,0 +1,343 @@
+import type { Database, Executor } from '../db/executor.ts';
+import { LeaseLostError } from '../errors.ts';
+import type { SagaState, StepKind, StepState } from './saga-states.ts';
+
+export interface SagaRow {
+  /** The database's clock when the row was read (timers compare against it, not a worker's clock). */
+  dbNow: Date;
+  id: string;
+  name: string;
+  key: string | null;
+  input: unknown;
+  state: SagaState;
+  stuckFrom: 'completing' | 'compensating' | null;
+  output: unknown;
+  error: string | null;
+  fence: number;
+  deadline: Date | null;
+  runs: number;
+}
+
+export interface StepRow {
+  name: string;
+  kind: StepKind;
+  ordinal: number;
+  state: StepState;
+  result: unknown;
+  attempts: number;
+  compensationAttempts: number;
+  lastError: string | null;
+  retryAt: Date | null;
+  waitUntil: Date | null;
+  correlationId: string | null;
+}
+
+const SAGA_COLUMNS = `now() AS db_now, id, name, key, input, state, stuck_from, output, error, fence, deadline, runs`;
+
+/**
+ * The orchestrator's saga tables. Every write a worker makes names its
+ * fencing token (`fence`): a worker whose lease was taken over gets
+ * `LeaseLostError` and its transaction rolls back.
+ */
+export class SagaStore {
+  constructor(
+    readonly db: Database,
+    readonly schemaSql: string,
+  ) {}
+
+  /** Inserts a saga (idempotent by id). Returns the stored row and whether this call created it. */
+  async insert(
+    executor: Executor,
+    saga: {
+      id: string;
+      name: string;
+      key: string | undefined;
+      input: unknown;
+      deadlineMs: number | undefined;
+    },
+  ): Promise<{ created: boolean; row: SagaRow; sameInput: boolean }> {
+    const s = this.schemaSql;
+    const inserted = await executor.query<RawSaga>(
+      `WITH k AS (
+         INSERT INTO ${s}.saga_keys AS sk (key, last_seq) SELECT $3, 1 WHERE $3::text IS NOT NULL
+         ON CONFLICT (key) DO UPDATE SET last_seq = sk.last_seq + 1
+         RETURNING last_seq
+       )
+       INSERT INTO ${s}.sagas (id, name, key, key_seq, input, deadline)
+       VALUES ($1, $2, $3, (SELECT last_seq FROM k), $4,
+               CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::double precision / 1000) END)
+       ON CONFLICT (id) DO NOTHING
+       RETURNING ${SAGA_COLUMNS}`,
+      [
+        saga.id,
+        saga.name,
+        saga.key ?? null,
+        JSON.stringify(saga.input ?? null),
+        saga.deadlineMs ?? null,
+      ],
+    );
+    if (inserted.rows[0]) return { created: true, row: toSaga(inserted.rows[0]), sameInput: true };
+    // jsonb equality: key order and spacing do not matter.
+    const existing = await executor.query<RawSaga & { same: boolean }>(
+      `SELECT ${SAGA_COLUMNS}, input = $2::jsonb AS same FROM ${this.schemaSql}.sagas WHERE id = $1`,
+      [saga.id, JSON.stringify(saga.input ?? null)],
+    );
+    const row = existing.rows[0] as RawSaga & { same: boolean };
+    return { created: false, row: toSaga(row), sameInput: row.same };
+  }
+
+  async get(executor: Executor, id: string): Promise<SagaRow | undefined> {
+    const r = await executor.query<RawSaga>(
+      `SELECT ${SAGA_COLUMNS} FROM ${this.schemaSql}.sagas WHERE id = $1`,
+      [id],
+    );
+    return r.rows[0] && toSaga(r.rows[0]);
+  }
+
+  /**
+   * Leases the next saga that is due: active, its wake time passed, no live
+   * lease, and — for a keyed saga — no earlier unfinished saga of its key
+   * (one at a time per key, in arrival order). Bumps the fencing token.
+   */
+  async claim(
+    worker: string,
+    leaseMs: number,
+    names: readonly string[],
+  ): Promise<SagaRow | undefined> {
+    const s = this.schemaSql;
+    const r = await this.db.query<RawSaga>(
+      `UPDATE ${s}.sagas SET lease_owner = $1, lease_until = now() + make_interval(secs => $2::double precision / 1000),
+         fence = fence + 1, runs = runs + 1, updated_at = now()
+       WHERE id = (
+         SELECT g.id FROM ${s}.sagas g
+         WHERE g.state IN ('running', 'completing', 'compensating') AND g.wake_at <= now()
+           AND (g.lease_until IS NULL OR g.lease_until < now())
+           AND g.name = ANY($3)
+           AND (g.key IS NULL OR NOT EXISTS (
+             SELECT 1 FROM ${s}.sagas p
+             WHERE p.key = g.key AND p.key_seq < g.key_seq
+               AND p.state IN ('running', 'completing', 'compensating', 'stuck')))
+         ORDER BY g.wake_at
+         LIMIT 1
+         FOR UPDATE SKIP LOCKED)
+       RETURNING ${SAGA_COLUMNS}`,
+      [worker, leaseMs, names],
+    );
+    return r.rows[0] && toSaga(r.rows[0]);
+  }
+
+  /** Extends the lease; false when another worker holds the saga now. */
+  async renew(id: string, fence: number, leaseMs: number): Promise<boolean> {
+    const r = await this.db.query(
+      `UPDATE ${this.schemaSql}.sagas SET lease_until = now() + make_interval(secs => $3::double precision / 1000)
+       WHERE id = $1 AND fence = $2`,
+      [id, fence, leaseMs],
+    );
+    return r.rowCount === 1;
+  }
+
+  async steps(executor: Executor, id: string): Promise<Map<string, StepRow>> {
+    const r = await executor.query<RawStep>(
+      `SELECT name, kind, ordinal, state, result, attempts, compensation_attempts, last_error, retry_at,
+              wait_until, correlation_id
+       FROM ${this.schemaSql}.saga_steps WHERE saga_id = $1`,
+      [id],
+    );
+    return new Map(r.rows.map((row) => [row.name, toStep(row)]));
+  }
+
+  /** Runs `fn` in a transaction that first checks (and locks) the worker's fence. */
+  fenced<T>(id: string, fence: number, fn: (tx: Executor) => Promise<T>): Promise<T> {
+    return this.db.transaction(async (tx) => {
+      await this.checkFence(tx, id, fence);
+      return fn(tx);
+    });
+  }
+
+  async checkFence(tx: Executor, id: string, fence: number): Promise<void> {
+    const r = await tx.query(
+      `SELECT 1 FROM ${this.schemaSql}.sagas WHERE id = $1 AND fence = $2 FOR UPDATE`,
+      [id, fence],
+    );
+    if (r.rows.length === 0) throw new LeaseLostError(id, fence);
+  }
+
+  /** Upserts a step record. */
+  async putStep(
+    tx: Executor,
+    sagaId: string,
+    step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
+  ): Promise<void> {
+    await tx.query(
+      `INSERT INTO ${this.schemaSql}.saga_steps (saga_id, name, kind, ordinal, state, result, attempts,
+         compensation_attempts, last_error, retry_at, wait_until, correlation_id, completed_at, compensated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+         CASE WHEN $5 IN ('completed', 'failed') THEN now() END,
+         CASE WHEN $5 = 'compensated' THEN now() END)
+       ON CONFLICT (saga_id, name) DO UPDATE SET state = excluded.state, result = excluded.result,
+         attempts = excluded.attempts, compensation_attempts = excluded.compensation_attempts,
+         last_error = excluded.last_error, retry_at = excluded.retry_at, wait_until = excluded.wait_until,
+         correlation_id = excluded.correlation_id,
+         completed_at = coalesce(excluded.completed_at, ${this.schemaSql}.saga_steps.completed_at),
+         compensated_at = coalesce(excluded.compensated_at, ${this.schemaSql}.saga_steps.compensated_at)`,
+      [
+        sagaId,
+        step.name,
+        step.kind,
+        step.ordinal,
+        step.state,
+        step.result === undefined ? null : JSON.stringify(step.result),
+        step.attempts ?? 0,
+        step.compensationAttempts ?? 0,
+        step.lastError ?? null,
+        step.retryAt ?? null,
+        step.waitUntil ?? null,
+        step.correlationId ?? null,
+      ],
+    );
+  }
+
+  /** Releases the saga until `wakeAt` (timer, retry backoff, awaited reply). */
+  async suspend(
+    tx: Executor,
+    id: string,
+    wakeAt: Date,
+    waitingFor: string,
+    awaitedCommands: readonly string[] = [],
+  ): Promise<void> {
+    // A reply that arrived while this run was going must not be slept through.
+    await tx.query(
+      `UPDATE ${this.schemaSql}.sagas SET
+         wake_at = CASE WHEN EXISTS (SELECT 1 FROM ${this.schemaSql}.saga_steps st
+                          WHERE st.saga_id = $1 AND st.name = ANY($4) AND st.state <> 'pending')
+                   THEN now() ELSE $2 END,
+         waiting_for = $3, lease_owner = NULL, lease_until = NULL, updated_at = now()
+       WHERE id = $1`,
+      [id, wakeAt, waitingFor, awaitedCommands],
+    );
+  }
+
+  /**
+   * Records the reply to an asynchronous command step and wakes its saga.
+   * Returns false when no step awaits this correlation id (a duplicate or
+   * late reply: nothing changes).
+   */
+  async deliverReply(
+    tx: Executor,
+    correlationId: string,
+    reply: { ok: boolean; result?: unknown; error?: string },
+  ): Promise<boolean> {
+    const r = await tx.query<{ saga_id: string }>(
+      `UPDATE ${this.schemaSql}.saga_steps SET state = CASE WHEN $2 THEN 'completed' ELSE 'failed' END,
+         result = $3, last_error = $4, completed_at = now()
+       WHERE correlation_id = $1 AND state = 'pending'
+       RETURNING saga_id`,
+      [
+        correlationId,
+        reply.ok,
+        JSON.stringify(reply.result ?? null),
+        reply.ok ? null : (reply.error ?? 'the participant refused the command'),
+      ],
+    );
+    const sagaId = r.rows[0]?.saga_id;
+    if (!sagaId) return false;
+    await tx.query(`UPDATE ${this.schemaSql}.sagas SET wake_at = now() WHERE id = $1`, [sagaId]);
+    return true;
+  }
+
+  async setState(
+    tx: Executor,
+    id: string,
+    state: SagaState,
+    fields: {
+      output?: unknown;
+      error?: string | null;
+      stuckFrom?: 'completing' | 'compensating' | null;
+    } = {},
+  ): Promise<void> {
+    const terminal = state === 'completed' || state === 'compensated';
+    await tx.query(
+      `UPDATE ${this.schemaSql}.sagas SET state = $2,
+         output = CASE WHEN $3::boolean THEN $4::jsonb ELSE output END,
+         error = CASE WHEN $5::boolean THEN $6 ELSE error END,
+         stuck_from = $7, waiting_for = NULL, wake_at = now(),
+         lease_owner = CASE WHEN $8::boolean THEN NULL ELSE lease_owner END,
+         lease_until = CASE WHEN $8::boolean THEN NULL ELSE lease_until END,
+         finished_at = CASE WHEN $9::boolean THEN now() ELSE finished_at END, updated_at = now()
+       WHERE id = $1`,
+      [
+        id,
+        state,
+        fields.output !== undefined,
+        fields.output === undefined ? null : JSON.stringify(fields.output),
+        fields.error !== undefined,
+        fields.error ?? null,
+        fields.stuckFrom ?? null,
+        terminal || state === 'stuck',
+        terminal,
+      ],
+    );
+  }
+}
+
+interface RawSaga {
+  db_now: Date;
+  id: string;
+  name: string;
+  key: string | null;
+  input: unknown;
+  state: SagaState;
+  stuck_from: 'completing' | 'compensating' | null;
+  output: unknown;
+  error: string | null;
+  fence: string;
+  deadline: Date | null;
+  runs: number;
+}
+
+interface RawStep {
+  name: string;
+  kind: StepKind;
+  ordinal: number;
+  state: StepState;
+  result: unknown;
+  attempts: number;
+  compensation_attempts: number;
+  last_error: string | null;
+  retry_at: Date | null;
+  wait_until: Date | null;
+  correlation_id: string | null;
+}
+
+function toSaga(r: RawSaga): SagaRow {
+  return {
+    dbNow: r.db_now,
+    id: r.id,
+    name: r.name,
+    key: r.key,
+    input: r.input,
+    state: r.state,
+    stuckFrom: r.stuck_from,
+    output: r.output,
+    error: r.error,
+    fence: Number(r.fence),
+    deadline: r.deadline,
+    runs: r.runs,
+  };
+}
+
+function toStep(r: RawStep): StepRow {
+  return {
+    name: r.name,
+    kind: r.kind,
+    ordinal: r.ordinal,
+    state: r.state,
+    result: r.result,
+    attempts: r.attempts,
+    compensationAttempts: r.compensation_attempts,
+    lastError: r.last_error,
+    retryAt: r.retry_at,
+    waitUntil: r.wait_until,
+    correlationId: r.correlation_id,
+  };
+}

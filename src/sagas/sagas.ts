@@ -1,0 +1,253 @@
+import type { Database, Executor } from '../db/executor.ts';
+import { InvalidInputError, NotFoundError, SchemaViolationError } from '../errors.ts';
+import { type Logger, silentLogger } from '../logger.ts';
+import type { EventHandler } from '../messaging/consumer.ts';
+import type { BatonEvent, EventInput } from '../messaging/event.ts';
+import { validatePayload } from '../messaging/event-schemas.ts';
+import { findUnsafeJson } from '../messaging/json-safety.ts';
+import { uuidv7 } from '../messaging/uuid-v7.ts';
+import type { SagaDefinition } from './saga-definition.ts';
+import type { SagaState, StepKind, StepState } from './saga-states.ts';
+import { type SagaRow, SagaStore } from './saga-store.ts';
+import { SagaWorker, type SagaWorkerOptions } from './saga-worker.ts';
+
+export interface StartOptions {
+  /** Saga id; `start` is idempotent by it. Default a new UUIDv7. */
+  id?: string;
+  /** Sagas with the same key run one at a time, in the order they were started. */
+  key?: string;
+  /** Start inside your own transaction (the saga exists iff it commits). */
+  tx?: Executor;
+  /** Overrides the definition's deadline. */
+  deadlineMs?: number;
+}
+
+export interface SagaStatus {
+  id: string;
+  name: string;
+  key: string | null;
+  state: SagaState;
+  input: unknown;
+  output: unknown;
+  error: string | null;
+  waitingFor: string | null;
+  runs: number;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  steps: {
+    name: string;
+    kind: StepKind;
+    state: StepState;
+    attempts: number;
+    compensationAttempts: number;
+    lastError: string | null;
+    startedAt: string;
+    completedAt: string | null;
+    compensatedAt: string | null;
+  }[];
+}
+
+/** The payload of a reply to a saga's asynchronous command. */
+export interface CommandReply {
+  correlationId: string;
+  ok: boolean;
+  result?: unknown;
+  error?: string;
+}
+
+const ID = /^[A-Za-z0-9_.:/-]{1,200}$/;
+
+/**
+ * Sagas of one orchestrating service: define them, start them, run them
+ * with workers, and operate them. Guarantees: a saga's state and every
+ * completed step's result are recorded in this service's database; a
+ * completed step never runs again; every saga ends completed or compensated
+ * (or stuck, reported, waiting for an operator — never a silent loop).
+ */
+export class Sagas {
+  readonly store: SagaStore;
+  private readonly definitions = new Map<string, SagaDefinition>();
+  private readonly workers = new Set<SagaWorker>();
+
+  constructor(
+    db: Database,
+    schemaSql: string,
+    private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
+    private readonly logger: Logger = silentLogger,
+  ) {
+    this.store = new SagaStore(db, schemaSql);
+  }
+
+  /** Registers saga definitions (see `saga(name, fn, options)`). */
+  define(...definitions: SagaDefinition<never, unknown>[]): this {
+    for (const definition of definitions as unknown as SagaDefinition[]) {
+      if (this.definitions.has(definition.name))
+        throw new InvalidInputError(`saga "${definition.name}" is defined twice.`);
+      this.definitions.set(definition.name, definition);
+    }
+    return this;
+  }
+
+  /**
+   * Starts a saga; idempotent by id (a second start with the same id and
+   * input returns the first; with another input it throws). The input is
+   * validated first: a saga whose input fails its schema never starts.
+   */
+  async start(
+    name: string,
+    input: unknown,
+    options: StartOptions = {},
+  ): Promise<{ id: string; created: boolean }> {
+    const definition = this.definitions.get(name);
+    if (!definition) {
+      throw new InvalidInputError(
+        `no saga named "${name}" is defined (defined: ${[...this.definitions.keys()].join(', ') || 'none'}).`,
+      );
+    }
+    const id = options.id ?? uuidv7();
+    if (!ID.test(id))
+      throw new InvalidInputError(
+        `saga id ${JSON.stringify(id)} must be 1–200 characters [A-Za-z0-9_.:/-].`,
+      );
+    if (
+      options.key !== undefined &&
+      (typeof options.key !== 'string' || options.key.length === 0 || options.key.length > 500)
+    ) {
+      throw new InvalidInputError('saga key must be a non-empty string of at most 500 characters.');
+    }
+    let value: unknown;
+    try {
+      value = await validatePayload(
+        definition.options.input ? { [name]: definition.options.input } : undefined,
+        name,
+        input,
+      );
+    } catch (error) {
+      if (error instanceof SchemaViolationError)
+        throw new InvalidInputError(`input of saga "${name}" is invalid: ${error.message}`, {
+          cause: error,
+        });
+      throw error;
+    }
+    const unsafe = findUnsafeJson(value ?? null);
+    if (unsafe) throw new InvalidInputError(`input of saga "${name}" is not safe JSON: ${unsafe}`);
+    const executor = options.tx ?? this.store.db;
+    const { created, row, sameInput } = await this.store.insert(executor, {
+      id,
+      name,
+      key: options.key,
+      input: value,
+      deadlineMs: options.deadlineMs ?? definition.options.deadlineMs,
+    });
+    if (!created && (row.name !== name || !sameInput)) {
+      throw new InvalidInputError(
+        `saga id ${id} was already started as "${row.name}" with another input; use a new id.`,
+      );
+    }
+    if (created && !options.tx) for (const w of this.workers) w.wake();
+    return { id, created };
+  }
+
+  /** A worker that runs this service's sagas (start it; stop it on shutdown). */
+  worker(options: SagaWorkerOptions = {}): SagaWorker {
+    const worker = new SagaWorker(this.store, this.definitions, this.publish, options, this.logger);
+    this.workers.add(worker);
+    return worker;
+  }
+
+  /** Subscribe this to the reply event type of your commands: it resumes the waiting saga. */
+  readonly replyHandler: EventHandler = async (event: BatonEvent, tx: Executor) => {
+    const reply = event.payload as Partial<CommandReply> | null;
+    if (typeof reply?.correlationId !== 'string' || typeof reply.ok !== 'boolean') {
+      throw new InvalidInputError(
+        `reply ${event.id} is not a saga command reply ({ correlationId, ok, result?, error? })`,
+      );
+    }
+    await this.store.deliverReply(tx, reply.correlationId, {
+      ok: reply.ok,
+      result: reply.result,
+      error: typeof reply.error === 'string' ? reply.error : undefined,
+    });
+  };
+
+  async status(id: string, executor: Executor = this.store.db): Promise<SagaStatus> {
+    const s = this.store.schemaSql;
+    const r = await executor.query<Record<string, unknown>>(
+      `SELECT id, name, key, state, input, output, error, waiting_for, runs, created_at, updated_at, finished_at
+       FROM ${s}.sagas WHERE id = $1`,
+      [id],
+    );
+    const row = r.rows[0];
+    if (!row) throw new NotFoundError(`no saga with id ${id}`);
+    const steps = await executor.query<Record<string, unknown>>(
+      `SELECT name, kind, state, attempts, compensation_attempts, last_error, started_at, completed_at, compensated_at
+       FROM ${s}.saga_steps WHERE saga_id = $1 ORDER BY ordinal, started_at`,
+      [id],
+    );
+    const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : null);
+    return {
+      id: row.id as string,
+      name: row.name as string,
+      key: (row.key as string | null) ?? null,
+      state: row.state as SagaState,
+      input: row.input,
+      output: row.output,
+      error: (row.error as string | null) ?? null,
+      waitingFor: (row.waiting_for as string | null) ?? null,
+      runs: row.runs as number,
+      createdAt: iso(row.created_at) as string,
+      updatedAt: iso(row.updated_at) as string,
+      finishedAt: iso(row.finished_at),
+      steps: steps.rows.map((st) => ({
+        name: st.name as string,
+        kind: st.kind as StepKind,
+        state: st.state as StepState,
+        attempts: st.attempts as number,
+        compensationAttempts: st.compensation_attempts as number,
+        lastError: (st.last_error as string | null) ?? null,
+        startedAt: iso(st.started_at) as string,
+        completedAt: iso(st.completed_at),
+        compensatedAt: iso(st.compensated_at),
+      })),
+    };
+  }
+
+  /** Waits until the saga is terminal (or stuck); throws after `timeoutMs`. */
+  async waitFor(id: string, timeoutMs = 30_000): Promise<SagaStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const status = await this.status(id);
+      if (['completed', 'compensated', 'stuck'].includes(status.state)) return status;
+      if (Date.now() > deadline)
+        throw new InvalidInputError(
+          `saga ${id} is still ${status.state} after ${timeoutMs} ms (${status.waitingFor ?? 'running'})`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+}
+
+/** The reply event a participant publishes for a saga's command (in its handler's transaction). */
+export function commandReply(
+  command: BatonEvent,
+  reply: { type: string; ok: boolean; result?: unknown; error?: string },
+): EventInput {
+  const correlationId = command.headers['baton-correlation-id'];
+  if (!correlationId)
+    throw new InvalidInputError(
+      `event ${command.id} is not a saga command (no baton-correlation-id header)`,
+    );
+  return {
+    type: reply.type,
+    key: command.key,
+    payload: {
+      correlationId,
+      ok: reply.ok,
+      result: reply.result ?? null,
+      ...(reply.error ? { error: reply.error } : {}),
+    },
+  };
+}
+
+export type { SagaRow };
