@@ -73,14 +73,23 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   v_version bigint;
   v_key text := p_entity || ':' || p_id;
+  v_payload jsonb := jsonb_build_object('entity', p_entity, 'id', p_id, 'state', p_state,
+                                        'fields', p_fields, 'personal', to_jsonb(p_personal));
+  v_bytes int := octet_length(v_payload::text);
+  v_limit int := coalesce((SELECT value::int FROM :schema.settings WHERE name = 'max_payload_bytes'), 262144);
 BEGIN
+  -- The same limit as publish (maxPayloadBytes): an oversized state event
+  -- would otherwise be refused by every consumer, far from its cause.
+  IF v_bytes > v_limit THEN
+    RAISE EXCEPTION 'baton: % %: its state event would be % bytes, over the limit of % (maxPayloadBytes); copy fewer or smaller fields',
+      p_entity, left(p_id, 100), v_bytes, v_limit
+      USING ERRCODE = 'BR004';
+  END IF;
   INSERT INTO :schema.stream_versions AS sv (stream_key, version) VALUES (v_key, 1)
   ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + 1
   RETURNING version INTO v_version;
   INSERT INTO :schema.outbox (event_id, type, key, version, payload, headers, occurred_at, source)
-  VALUES (:schema.uuid_v7(), 'baton.entity.' || p_entity, v_key, v_version,
-          jsonb_build_object('entity', p_entity, 'id', p_id, 'state', p_state,
-                             'fields', p_fields, 'personal', to_jsonb(p_personal)),
+  VALUES (:schema.uuid_v7(), 'baton.entity.' || p_entity, v_key, v_version, v_payload,
           '{}'::jsonb, now(),
           coalesce((SELECT value FROM :schema.settings WHERE name = 'service'), 'unknown'));
   PERFORM pg_notify(value, '') FROM :schema.settings WHERE name = 'outbox_channel';

@@ -36,7 +36,7 @@ export class EntityOwner {
     private readonly db: Database,
     private readonly schemaSql: string,
     readonly def: Required<EntityDefinition>,
-    private readonly settings: { service: string; outboxChannel: string },
+    private readonly settings: { service: string; outboxChannel: string; maxPayloadBytes?: number },
   ) {
     this.table = tableSql(def.table);
     this.key = quoteIdent(def.key);
@@ -68,9 +68,13 @@ export class EntityOwner {
         }
       }
       await tx.query(
-        `INSERT INTO ${s}.settings (name, value) VALUES ('service', $1), ('outbox_channel', $2)
+        `INSERT INTO ${s}.settings (name, value) VALUES ('service', $1), ('outbox_channel', $2), ('max_payload_bytes', $3)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
-        [this.settings.service, this.settings.outboxChannel],
+        [
+          this.settings.service,
+          this.settings.outboxChannel,
+          String(this.settings.maxPayloadBytes ?? 256 * 1024),
+        ],
       );
       await tx.query(
         `INSERT INTO ${s}.entities (name, table_name, key_column, fields, personal, restrict_referrers)

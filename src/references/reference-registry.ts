@@ -36,6 +36,8 @@ export class ReferenceRegistry {
     private readonly service: string,
     private readonly outboxChannel: string,
     private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
+    /** Largest entity state event the capture trigger writes (the service's `maxPayloadBytes`). */
+    private readonly maxPayloadBytes?: number,
   ) {}
 
   entity(definition: EntityDefinition): EntityOwner {
@@ -45,6 +47,7 @@ export class ReferenceRegistry {
     const owner = new EntityOwner(this.db, this.schemaSql, def, {
       service: this.service,
       outboxChannel: this.outboxChannel,
+      maxPayloadBytes: this.maxPayloadBytes,
     });
     this.owners.set(def.name, owner);
     return owner;
