@@ -21,6 +21,8 @@ import { entityRoutes } from './references/entity-routes.ts';
 import type { OwnerClient } from './references/owner-client.ts';
 import { asReferenceViolation, type Reference } from './references/reference.ts';
 import { ReferenceRegistry } from './references/reference-registry.ts';
+import { Participant } from './sagas/participant.ts';
+import { Sagas } from './sagas/sagas.ts';
 import type { ServerAuth } from './transports/http-feed/auth.ts';
 import {
   createFeedHandler,
@@ -112,6 +114,10 @@ export interface Baton {
    * `run({ repair })` once, or `schedule(everyMs, options)` in process.
    */
   caretaker(): Caretaker;
+  /** Sagas orchestrated by this service: `define`, `start`, `worker()`, `status`, `replyHandler`. */
+  readonly sagas: Sagas;
+  /** This service as a saga participant: `reservation(resource, { try, confirm, cancel })`, `action(name, …)`. */
+  readonly participant: Participant;
   /** Turns a reference-check error raised by the database into a typed `ReferenceViolation`. */
   referenceError(error: unknown): unknown;
   /** All of this service's Baton endpoints (feed, entity lookups, watermark) behind one authentication. */
@@ -168,8 +174,13 @@ export function createBaton(options: BatonOptions): Baton {
     maxPayloadBytes,
   );
 
+  const sagas = new Sagas(options.db, schemaSql, publish, logger);
+  const participant = new Participant(options.db, schemaSql);
+
   return {
     service: options.service,
+    sagas,
+    participant,
     schema,
     db: options.db,
     migrate: () => migrate(options.db, schema),
@@ -232,6 +243,7 @@ export function createBaton(options: BatonOptions): Baton {
         routes: [
           feed.route,
           ...entityRoutes(options.db, schemaSql, () => registry.owners),
+          ...participant.routes(),
           setSideRoute((name) => {
             const owner = registry.owners.get(name);
             return owner && sqlSetSide(options.db, owner.memberSource());
