@@ -26,11 +26,14 @@ describe('on-delete policies across services', () => {
   const refs: Record<string, Reference> = {};
 
   beforeAll(async () => {
-    [customers, orders, shipments, tickets, invoices, reviews] = await Promise.all(
-      ['customers', 'orders', 'shipments', 'tickets', 'invoices', 'reviews'].map((n) =>
-        startService(n),
-      ),
-    );
+    [customers, orders, shipments, tickets, invoices, reviews] = await Promise.all([
+      startService('customers'),
+      startService('orders'),
+      startService('shipments'),
+      startService('tickets'),
+      startService('invoices'),
+      startService('reviews'),
+    ]);
     await customers.database.db.query(CUSTOMERS_DDL);
     declareCustomer(customers);
     await customers.baton.install();
