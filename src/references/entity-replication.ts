@@ -6,7 +6,7 @@ import { type EntityState, tableSql } from './definitions.ts';
 import { applyDeletePolicy } from './delete-policies.ts';
 import type { DeleteVote } from './entity-owner.ts';
 import type { Reference } from './reference.ts';
-import { replicaStateOf } from './replica-states.ts';
+import { nextReplicaState, replicaStateOf } from './replica-states.ts';
 import type { ReplicaRow, ReplicaStore } from './replica-store.ts';
 
 export const DELETE_VOTE_TYPE = 'baton.delete-vote';
@@ -51,7 +51,7 @@ export class EntityReplication {
     context: { apology: boolean; reason: string; force?: boolean },
   ): Promise<ApplyResult> {
     const before = await this.replica.lock(tx, state.id);
-    const stale = before && before.version >= version && before.state !== 'UNVERIFIED';
+    const stale = nextReplicaState(before, state.state, version) === undefined;
     if (stale && !context.force) return 'ignored';
     const row: ReplicaRow = {
       id: state.id,
