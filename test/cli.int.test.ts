@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
+import { loadMigrations } from '../src/db/migrate.ts';
 import { readStatus } from '../src/status.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { freshDatabase } from './helpers.ts';
@@ -60,7 +61,7 @@ describe('baton CLI', () => {
       baton(['dlq', 'frobnicate'], env),
     ]);
     expect(help.code).toBe(0);
-    for (const command of ['migrate', 'status', 'dlq']) {
+    for (const command of ['migrate', 'status', 'dlq', 'reconcile']) {
       expect(help.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     }
     expect(noUrl.code).toBe(2);
@@ -87,12 +88,15 @@ describe('baton CLI', () => {
     const first = json<{ applied: number[]; current: number }>(
       await baton(['migrate', '--schema', 'cli_extra', '--json'], env),
     );
-    expect(first.applied).toEqual([1]);
+    const shipped = (await loadMigrations()).map((m) => m.id);
+    expect(first.applied).toEqual(shipped);
     const second = await baton(['--schema', 'cli_extra', 'migrate'], env);
     expect(second.code).toBe(0);
-    expect(second.stdout).toContain('schema "cli_extra" is up to date (migration 1)');
-    const recorded = await t.db.query('SELECT id FROM cli_extra.migrations');
-    expect(recorded.rows).toEqual([{ id: 1 }]);
+    expect(second.stdout).toContain(
+      `schema "cli_extra" is up to date (migration ${shipped.at(-1)})`,
+    );
+    const recorded = await t.db.query('SELECT id FROM cli_extra.migrations ORDER BY id');
+    expect(recorded.rows).toEqual(shipped.map((id) => ({ id })));
   });
 
   it('names the host and port of an unreachable database, exit 1, no stack unless --verbose', async () => {
@@ -153,7 +157,15 @@ describe('baton CLI', () => {
       expect(status.outbox).toMatchObject({ backlog: 3, lastSequenced: 40, prunedThrough: 10 });
       expect(status.outbox.relayLagSeconds).toBeGreaterThanOrEqual(3600);
       expect(status.deadLetters).toBe(2);
-      expect(status.migrations).toEqual({ applied: 1, latest: 1 });
+      const latest = (await loadMigrations()).at(-1)?.id;
+      expect(status.migrations).toEqual({ applied: latest, latest });
+      // No references activity in this database: empty sections, and none printed as problems.
+      expect(status.references).toMatchObject({
+        installed: true,
+        pendingDeletes: { total: 0 },
+        quarantine: { total: 0 },
+        lastReconcile: null,
+      });
       expect(status.subscriptions.map((s) => [s.name, s.cursor, s.pending, s.deadLetters])).toEqual(
         [
           ['billing-from-shop', '17', 1, 2],
@@ -174,6 +186,7 @@ describe('baton CLI', () => {
       expect(asText.stdout).toContain('check that a relay is running');
       expect(asText.stdout).toMatch(/^\s+billing-from-shop\s+shop\s+17\s+1\s+10m \d+s\s+2\s/m);
       expect(asText.stdout).toContain('Dead letters: 2');
+      expect(asText.stdout).toContain('Last reconcile: never');
     });
 
     it('dlq list and show print the dead letters and everything stored about one', async () => {

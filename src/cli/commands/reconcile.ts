@@ -49,7 +49,7 @@ interface ReconcileOptions {
 }
 
 const INVARIANTS_NOTE =
-  "invariants are not checked by this command: they are the service's code and run in the service's own caretaker schedule.";
+  "invariants run in the service's own caretaker schedule (their checks and remedies are the service's code)";
 
 /** `baton reconcile`: the caretaker run from outside the service, dry by default. */
 export function registerReconcile(program: Command, io: CliIo): void {
@@ -86,7 +86,8 @@ can catch up with each owner before they are compared.
 
 Suspected true orphans (replica rows the owner never had) are quarantined,
 also in a dry run, and repaired when a second run confirms them, or at once
-with --approve. Note: ${INVARIANTS_NOTE}
+with --approve. Invariants are not checked by this command:
+${INVARIANTS_NOTE}.
 
 Exit codes: 0 nothing is left to repair (no differences, or all repaired);
 3 differences remain (a dry run found some, or orphans wait in quarantine);
@@ -220,7 +221,7 @@ export function renderReconcile(result: ReconcileResult, target: Target): string
   const { report } = result;
   const lines = [
     report.repair
-      ? 'baton reconcile --repair: differences were repaired by their declared policies.'
+      ? 'baton reconcile --repair: the differences found are repaired by their declared policies.'
       : 'baton reconcile (dry run): NOTHING WAS CHANGED — actions below say what --repair would do. Run `baton reconcile --repair` to apply them.',
   ];
   if (!report.repair) {
@@ -237,7 +238,13 @@ export function renderReconcile(result: ReconcileResult, target: Target): string
   for (const entity of report.entities) {
     lines.push('', ...renderEntity(entity, result.cutTimeoutSeconds));
   }
-  lines.push('', ...renderTotals(report), `Invariants: ${INVARIANTS_NOTE}`, '', verdict(report));
+  lines.push(
+    '',
+    ...renderTotals(report),
+    `Invariants: not checked here; ${INVARIANTS_NOTE}.`,
+    '',
+    verdict(report),
+  );
   return lines;
 }
 
@@ -263,7 +270,7 @@ function renderEntity(
       ['quarantined', String(e.quarantined)],
       [
         'compared',
-        `${e.set.bucketsCompared} buckets over ${e.set.levels} levels (${e.set.bucketsDiffering} differing), ${formatMs(e.set.ms)}`,
+        `${plural(e.set.bucketsCompared, 'bucket')} over ${plural(e.set.levels, 'level')} (${e.set.bucketsDiffering} differing), ${formatMs(e.set.ms)}`,
       ],
       ['bytes exchanged', formatBytes(e.bytesExchanged)],
     ]),
