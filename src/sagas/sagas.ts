@@ -80,10 +80,12 @@ export class Sagas {
   }
 
   /** Registers saga definitions (see `saga(name, fn, options)`). */
-  define(...definitions: SagaDefinition<never, unknown>[]): this {
-    for (const definition of definitions as unknown as SagaDefinition[]) {
-      if (this.definitions.has(definition.name))
+  // biome-ignore lint/suspicious/noExplicitAny: definitions of any input and output types are stored side by side
+  define(...definitions: SagaDefinition<any, any>[]): this {
+    for (const definition of definitions as SagaDefinition[]) {
+      if (this.definitions.has(definition.name)) {
         throw new InvalidInputError(`saga "${definition.name}" is defined twice.`);
+      }
       this.definitions.set(definition.name, definition);
     }
     return this;

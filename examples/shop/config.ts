@@ -1,0 +1,21 @@
+/** What one shop service process needs to know; passed as one JSON argument. */
+export interface ServiceConfig {
+  service: 'customers' | 'orders' | 'loyalty';
+  /** Port of this service's HTTP API and Baton endpoints (127.0.0.1). */
+  port: number;
+  databaseUrl: string;
+  /** Base URLs of the other services (possibly through a fault proxy), e.g. `http://127.0.0.1:4001`. */
+  peers: { customers: string; orders: string; loyalty: string };
+  /** Shared secret for Baton's signed requests between the services. */
+  secret: string;
+  /** Bearer token for the admin endpoints (reconcile). */
+  adminToken: string;
+  /** Run the caretaker in process every this many ms (0: only on request). */
+  caretakerEveryMs?: number;
+  /** Saga worker lease (short in chaos runs, so a killed worker's sagas move on soon). */
+  leaseMs?: number;
+  /** A name for this process in logs (several processes of one service may run). */
+  instance?: string;
+}
+
+export const WELCOME_POINTS = 100;

@@ -1,0 +1,85 @@
+import { type ApiRoute, int, json, problem, text } from './http-api.ts';
+import type { ServiceBase } from './service-base.ts';
+
+/**
+ * customers: owns customers (name, address). Every change of the table —
+ * through this API or plain SQL — is announced by Baton's entity trigger; a
+ * registration also publishes `customer.registered` (loyalty opens an
+ * account on it).
+ */
+export async function declareCustomers(base: ServiceBase): Promise<{ routes: ApiRoute[] }> {
+  const { db, baton } = base;
+  await db.query(`CREATE TABLE IF NOT EXISTS customers (
+    id text PRIMARY KEY, name text NOT NULL, address text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
+  baton.entity({
+    name: 'customer',
+    table: 'customers',
+    key: 'id',
+    fields: ['name', 'address'],
+    personal: ['name', 'address'],
+  });
+
+  const routes: ApiRoute[] = [
+    {
+      // Register (idempotent by the client's id: a repeat changes nothing and answers the same).
+      method: 'POST',
+      pattern: /^\/customers$/,
+      handle: async ({ body }) => {
+        const id = text(body, 'id', 100);
+        const name = text(body, 'name');
+        const address = text(body, 'address');
+        if (!id || !name || !address)
+          return problem(400, 'send { id, name, address } (non-empty strings)');
+        const created = await db.transaction(async (tx) => {
+          const r = await tx.query(
+            'INSERT INTO customers (id, name, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING',
+            [id, name, address],
+          );
+          if (r.rowCount === 1) {
+            await baton.publish(tx, {
+              type: 'customer.registered',
+              key: `customer:${id}`,
+              payload: { id, name },
+            });
+          }
+          return r.rowCount === 1;
+        });
+        return json(created ? 201 : 200, { id, created });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/customers\/([^/]+)$/,
+      handle: async ({ params }) => {
+        const r = await db.query('SELECT id, name, address FROM customers WHERE id = $1', [
+          params[0],
+        ]);
+        return r.rows[0] ? json(200, r.rows[0]) : problem(404, `no customer ${params[0]}`);
+      },
+    },
+    {
+      method: 'PATCH',
+      pattern: /^\/customers\/([^/]+)$/,
+      handle: async ({ params, body }) => {
+        const address = text(body, 'address');
+        if (!address) return problem(400, 'send { address }');
+        const r = await db.query('UPDATE customers SET address = $2 WHERE id = $1', [
+          params[0],
+          address,
+        ]);
+        return r.rowCount ? json(200, { id: params[0] }) : problem(404, `no customer ${params[0]}`);
+      },
+    },
+    {
+      // Delete (idempotent: deleting a deleted customer answers 200 with deleted: false).
+      method: 'DELETE',
+      pattern: /^\/customers\/([^/]+)$/,
+      handle: async ({ params }) => {
+        const r = await db.query('DELETE FROM customers WHERE id = $1', [params[0]]);
+        return json(200, { id: params[0], deleted: (r.rowCount ?? 0) > 0 });
+      },
+    },
+  ];
+  void int;
+  return { routes };
+}

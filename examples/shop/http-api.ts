@@ -1,0 +1,70 @@
+import type { HttpRequestLike, HttpResponseLike } from '../../src/index.ts';
+
+/** A tiny JSON router for the shop's own HTTP APIs (Baton's endpoints are served beside it). */
+export type ApiHandler = (request: {
+  params: string[];
+  body: unknown;
+  headers: Readonly<Record<string, string | undefined>>;
+}) => Promise<HttpResponseLike>;
+
+export interface ApiRoute {
+  method: string;
+  pattern: RegExp;
+  handle: ApiHandler;
+}
+
+export function json(status: number, value: unknown): HttpResponseLike {
+  return { status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(value) };
+}
+
+export function problem(status: number, message: string): HttpResponseLike {
+  return json(status, { error: message });
+}
+
+/** Routes a request; bad JSON is a 400, an unknown path a 404, a thrown error a 500 (never a crash). */
+export async function routeApi(
+  routes: readonly ApiRoute[],
+  request: HttpRequestLike,
+): Promise<HttpResponseLike> {
+  const path = new URL(request.url, 'http://shop.invalid').pathname;
+  for (const route of routes) {
+    const match = route.pattern.exec(path);
+    if (!match || route.method !== request.method) continue;
+    let body: unknown = null;
+    if (request.body && request.body.length > 0) {
+      try {
+        body = JSON.parse(request.body.toString('utf8'));
+      } catch {
+        return problem(400, 'the body must be JSON');
+      }
+    }
+    try {
+      return await route.handle({
+        params: match.slice(1).map(decodeURIComponent),
+        body,
+        headers: request.headers,
+      });
+    } catch (error) {
+      return problem(500, (error as Error).message);
+    }
+  }
+  return problem(404, `no route for ${request.method} ${path}`);
+}
+
+/** Reads a required string field; undefined when missing or malformed. */
+export function text(body: unknown, field: string, max = 200): string | undefined {
+  const value = (body as Record<string, unknown> | null)?.[field];
+  return typeof value === 'string' &&
+    value.length > 0 &&
+    value.length <= max &&
+    !value.includes('\u0000')
+    ? value
+    : undefined;
+}
+
+export function int(body: unknown, field: string, min: number, max: number): number | undefined {
+  const value = (body as Record<string, unknown> | null)?.[field];
+  return typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
+    ? value
+    : undefined;
+}

@@ -1,0 +1,147 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { type EmbeddedPostgres, freePort, startEmbeddedPostgres } from '../../src/pg.ts';
+import type { ServiceConfig } from './config.ts';
+
+export const SERVICES = ['customers', 'orders', 'loyalty'] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+export interface ShopOptions {
+  /** One embedded PostgreSQL per service instead of three databases in one. */
+  separateClusters?: boolean;
+  /** Where a service reaches a peer (e.g. through a fault proxy); default the peer's own port. */
+  peerUrl?: (from: ServiceName, to: ServiceName, directUrl: string) => string;
+  caretakerEveryMs?: number;
+  leaseMs?: number;
+  /** Called with each line a service writes to stderr. */
+  onLog?: (service: ServiceName, line: string) => void;
+  /** Extra postgres flags (e.g. a faster checkpoint setting in chaos runs). */
+  postgresFlags?: string[];
+}
+
+export interface RunningShop {
+  urls: Record<ServiceName, string>;
+  databaseUrls: Record<ServiceName, string>;
+  secret: string;
+  adminToken: string;
+  clusters: EmbeddedPostgres[];
+  process(name: ServiceName): ChildProcess | undefined;
+  /** SIGKILL (or another signal) to one service process. */
+  signal(name: ServiceName, signal: NodeJS.Signals): void;
+  /** Starts a service process again (after a kill) on the same port. */
+  restart(name: ServiceName): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const MAIN = fileURLToPath(new URL('./service-main.ts', import.meta.url));
+
+/** Starts PostgreSQL, the three databases and the three service processes; resolves when all serve. */
+export async function startShop(options: ShopOptions = {}): Promise<RunningShop> {
+  const clusters: EmbeddedPostgres[] = [];
+  const databaseUrls = {} as Record<ServiceName, string>;
+  if (options.separateClusters) {
+    for (const name of SERVICES) {
+      const cluster = await startEmbeddedPostgres({ flags: options.postgresFlags });
+      clusters.push(cluster);
+      databaseUrls[name] = await cluster.createDatabase(name);
+    }
+  } else {
+    const cluster = await startEmbeddedPostgres({ flags: options.postgresFlags });
+    clusters.push(cluster);
+    for (const name of SERVICES) databaseUrls[name] = await cluster.createDatabase(name);
+  }
+  const ports = {} as Record<ServiceName, number>;
+  for (const name of SERVICES) ports[name] = await freePort();
+  const urls = Object.fromEntries(
+    SERVICES.map((n) => [n, `http://127.0.0.1:${ports[n]}`]),
+  ) as Record<ServiceName, string>;
+  const secret = randomBytes(24).toString('hex');
+  const adminToken = randomBytes(24).toString('hex');
+  const children = new Map<ServiceName, ChildProcess>();
+
+  const configOf = (name: ServiceName): ServiceConfig => ({
+    service: name,
+    port: ports[name],
+    databaseUrl: databaseUrls[name],
+    peers: Object.fromEntries(
+      SERVICES.map((peer) => [
+        peer,
+        options.peerUrl ? options.peerUrl(name, peer, urls[peer]) : urls[peer],
+      ]),
+    ) as ServiceConfig['peers'],
+    secret,
+    adminToken,
+    caretakerEveryMs: options.caretakerEveryMs,
+    leaseMs: options.leaseMs,
+    instance: `${name}-${process.pid}`,
+  });
+
+  const launch = (name: ServiceName) =>
+    new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', MAIN, JSON.stringify(configOf(name))],
+        {
+          stdio: ['pipe', 'pipe', 'pipe'],
+        },
+      );
+      children.set(name, child);
+      const timer = setTimeout(
+        () => reject(new Error(`${name} did not start within 60 s`)),
+        60_000,
+      );
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+        if (line.startsWith('ready ')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) =>
+        options.onLog?.(name, line),
+      );
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited before it was ready (code ${code}, signal ${signal})`));
+      });
+    });
+
+  // customers first: the others look its entities up at start-up.
+  await launch('customers');
+  await Promise.all([launch('orders'), launch('loyalty')]);
+
+  return {
+    urls,
+    databaseUrls,
+    secret,
+    adminToken,
+    clusters,
+    process: (name) => children.get(name),
+    signal(name, signal) {
+      children.get(name)?.kill(signal);
+    },
+    async restart(name) {
+      const old = children.get(name);
+      if (old && old.exitCode === null && old.signalCode === null) {
+        old.kill('SIGKILL');
+        await new Promise((resolve) => old.once('exit', resolve));
+      }
+      await launch(name);
+    },
+    async stop() {
+      await Promise.all(
+        [...children.values()].map(
+          (child) =>
+            new Promise<void>((resolve) => {
+              if (child.exitCode !== null || child.signalCode !== null) return resolve();
+              child.once('exit', () => resolve());
+              child.kill('SIGTERM');
+              setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
+            }),
+        ),
+      );
+      for (const cluster of clusters) await cluster.stop();
+    },
+  };
+}

@@ -1,0 +1,161 @@
+import { TerminalError } from '../../src/index.ts';
+import { WELCOME_POINTS } from './config.ts';
+import { type ApiRoute, json, problem } from './http-api.ts';
+import type { ServiceBase } from './service-base.ts';
+
+export interface PointsRequest {
+  customerId: string;
+  points: number;
+  orderId: string;
+}
+
+/**
+ * loyalty: owns accounts and point movements. Accounts (and movements)
+ * reference customers with `cascade`: a deleted customer's loyalty data goes.
+ * Serves the `points` reservation (try holds points, confirm books the
+ * movement, cancel releases the hold) and the idempotent `refund` action.
+ * Invariant: no balance below zero (remedy: publish a notification).
+ */
+export async function declareLoyalty(base: ServiceBase): Promise<{ routes: ApiRoute[] }> {
+  const { db, baton } = base;
+  await db.query(`
+    CREATE TABLE IF NOT EXISTS accounts (customer_id text PRIMARY KEY, balance int NOT NULL);
+    CREATE TABLE IF NOT EXISTS holds (tx_id text, branch text, customer_id text NOT NULL, points int NOT NULL, PRIMARY KEY (tx_id, branch));
+    CREATE TABLE IF NOT EXISTS movements (id bigserial PRIMARY KEY, customer_id text NOT NULL, points int NOT NULL,
+      kind text NOT NULL, reference text NOT NULL UNIQUE, at timestamptz NOT NULL DEFAULT now());`);
+
+  const fromCustomers = base.consumerOf('customers');
+  baton.replicate({
+    entity: 'customer',
+    owner: base.ownerOf('customers'),
+    consumer: fromCustomers,
+  });
+  const accountsRef = baton.reference({
+    table: 'accounts',
+    column: 'customer_id',
+    entity: 'customer',
+    onDelete: 'cascade',
+  });
+  baton.reference({
+    table: 'holds',
+    column: 'customer_id',
+    entity: 'customer',
+    onDelete: 'cascade',
+  });
+  baton.reference({
+    table: 'movements',
+    column: 'customer_id',
+    entity: 'customer',
+    onDelete: 'cascade',
+  });
+
+  // A new customer gets an account with welcome points (the movement makes the ledger add up).
+  fromCustomers.subscribe('customer.registered', async (event, tx) => {
+    const { id } = event.payload as { id: string };
+    const replica = await tx.query('SELECT state FROM baton.replica_customer WHERE id = $1', [id]);
+    if (replica.rows[0] && replica.rows[0].state !== 'ACTIVE') return; // already deleted: no account
+    try {
+      await accountsRef.check(tx, id);
+    } catch {
+      return; // unknown or deleted at the owner by now: nothing to open
+    }
+    const opened = await tx.query('INSERT INTO accounts VALUES ($1, $2) ON CONFLICT DO NOTHING', [
+      id,
+      WELCOME_POINTS,
+    ]);
+    if (opened.rowCount === 1) {
+      await tx.query(
+        "INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'welcome', $3)",
+        [id, WELCOME_POINTS, `welcome:${id}`],
+      );
+    }
+  });
+
+  baton.participant.reservation<PointsRequest, { held: number }>('points', {
+    async try(tx, p, call) {
+      if (!(Number.isInteger(p?.points) && p.points > 0 && typeof p.customerId === 'string'))
+        throw new TerminalError('points must be a positive integer');
+      const r = await tx.query<{ available: number }>(
+        `SELECT a.balance - coalesce((SELECT sum(points) FROM holds h WHERE h.customer_id = a.customer_id), 0) AS available
+         FROM accounts a WHERE customer_id = $1 FOR UPDATE`,
+        [p.customerId],
+      );
+      if (!r.rows[0]) throw new TerminalError(`customer ${p.customerId} has no loyalty account`);
+      const available = Number(r.rows[0].available);
+      if (available < p.points)
+        throw new TerminalError(
+          `customer ${p.customerId} has ${available} points, the order needs ${p.points}`,
+        );
+      await tx.query('INSERT INTO holds VALUES ($1, $2, $3, $4)', [
+        call.txId,
+        call.branch,
+        p.customerId,
+        p.points,
+      ]);
+      return { held: p.points };
+    },
+    async confirm(tx, p, call) {
+      const hold = await tx.query<{ points: number }>(
+        'DELETE FROM holds WHERE tx_id = $1 AND branch = $2 RETURNING points',
+        [call.txId, call.branch],
+      );
+      if (!hold.rows[0]) return; // the customer was deleted meanwhile (cascade): nothing left to book
+      await tx.query('UPDATE accounts SET balance = balance - $2 WHERE customer_id = $1', [
+        p.customerId,
+        hold.rows[0].points,
+      ]);
+      await tx.query(
+        "INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'spend', $3)",
+        [p.customerId, -hold.rows[0].points, `spend:${call.txId}`],
+      );
+    },
+    async cancel(tx, _p, call) {
+      await tx.query('DELETE FROM holds WHERE tx_id = $1 AND branch = $2', [
+        call.txId,
+        call.branch,
+      ]);
+    },
+  });
+
+  baton.participant.action<PointsRequest, { refunded: number }>('refund', {
+    async run(tx, p) {
+      const account = await tx.query(
+        'UPDATE accounts SET balance = balance + $2 WHERE customer_id = $1',
+        [p.customerId, p.points],
+      );
+      if (!account.rowCount) return { refunded: 0 }; // no account any more (customer deleted)
+      await tx.query(
+        "INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'refund', $3)",
+        [p.customerId, p.points, `refund:${p.orderId}`],
+      );
+      return { refunded: p.points };
+    },
+  });
+
+  baton.invariant({
+    name: 'balance-not-negative',
+    sql: 'SELECT customer_id, balance FROM accounts WHERE balance < 0',
+    remedy: {
+      publish: (row) => ({
+        type: 'loyalty.balance-negative',
+        key: `customer:${String(row.customer_id)}`,
+        payload: { customerId: row.customer_id, balance: row.balance },
+      }),
+    },
+  });
+
+  const routes: ApiRoute[] = [
+    {
+      method: 'GET',
+      pattern: /^\/accounts\/([^/]+)$/,
+      handle: async ({ params }) => {
+        const r = await db.query(
+          'SELECT customer_id, balance FROM accounts WHERE customer_id = $1',
+          [params[0]],
+        );
+        return r.rows[0] ? json(200, r.rows[0]) : problem(404, `no account for ${params[0]}`);
+      },
+    },
+  ];
+  return { routes };
+}

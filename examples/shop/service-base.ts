@@ -1,0 +1,137 @@
+import { timingSafeEqual } from 'node:crypto';
+import {
+  type Baton,
+  type Consumer,
+  createBaton,
+  httpFeedSource,
+  type Logger,
+  type OwnerClient,
+  ownerClient,
+  type ParticipantClient,
+  participantClient,
+  serveHttp,
+} from '../../src/index.ts';
+import { PgDatabase } from '../../src/pg.ts';
+import type { ServiceConfig } from './config.ts';
+import { type ApiRoute, json, problem, routeApi } from './http-api.ts';
+
+/** What every shop service shares: its database, its Baton, its relay, its HTTP server. */
+export interface ServiceBase {
+  config: ServiceConfig;
+  db: PgDatabase;
+  baton: Baton;
+  /** A consumer of another service's feed (one subscription per source). */
+  consumerOf(peer: keyof ServiceConfig['peers'], name?: string): Consumer;
+  ownerOf(peer: keyof ServiceConfig['peers']): OwnerClient;
+  participant(peer: keyof ServiceConfig['peers']): ParticipantClient;
+}
+
+export interface RunningService {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a service: migrate, `declare` (entities, references, sagas, …),
+ * install, then relay, consumers, workers and the HTTP server. `/baton/*` is
+ * Baton's own endpoints; `/admin/reconcile` runs the caretaker (bearer token);
+ * everything else is the service's API.
+ */
+export async function startService(
+  config: ServiceConfig,
+  logger: Logger,
+  declare: (
+    base: ServiceBase,
+  ) => Promise<{ routes: ApiRoute[]; start?: () => Promise<void>; stop?: () => Promise<void> }>,
+): Promise<RunningService> {
+  const db = new PgDatabase({
+    connectionString: config.databaseUrl,
+    max: 12,
+    applicationName: `shop-${config.service}`,
+  });
+  const baton = createBaton({ db, service: config.service, logger });
+  await baton.migrate();
+  const consumers: Consumer[] = [];
+  const auth = { type: 'hmac' as const, secret: config.secret };
+  const base: ServiceBase = {
+    config,
+    db,
+    baton,
+    consumerOf(peer, name) {
+      const consumer = baton.consumer({
+        name: name ?? `${config.service}-from-${peer}`,
+        source: httpFeedSource({
+          name: peer,
+          url: `${config.peers[peer]}/baton`,
+          auth,
+          requestTimeoutMs: 5_000,
+        }),
+        fetchWaitMs: 2_000,
+        backoff: { baseMs: 100, maxMs: 2_000 },
+        maxAttempts: 20,
+      });
+      consumers.push(consumer);
+      return consumer;
+    },
+    ownerOf: (peer) =>
+      ownerClient({ name: peer, url: `${config.peers[peer]}/baton`, auth, timeoutMs: 3_000 }),
+    participant: (peer) =>
+      participantClient({ name: peer, url: `${config.peers[peer]}/baton`, auth, timeoutMs: 5_000 }),
+  };
+  const service = await declare(base);
+  await baton.install();
+  const relay = baton.relay({ pollIntervalMs: 100 });
+  await relay.start();
+  for (const c of consumers) await c.start();
+  await service.start?.();
+  const caretaker = baton.caretaker();
+  const schedule = config.caretakerEveryMs
+    ? caretaker.schedule(config.caretakerEveryMs, { repair: true })
+    : undefined;
+
+  const batonHttp = baton.httpHandler({ auth: { type: 'hmac', secrets: [config.secret] } });
+  const adminRoutes: ApiRoute[] = [
+    {
+      method: 'POST',
+      pattern: /^\/admin\/reconcile$/,
+      handle: async ({ body, headers }) => {
+        if (!bearerOk(headers.authorization, config.adminToken))
+          return problem(401, 'admin token required');
+        const options = (body ?? {}) as { repair?: boolean; approve?: boolean };
+        return json(
+          200,
+          await caretaker.run({
+            repair: options.repair === true,
+            approve: options.approve === true,
+            cutTimeoutMs: 5_000,
+          }),
+        );
+      },
+    },
+  ];
+  const server = await serveHttp(
+    (request, signal) =>
+      request.url.startsWith('/baton/')
+        ? batonHttp.handle(request, signal)
+        : routeApi([...adminRoutes, ...service.routes], request),
+    { port: config.port },
+  );
+  return {
+    url: server.url,
+    async stop() {
+      await schedule?.stop();
+      await server.close();
+      await service.stop?.();
+      for (const c of consumers) await c.stop();
+      await relay.stop();
+      await batonHttp.close();
+      await db.close();
+    },
+  };
+}
+
+function bearerOk(header: string | undefined, token: string): boolean {
+  const given = Buffer.from(header?.replace(/^Bearer /i, '') ?? '');
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}

@@ -1,0 +1,57 @@
+/**
+ * One shop service as a process: `tsx examples/shop/service-main.ts '<config json>'`.
+ * Prints `ready <url>` when it serves; exits on SIGTERM/SIGINT, or when its
+ * parent closes stdin (a launcher that died takes its services with it).
+ */
+import { writeSync } from 'node:fs';
+import type { Logger } from '../../src/index.ts';
+import type { ServiceConfig } from './config.ts';
+import { declareCustomers } from './customers-service.ts';
+import { declareLoyalty } from './loyalty-service.ts';
+import { declareOrders } from './orders-service.ts';
+import { startService } from './service-base.ts';
+
+const config = JSON.parse(process.argv[2] ?? '{}') as ServiceConfig;
+const say = (line: string) => writeSync(1, `${line}\n`);
+const logger: Logger = {
+  debug: () => {},
+  info: () => {},
+  warn: (obj, msg) =>
+    writeSync(
+      2,
+      `${new Date().toISOString()} ${config.service} warn ${msg ?? ''} ${errorOf(obj)}\n`,
+    ),
+  error: (obj, msg) =>
+    writeSync(
+      2,
+      `${new Date().toISOString()} ${config.service} error ${msg ?? ''} ${errorOf(obj)}\n`,
+    ),
+};
+
+function errorOf(obj: object): string {
+  const err = (obj as { err?: unknown }).err;
+  return err instanceof Error ? `${err.name}: ${err.message}` : '';
+}
+
+const declare = { customers: declareCustomers, orders: declareOrders, loyalty: declareLoyalty }[
+  config.service
+];
+if (!declare) {
+  process.stderr.write(
+    `unknown service ${JSON.stringify(config.service)}: expected customers, orders or loyalty\n`,
+  );
+  process.exit(2);
+}
+
+const running = await startService(config, logger, declare);
+say(`ready ${running.url}`);
+const shutdown = async () => {
+  await running.stop().catch(() => {});
+  process.exit(0);
+};
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+if (!process.stdin.isTTY) {
+  process.stdin.on('end', shutdown);
+  process.stdin.resume();
+}
