@@ -103,6 +103,20 @@ export {
   type ReservationClient,
 } from './sagas/participant-client.ts';
 export {
+  abortSaga,
+  listSagas,
+  retrySaga,
+  type SagaAdminOptions,
+  type SagaChange,
+  type SagaDetail,
+  type SagaList,
+  SagaStateError,
+  type SagaStepDetail,
+  type SagaSummary,
+  SagasNotInstalledError,
+  showSaga,
+} from './sagas/saga-admin.ts';
+export {
   type CallStepOptions,
   type CommandStepOptions,
   type LocalStepOptions,
@@ -122,6 +136,7 @@ export {
   Sagas,
   type StartOptions,
 } from './sagas/sagas.ts';
+export type { ActiveSaga, SagasStatus, StuckSaga } from './status.ts';
 export {
   type BatonStatus,
   type LastReconcile,
