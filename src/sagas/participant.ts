@@ -104,17 +104,23 @@ export class Participant {
       const decision = await passBarrier(tx, this.schemaSql, { ...call, op, resource });
       if (!decision.run) {
         if (decision.reason === 'cancelled-before-try') {
-          return errorResponse(
-            409,
-            'BATON_CANCELLED_BEFORE_TRY',
-            `try of ${call.txId}/${call.branch} refused: its cancel arrived first`,
+          throw new Refusal(
+            errorResponse(
+              409,
+              'BATON_CANCELLED_BEFORE_TRY',
+              `try of ${call.txId}/${call.branch} refused: its cancel arrived first`,
+            ),
           );
         }
         if (decision.reason === 'no-try') {
-          return errorResponse(
-            409,
-            'BATON_NO_TRY',
-            `confirm of ${call.txId}/${call.branch} refused: nothing was reserved (no try ran)`,
+          // Rolls back the confirm's own barrier row: kept, it would answer a repeat
+          // "duplicate" (200) and swallow the real confirm after a late try.
+          throw new Refusal(
+            errorResponse(
+              409,
+              'BATON_NO_TRY',
+              `confirm of ${call.txId}/${call.branch} refused: nothing was reserved (no try ran)`,
+            ),
           );
         }
         return jsonResponse(200, { outcome: decision.reason, result: decision.result });
@@ -176,13 +182,14 @@ export class Participant {
     });
   }
 
-  /** A business refusal (`TerminalError`) rolls back and answers 422; nothing changed. */
+  /** A refusal (barrier: 409; business `TerminalError`: 422) rolls back; nothing changed. */
   private async inTransaction(
     fn: (tx: Executor) => Promise<HttpResponseLike>,
   ): Promise<HttpResponseLike> {
     try {
       return await this.db.transaction(fn);
     } catch (error) {
+      if (error instanceof Refusal) return error.response;
       if (
         error instanceof TerminalError ||
         (error instanceof BatonError && !error.retryable && error.code !== 'BATON_INTERNAL')
@@ -245,6 +252,11 @@ export class Participant {
       },
     ];
   }
+}
+
+/** Thrown inside the transaction to answer with `response` after rolling back. */
+class Refusal {
+  constructor(readonly response: HttpResponseLike) {}
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
