@@ -107,7 +107,7 @@ export class Reference {
           `ALTER TABLE ${table} ADD CONSTRAINT ${fk} FOREIGN KEY (${column}) REFERENCES ${this.replica.tableSql} (id) NOT VALID`,
         );
       }
-      const message = `${d.table}.${d.column} refers to ${d.entity} %s, which is %s`;
+      const message = `${d.table}.${d.column} refers to ${d.entity} %, which is %`;
       await tx.query(`
         CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
         DECLARE v_state text;
