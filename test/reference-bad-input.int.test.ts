@@ -133,6 +133,16 @@ describe('references: bad input', () => {
       });
     }
 
+    it('a plain-SQL insert is refused by the trigger with a readable message and the SQLSTATE BR001', async () => {
+      const error = await orders.database.db
+        .query("INSERT INTO orders (customer_id) VALUES ('nope')")
+        .catch((e: unknown) => e as Error & { code?: string });
+      expect(error).toMatchObject({ code: 'BR001' });
+      expect((error as Error).message).toBe(
+        'orders.customer_id refers to customer nope, which is unknown',
+      );
+    });
+
     it('the owner endpoint answers a bad id clearly (400) and a non-integer id for an integer key as absent', async () => {
       const client = orders.ownerClientOf(customers);
       await expect(client.lookup('customer', 'x'.repeat(600))).rejects.toThrow(
