@@ -5,7 +5,7 @@ import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http
 import type { Route } from '../http/service-handler.ts';
 import { validatePayload } from '../messaging/event-schemas.ts';
 import { parseUntrustedJson } from '../messaging/json-safety.ts';
-import { type BarrierOp, passBarrier, recordBarrierResult } from './barrier.ts';
+import { type BarrierOp, passBarrier, pruneBarrier, recordBarrierResult } from './barrier.ts';
 
 export interface BranchCall {
   /** The global transaction (the saga id). */
@@ -74,6 +74,23 @@ export class Participant {
       throw new InvalidInputError(`action name ${JSON.stringify(name)} must be a plain name.`);
     if (this.actions.has(name)) throw new InvalidInputError(`action "${name}" is declared twice.`);
     this.actions.set(name, handler as ActionHandler);
+  }
+
+  /**
+   * Deletes barrier rows and idempotency keys older than `retentionMs`. Keep
+   * them longer than any saga can still send a call for the same branch (its
+   * deadline plus its retries) — a row pruned too early lets a very late try
+   * through after its cancel. Call it on a schedule (e.g. daily, 7 days).
+   */
+  async prune(retentionMs: number): Promise<{ barrier: number; idempotencyKeys: number }> {
+    if (!(Number.isFinite(retentionMs) && retentionMs > 0))
+      throw new InvalidInputError('retentionMs must be a positive number.');
+    const barrier = await pruneBarrier(this.db, this.schemaSql, retentionMs);
+    const keys = await this.db.query(
+      `DELETE FROM ${this.schemaSql}.idempotency_keys WHERE created_at < now() - make_interval(secs => $1::double precision / 1000)`,
+      [retentionMs],
+    );
+    return { barrier, idempotencyKeys: keys.rowCount ?? 0 };
   }
 
   /** Runs one reservation operation (also what the HTTP route calls). */
