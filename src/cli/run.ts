@@ -4,6 +4,7 @@ import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, OperationalError, UsageError } from 
 import { registerDlq } from './commands/dlq.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { ExitStatus, registerReconcile } from './commands/reconcile.ts';
+import { registerSagas } from './commands/sagas.ts';
 import { registerStatus } from './commands/status.ts';
 import { addGlobalOptions } from './global-options.ts';
 import { type CliIo, processIo } from './output.ts';
@@ -28,6 +29,7 @@ export function buildProgram(io: CliIo): Command {
   registerStatus(program, io);
   registerDlq(program, io);
   registerReconcile(program, io);
+  registerSagas(program, io);
   return program;
 }
 

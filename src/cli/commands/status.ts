@@ -1,5 +1,10 @@
 import type { Command } from 'commander';
-import { type BatonStatus, type ReferencesStatus, readStatus } from '../../status.ts';
+import {
+  type BatonStatus,
+  type ReferencesStatus,
+  readStatus,
+  type SagasStatus,
+} from '../../status.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
 import {
@@ -8,6 +13,7 @@ import {
   formatFields,
   formatTable,
   formatTime,
+  oneLine,
   plural,
   printJson,
   printLines,
@@ -21,7 +27,7 @@ export function registerStatus(program: Command, io: CliIo): void {
   program
     .command('status')
     .description(
-      'show the outbox backlog, relay lag, subscriptions, dead letters, pending deletes, quarantined orphans and the last reconcile run',
+      'show the outbox backlog, relay lag, subscriptions, dead letters, pending deletes, quarantined orphans, the last reconcile run and sagas (stuck ones first of all)',
     )
     .action(async (_local: object, command: Command) => {
       const options = command.optsWithGlobals<GlobalOptions>();
@@ -81,6 +87,48 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
       : `Dead letters: ${status.deadLetters} — see \`baton dlq list\``,
   );
   if (status.references.installed) lines.push('', ...renderReferences(status.references));
+  if (status.sagas.installed) lines.push('', ...renderSagas(status.sagas));
+  return lines;
+}
+
+/** Sagas by state, the stuck ones with their error, the oldest still active. */
+export function renderSagas(sagas: SagasStatus): string[] {
+  const c = sagas.counts;
+  const lines = [
+    'Sagas',
+    ...formatFields([
+      [
+        'active',
+        `${c.running} running, ${c.completing} completing, ${c.compensating} compensating`,
+      ],
+      ['finished', `${c.completed} completed, ${c.compensated} compensated`],
+      ['stuck', String(c.stuck)],
+    ]),
+  ];
+  const o = sagas.oldestActive;
+  if (o) {
+    lines.push(
+      `  oldest active: ${o.id} (${o.name}, ${o.state}, started ${formatDuration(o.ageSeconds)} ago${o.waitingFor ? `; ${oneLine(o.waitingFor, 80)}` : ''})`,
+    );
+  }
+  if (sagas.stuck.total > 0) {
+    const table = formatTable(
+      ['ID', 'NAME', 'STUCK WHILE', 'SINCE', 'ERROR'],
+      sagas.stuck.items.map((s) => [
+        s.id,
+        s.name,
+        s.stuckFrom ?? '-',
+        formatTime(s.stuckAt),
+        oneLine(s.error, 80),
+      ]),
+    );
+    lines.push(
+      `  ! ${plural(sagas.stuck.total, 'saga is', 'sagas are')} stuck, waiting for an operator:`,
+      ...table.map((l) => `  ${l}`),
+      ...more(sagas.stuck),
+      '  fix the cause, then `baton sagas retry <id>` (or `baton sagas abort <id>` for one stuck while compensating); details: `baton sagas show <id>`.',
+    );
+  }
   return lines;
 }
 
