@@ -196,4 +196,14 @@ describe('the barrier: the disorder timeline, driven step by step', () => {
     const account = await loyalty.database.db.query('SELECT balance FROM accounts');
     expect(account.rows).toEqual([{ balance: 90 }]);
   });
+
+  it('prunes barrier rows only past the retention', async () => {
+    const p = loyalty.baton.participant;
+    const before = await loyalty.database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM baton.barrier');
+    expect(before.rows[0]?.n).toBeGreaterThan(0);
+    expect((await p.prune(3_600_000)).barrier).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect((await p.prune(10)).barrier).toBe(before.rows[0]?.n);
+    await expect(p.prune(0)).rejects.toThrow(/retentionMs/);
+  });
 });
