@@ -21,6 +21,12 @@ export interface EmbeddedPostgres {
   url(database?: string): string;
   /** Creates a database if it does not exist yet and returns its connection string. */
   createDatabase(name: string): Promise<string>;
+  /**
+   * Stops the server the hard way — `immediate` mode (SIGQUIT: no
+   * checkpoint, crash recovery on start), as after a power cut of the
+   * database alone — and starts it again on the same port and data.
+   */
+  restartImmediately(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -77,6 +83,17 @@ export async function startEmbeddedPostgres(
         await client.end();
       }
       return url(name);
+    },
+    async restartImmediately() {
+      const postmaster = (
+        server as unknown as { process?: import('node:child_process').ChildProcess }
+      ).process;
+      if (postmaster && postmaster.exitCode === null && postmaster.signalCode === null) {
+        const exited = new Promise((resolve) => postmaster.once('exit', resolve));
+        postmaster.kill('SIGQUIT');
+        await exited;
+      }
+      await server.start();
     },
     async stop() {
       await server.stop();

@@ -1,0 +1,31 @@
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { startEmbeddedPostgres } from '../src/pg.ts';
+
+describe('embedded PostgreSQL', () => {
+  it('restarts immediately (crash recovery) on the same port, keeping committed data', async () => {
+    const cluster = await startEmbeddedPostgres();
+    try {
+      const url = await cluster.createDatabase('restart_probe');
+      const query = async (sql: string) => {
+        const client = new pg.Client({ connectionString: url });
+        await client.connect();
+        try {
+          return (await client.query(sql)).rows;
+        } finally {
+          await client.end();
+        }
+      };
+      await query('CREATE TABLE t (n int)');
+      await query('INSERT INTO t VALUES (1), (2)');
+      const held = new pg.Client({ connectionString: url });
+      await held.connect();
+      held.on('error', () => {});
+      await cluster.restartImmediately();
+      await expect(held.query('SELECT 1')).rejects.toThrow();
+      expect(await query('SELECT n FROM t ORDER BY n')).toEqual([{ n: 1 }, { n: 2 }]);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
