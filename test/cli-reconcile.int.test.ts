@@ -1,9 +1,11 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { targetsFromDatabase } from '../src/caretaker/targets-from-database.ts';
 import { runCli } from '../src/cli/run.ts';
+import { freePort } from '../src/db/embedded.ts';
 import { loadMigrations } from '../src/db/migrate.ts';
-import type { CaretakerReport } from '../src/index.ts';
+import { type CaretakerReport, InvalidInputError } from '../src/index.ts';
 import { type BatonStatus, readStatus } from '../src/status.ts';
 import { eventually, SECRET } from './helpers.ts';
 import { startService, type TestService } from './support/services.ts';
@@ -377,5 +379,57 @@ describe('baton reconcile and baton status (references), as child processes', ()
     expect(text.stdout).not.toContain('Pending deletes');
     expect(reconcile.code).toBe(1);
     expect(reconcile.stderr).toContain('has no references tables');
+  });
+
+  it('an owner that does not answer fails its entity (exit 1, the report still printed); restrict references need the service name', async () => {
+    const port = await freePort(); // nothing listens there
+    await referrer(
+      `INSERT INTO baton.replicas (entity, table_name, id_type, owner, owner_url, subscription)
+       VALUES ('ghost', 'replica_ghost', 'text', 'nowhere', $1, 'orders-from-nowhere')`,
+      [`http://127.0.0.1:${port}/baton`],
+    );
+    try {
+      const run = await baton(['reconcile', '--entity', 'ghost', '--json'], env);
+      expect(run.code).toBe(1);
+      const report = parse<CaretakerReport>(run);
+      expect(report.entities).toEqual([
+        expect.objectContaining({ entity: 'ghost', owner: 'nowhere' }),
+      ]);
+      expect(report.entities[0]!.error).toContain(
+        `owner nowhere at http://127.0.0.1:${port} did not answer`,
+      );
+      expect(run.stderr).toContain('baton: the check of ghost (owner nowhere');
+
+      // The referrer recorded no service name (only owners do): a restrict reference needs it for its votes.
+      await referrer(
+        `INSERT INTO baton.entity_references (name, table_name, column_name, entity, on_delete)
+         VALUES ('shipments.ghost_id', 'shipments', 'ghost_id', 'ghost', 'restrict')`,
+      );
+      const options = { schema: 'baton', auth: { type: 'hmac', secret: SECRET } as const };
+      await expect(targetsFromDatabase(orders.database.db, options)).rejects.toThrow(
+        InvalidInputError,
+      );
+      await expect(targetsFromDatabase(orders.database.db, options)).rejects.toThrow(
+        '--service <name>',
+      );
+      const named = await targetsFromDatabase(orders.database.db, {
+        ...options,
+        service: 'orders',
+      });
+      expect(named.service).toBe('orders');
+      const ghost = named.targets.find((t) => t.replication.replica.entity === 'ghost')!;
+      expect(ghost.replication.references().map((r) => [r.name, r.def.onDelete])).toEqual([
+        ['shipments.ghost_id', 'restrict'],
+      ]);
+      expect(ghost.replication.replica.idType).toBe('text');
+      await orders.database.db.transaction((tx) =>
+        named.publish(tx, { type: 'probe', key: 'k', payload: {} }),
+      );
+      const sent = await referrer("SELECT source FROM baton.outbox WHERE type = 'probe'");
+      expect(sent.rows).toEqual([{ source: 'orders' }]);
+    } finally {
+      await referrer("DELETE FROM baton.entity_references WHERE entity = 'ghost'");
+      await referrer("DELETE FROM baton.replicas WHERE entity = 'ghost'");
+    }
   });
 });
