@@ -133,6 +133,10 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
       'SELECT count(*)::int AS n FROM baton.policy_actions WHERE apology',
     );
     expect(apologies.rows[0]?.n).toBeGreaterThanOrEqual(3);
+    const apologyEvents = await referrer(
+      "SELECT count(*)::int AS n FROM baton.outbox WHERE type = 'baton.reference.apology'",
+    );
+    expect(apologyEvents.rows[0]?.n).toBeGreaterThanOrEqual(3);
 
     const again = await caretaker.run({ repair: true });
     expect(again.totals.differences).toBe(0);

@@ -10,6 +10,8 @@ import { nextReplicaState, replicaStateOf } from './replica-states.ts';
 import type { ReplicaRow, ReplicaStore } from './replica-store.ts';
 
 export const DELETE_VOTE_TYPE = 'baton.delete-vote';
+/** Published for every policy action Baton had to take on a reference it could not verify in time. */
+export const APOLOGY_TYPE = 'baton.reference.apology';
 
 export type ApplyResult = 'applied' | 'ignored';
 
@@ -67,12 +69,28 @@ export class EntityReplication {
       if (restrict.length > 0) await this.vote(tx, restrict, row.id, version);
     } else if (row.state === 'DELETED') {
       const apology = context.apology || before?.state === 'UNVERIFIED';
-      for (const ref of refs)
-        await applyDeletePolicy(tx, this.schemaSql, ref, {
+      for (const ref of refs) {
+        const affected = await applyDeletePolicy(tx, this.schemaSql, ref, {
           entity: row,
           apology,
           reason: context.reason,
         });
+        // An apology is also an event, so other services (and people) can react to it.
+        if (apology && affected > 0) {
+          await this.publish(tx, {
+            type: APOLOGY_TYPE,
+            key: `${this.replica.entity}:${row.id}`,
+            payload: {
+              reference: ref.name,
+              entity: this.replica.entity,
+              id: row.id,
+              policy: ref.def.onDelete,
+              affected,
+              reason: context.reason,
+            },
+          });
+        }
+      }
     }
     return 'applied';
   }
