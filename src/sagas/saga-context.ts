@@ -100,7 +100,15 @@ export class RunContext implements SagaContext {
     return this.run<T>(name, 'local', retry, {
       execute: (ordinal, attempts) =>
         this.store.fenced(this.saga.id, this.saga.fence, async (tx) => {
-          const result = await withTimeout(action(tx), retry.timeoutMs, name);
+          // An action that overran its timeout keeps running: once its transaction
+          // is given up, its statements must fail, not run on the released connection.
+          const guarded = closable(tx, name);
+          let result: T;
+          try {
+            result = await withTimeout(action(guarded.executor), retry.timeoutMs, name);
+          } finally {
+            guarded.close();
+          }
           await this.store.putStep(tx, this.saga.id, {
             name,
             kind: 'local',
@@ -360,6 +368,20 @@ export class RunContext implements SagaContext {
   private idempotencyKey(step: string): string {
     return `${this.saga.id}:${step}`;
   }
+}
+
+/** `tx` until `close()`, then an executor that refuses every statement. */
+function closable(tx: Executor, step: string): { executor: Executor; close: () => void } {
+  let closed = false;
+  const executor: Executor = {
+    query: (text, values) =>
+      closed
+        ? Promise.reject(
+            new Error(`step "${step}" is over (timed out or failed): its transaction is gone`),
+          )
+        : tx.query(text, values),
+  };
+  return { executor, close: () => void (closed = true) };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, step: string): Promise<T> {
