@@ -260,7 +260,11 @@ export class RunContext implements SagaContext {
         this.seen.add(name);
         throw new Suspend(existing.waitUntil, `timer ${name}`);
       }
-      await this.record(name, 'sleep', existing.ordinal, { state: 'completed', attempts: 1 });
+      await this.record(name, 'sleep', existing.ordinal, {
+        state: 'completed',
+        attempts: 1,
+        waitUntil: existing.waitUntil,
+      });
       this.steps.set(name, { ...existing, state: 'completed' });
     }
     await this.run<null>(
