@@ -197,7 +197,11 @@ export class SagaStore {
     );
   }
 
-  /** Releases the saga until `wakeAt` (timer, retry backoff, awaited reply). */
+  /**
+   * Releases the saga until `wakeAt` (timer, retry backoff, awaited reply) —
+   * or its deadline, if that comes first while it runs forward: a saga
+   * sleeping past its deadline must wake to compensate.
+   */
   async suspend(
     tx: Executor,
     id: string,
@@ -210,7 +214,9 @@ export class SagaStore {
       `UPDATE ${this.schemaSql}.sagas SET
          wake_at = CASE WHEN EXISTS (SELECT 1 FROM ${this.schemaSql}.saga_steps st
                           WHERE st.saga_id = $1 AND st.name = ANY($4) AND st.state <> 'pending')
-                   THEN now() ELSE $2 END,
+                   THEN now()
+                   WHEN state = 'running' AND deadline < $2::timestamptz THEN deadline
+                   ELSE $2 END,
          waiting_for = $3, lease_owner = NULL, lease_until = NULL, updated_at = now()
        WHERE id = $1`,
       [id, wakeAt, waitingFor, awaitedCommands],
