@@ -1,0 +1,184 @@
+/**
+ * `npm run bench -- messaging [--quick] [--json] [--events N] [--clients N]`
+ *
+ * Three figures for Baton's messaging core, each against a baseline measured
+ * in the same run on the same durable embedded PostgreSQL clusters:
+ * outbox overhead on business transactions, sustained end-to-end throughput,
+ * and end-to-end latency at a fixed load; plus the consumer's peak memory.
+ * See bench/README.md for what each figure means and what it leaves out.
+ */
+import type { BenchFlags } from './support/args.ts';
+import { type BenchClusters, machine, startBenchClusters } from './support/clusters.ts';
+import type { ConsumerTuning } from './support/consumer-config.ts';
+import { runE2eLatency } from './support/e2e-latency.ts';
+import { runE2eThroughput, type ThroughputOptions } from './support/e2e-throughput.ts';
+import { runOutboxOverhead } from './support/outbox-overhead.ts';
+import { heading, say, table } from './support/report.ts';
+import { round, wallMs } from './support/stats.ts';
+
+/** Consumer defaults as shipped (for comparison in the full run's sweep). */
+const SHIPPED: ConsumerTuning = {
+  batchSize: 500,
+  handleBatchSize: 100,
+  concurrency: 2,
+  fetchWaitMs: 10_000,
+  maxPendingEntries: 20_000,
+};
+
+/** The best configuration found by the full run's sweep (see README), used by --quick. */
+const TUNED: ConsumerTuning = {
+  batchSize: 1000,
+  handleBatchSize: 200,
+  concurrency: 2,
+  fetchWaitMs: 10_000,
+  maxPendingEntries: 20_000,
+};
+
+const TARGETS = {
+  outboxOverheadRatio: 1.1,
+  e2eEventsPerSec: 10_000,
+  e2eP99Ms: 50,
+  rssMbMax: 150,
+};
+
+export async function run(flags: BenchFlags): Promise<void> {
+  const started = wallMs();
+  const quick = flags.quick;
+  heading(`baton messaging benchmark (${quick ? 'quick' : 'full'})`);
+  const clusters = await startBenchClusters();
+  try {
+    await runAll(clusters, flags, started);
+  } finally {
+    await clusters.stop();
+  }
+}
+
+async function runAll(clusters: BenchClusters, flags: BenchFlags, started: number): Promise<void> {
+  const quick = flags.quick;
+  const host = machine();
+  say(
+    `machine: ${host.cpus} × ${host.cpuModel}, ${host.memoryGb} GiB, ${host.kernel}, node ${host.node}, load ${host.loadAverage1m}`,
+  );
+  say(
+    `postgres ${clusters.settings.server_version}: fsync=${clusters.settings.fsync}, synchronous_commit=${clusters.settings.synchronous_commit}, full_page_writes=${clusters.settings.full_page_writes}, wal_sync_method=${clusters.settings.wal_sync_method}, shared_buffers=${clusters.settings.shared_buffers}; two clusters (producer, consumer)`,
+  );
+
+  const overhead = await runOutboxOverhead(clusters, {
+    clients: flags.clients ?? 8,
+    rounds: quick ? 6 : 20,
+    runMs: quick ? 500 : 1000,
+  });
+
+  const relay = { batchSize: 1000, pollIntervalMs: 100 };
+  const configs: ThroughputOptions['configs'] = quick
+    ? [{ label: 'tuned', relay, consumer: TUNED }]
+    : [
+        { label: 'shipped defaults', relay, consumer: SHIPPED },
+        { label: 'tuned', relay, consumer: TUNED },
+        {
+          label: 'bigger handle batch',
+          relay,
+          consumer: { ...TUNED, handleBatchSize: 500 },
+        },
+        { label: 'one worker', relay, consumer: { ...TUNED, concurrency: 1 } },
+        { label: 'four workers', relay, consumer: { ...TUNED, concurrency: 4 } },
+        {
+          label: 'experiment: claim rewrite + index',
+          relay,
+          consumer: TUNED,
+          claimRewrite: true,
+        },
+      ];
+  const throughput = await runE2eThroughput(clusters, {
+    publishers: Math.min(flags.clients ?? 4, 8),
+    eventsPerTx: 100,
+    runMs: quick ? 6000 : 15_000,
+    maxEvents: flags.events,
+    maxInFlight: 20_000,
+    warmupMs: quick ? 1500 : 3000,
+    drainTimeoutMs: quick ? 8000 : 30_000,
+    configs,
+  });
+
+  const latencyEvents = flags.events ?? (quick ? 5000 : 20_000);
+  const latency = await runE2eLatency(clusters, {
+    ratePerSec: 1000,
+    events: latencyEvents,
+    clients: 16,
+    warmupEvents: Math.min(1000, Math.floor(latencyEvents / 5)),
+    drainTimeoutMs: quick ? 8000 : 20_000,
+    relay,
+    consumer: throughput.best.consumer,
+  });
+
+  const rssMbMax = round(Math.max(latency.rssMbMax, ...throughput.runs.map((r) => r.rssMbMax)), 1);
+  const figures = {
+    outboxOverheadRatio: overhead.ratioNotify,
+    outboxOverheadRatioNoNotify: overhead.ratioNoNotify,
+    outboxOverheadRatioPreparedExperiment: overhead.ratioPrepared,
+    e2eEventsPerSec: throughput.best.steadyEventsPerSec,
+    e2eBaselineRowsPerSec: throughput.baselineRowsPerSec,
+    e2eRatioToBaseline: throughput.ratio,
+    e2eClaimRewriteExperiment:
+      throughput.runs.find((r) => r.experiment)?.steadyEventsPerSec ?? null,
+    e2eP50Ms: latency.p50Ms,
+    e2eP99Ms: latency.p99Ms,
+    rssMbMax,
+  };
+  const pass = {
+    outboxOverheadRatio: figures.outboxOverheadRatio <= TARGETS.outboxOverheadRatio,
+    e2eEventsPerSec: figures.e2eEventsPerSec >= TARGETS.e2eEventsPerSec,
+    e2eP99Ms: figures.e2eP99Ms <= TARGETS.e2eP99Ms,
+    rssMbMax: figures.rssMbMax <= TARGETS.rssMbMax,
+  };
+  const elapsedSec = round((wallMs() - started) / 1000, 1);
+
+  heading('summary');
+  table([
+    ['figure', 'value', 'target', 'met'],
+    [
+      'outboxOverheadRatio (NOTIFY on)',
+      figures.outboxOverheadRatio,
+      '≤ 1.10',
+      yes(pass.outboxOverheadRatio),
+    ],
+    ['outboxOverheadRatio (NOTIFY off)', figures.outboxOverheadRatioNoNotify, '≤ 1.10', ''],
+    ['  (experiment) NOTIFY on, prepared stmt', overhead.ratioPrepared, '', ''],
+    ['e2eEventsPerSec', figures.e2eEventsPerSec, '≥ 10000', yes(pass.e2eEventsPerSec)],
+    ['  baseline plain-insert rows/s', figures.e2eBaselineRowsPerSec, '', ''],
+    ['  e2e ÷ baseline', figures.e2eRatioToBaseline, '', ''],
+    ...(figures.e2eClaimRewriteExperiment === null
+      ? []
+      : [['  (experiment) claim rewrite + index', figures.e2eClaimRewriteExperiment, '', '']]),
+    ['e2eP50Ms', figures.e2eP50Ms, '', ''],
+    ['e2eP99Ms', figures.e2eP99Ms, '≤ 50', yes(pass.e2eP99Ms)],
+    ['rssMbMax (consumer child)', figures.rssMbMax, '≤ 150', yes(pass.rssMbMax)],
+  ]);
+  say(`elapsed ${elapsedSec} s`);
+
+  if (flags.json) {
+    const report = {
+      bench: 'messaging',
+      mode: quick ? 'quick' : 'full',
+      ...figures,
+      targets: TARGETS,
+      pass,
+      elapsedSec,
+      machine: host,
+      postgres: clusters.settings,
+      separateClusters: true,
+      overhead,
+      throughput: {
+        ...throughput,
+        publishers: Math.min(flags.clients ?? 4, 8),
+        eventsPerTx: 100,
+      },
+      latency,
+    };
+    say(JSON.stringify(report));
+  }
+}
+
+function yes(ok: boolean): string {
+  return ok ? 'yes' : 'NO';
+}

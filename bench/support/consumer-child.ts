@@ -1,0 +1,85 @@
+/**
+ * The consuming service, in its own process so that its memory can be
+ * measured alone: Baton's consumer reading the producer's HTTP feed, with a
+ * trivial handler that writes one row per event in the handler transaction.
+ * Started and stopped by `consumer-process.ts`.
+ */
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { createBaton } from '../../src/baton.ts';
+import { PgDatabase } from '../../src/db/pg-database.ts';
+import { type Logger, silentLogger } from '../../src/logger.ts';
+import { httpFeedSource } from '../../src/transports/http-feed/feed-source.ts';
+import { withClaimRewrite } from './claim-rewrite.ts';
+import type { ChildMessage, ConsumerChildConfig } from './consumer-config.ts';
+
+const config = JSON.parse(process.env.BENCH_CONSUMER_CONFIG ?? '') as ConsumerChildConfig;
+let errors = 0;
+let claimRewrites = 0;
+
+function send(message: ChildMessage): void {
+  process.send?.(message);
+}
+
+/** Counts errors the consumer logs (a healthy run has none); prints the first few. */
+const logger: Logger = {
+  ...silentLogger,
+  error: (fields: object, message?: string) => {
+    if (errors++ < 3) process.stderr.write(`consumer child: ${message} ${describe(fields)}\n`);
+  },
+};
+
+async function main(): Promise<void> {
+  const { tuning } = config;
+  const pool = new pg.Pool({
+    connectionString: config.databaseUrl,
+    max: tuning.concurrency + 3,
+    application_name: 'bench-consumer',
+    ...(config.pgOptions ? { options: config.pgOptions } : {}),
+  });
+  const pgDatabase = new PgDatabase({ pool });
+  const db = config.claimRewrite ? withClaimRewrite(pgDatabase, () => claimRewrites++) : pgDatabase;
+  const baton = createBaton({ db, service: 'bench-consumer', logger });
+  const consumer = baton
+    .consumer({
+      name: 'bench-from-producer',
+      source: httpFeedSource({
+        name: 'producer',
+        url: config.feedUrl,
+        auth: { type: 'hmac', secret: config.secret },
+      }),
+      ...tuning,
+    })
+    .subscribe(config.eventType, async (event, tx) => {
+      await tx.query(
+        'INSERT INTO handled (event_id, key, handled_at) VALUES ($1, $2, clock_timestamp())',
+        [event.id, event.key],
+      );
+    });
+  await consumer.start();
+  send({ type: 'ready' });
+  process.on('message', async (message: { type?: string }) => {
+    if (message?.type !== 'stop') return;
+    await consumer.stop();
+    await db.close();
+    await pool.end();
+    send({ type: 'stopped', vmHwmKb: await vmHwmKb(), errors, claimRewrites });
+    process.disconnect?.();
+  });
+}
+
+async function vmHwmKb(): Promise<number> {
+  const status = await readFile('/proc/self/status', 'utf8');
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+function describe(fields: unknown): string {
+  const err = (fields as { err?: unknown })?.err;
+  return err instanceof Error ? err.message : JSON.stringify(fields);
+}
+
+main().catch((error: unknown) => {
+  send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
+  process.exitCode = 1;
+  process.disconnect?.();
+});

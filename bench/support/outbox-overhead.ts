@@ -1,0 +1,183 @@
+import type pg from 'pg';
+import { createBaton } from '../../src/baton.ts';
+import type { Executor } from '../../src/db/executor.ts';
+import type { BenchClusters } from './clusters.ts';
+import { closeClients, closedLoop, openClients, type Txn } from './load.ts';
+import { preparedExecutor } from './prepared-executor.ts';
+import { heading, say, table } from './report.ts';
+import { median, percentile, round } from './stats.ts';
+
+export interface OverheadOptions {
+  clients: number;
+  rounds: number;
+  runMs: number;
+}
+
+export interface OverheadResult {
+  clients: number;
+  rounds: number;
+  runMs: number;
+  baselineTxPerSec: number;
+  notifyTxPerSec: number;
+  noNotifyTxPerSec: number;
+  /** baseline tx/s ÷ with-publish tx/s (notifyOnPublish: true, the default). */
+  ratioNotify: number;
+  /** Same with notifyOnPublish: false. */
+  ratioNoNotify: number;
+  /** NOTIFY on, publish's statements sent as named prepared statements (experiment). */
+  preparedTxPerSec: number;
+  ratioPrepared: number;
+  perRound: {
+    round: number;
+    variant: Variant;
+    txPerSec: number;
+    p50Ms: number;
+    p99Ms: number;
+  }[];
+}
+
+type Variant = 'baseline' | 'publish+notify' | 'publish-no-notify' | 'publish+notify prepared';
+
+const INSERT_ORDER = 'INSERT INTO orders (client, amount, note) VALUES ($1, $2, $3) RETURNING id';
+
+/**
+ * The cost of the transactional outbox on the caller's transactions: N
+ * clients each run BEGIN; INSERT one business row; [publish one event];
+ * COMMIT, back to back. Variants run in rotating order, round after round,
+ * and medians are compared, so drift (autovacuum, checkpoints, a neighbour's
+ * load) hits all of them alike.
+ */
+export async function runOutboxOverhead(
+  clusters: BenchClusters,
+  options: OverheadOptions,
+): Promise<OverheadResult> {
+  heading('outbox overhead: business tx/s with and without publish');
+  say(
+    `Measures: ${options.clients} concurrent clients doing BEGIN; INSERT 1 row; [baton.publish 1 event]; COMMIT`,
+  );
+  say('  on a durable cluster (fsync on, synchronous_commit on), with the relay running (it');
+  say('  sequences the rows concurrently, as in production; it wakes on NOTIFY or polls every');
+  say(`  100 ms). ${options.rounds} rounds × 4 variants × ${options.runMs} ms, rotating order;`);
+  say('  ratio = median over rounds of (baseline tx/s ÷ variant tx/s) within the round.');
+  say('Does not measure: the feed, consumers, or network latency to a remote database.');
+
+  const { url, db } = await clusters.database(clusters.producer, 'bench_overhead', 4);
+  await db.query(
+    `CREATE TABLE orders (id bigserial PRIMARY KEY, client int NOT NULL, amount int NOT NULL,
+       note text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  const withNotify = createBaton({ db, service: 'orders', notifyOnPublish: true });
+  const withoutNotify = createBaton({ db, service: 'orders', notifyOnPublish: false });
+  await withNotify.migrate();
+  const relay = withNotify.relay({ pollIntervalMs: 100 });
+  await relay.start();
+  const clients = await openClients(url, options.clients);
+
+  const txn = (publish: typeof withNotify.publish | undefined, prepared = false): Txn => {
+    const executors = new Map<pg.Client, Executor>();
+    return async (client: pg.Client, index: number, n: number) => {
+      await client.query('BEGIN');
+      const r = await client.query<{ id: string }>(INSERT_ORDER, [index, n % 1000, 'bench order']);
+      const id = r.rows[0]?.id ?? '';
+      if (publish) {
+        let tx: Executor = client;
+        if (prepared) {
+          tx = executors.get(client) ?? preparedExecutor(client);
+          executors.set(client, tx);
+        }
+        await publish(tx, {
+          type: 'order.placed',
+          key: `order-${id}`,
+          payload: { orderId: id, client: index, amount: n % 1000 },
+        });
+      }
+      await client.query('COMMIT');
+      return 1;
+    };
+  };
+  const variants: Record<Variant, Txn> = {
+    baseline: txn(undefined),
+    'publish+notify': txn((tx, e) => withNotify.publish(tx, e)),
+    'publish-no-notify': txn((tx, e) => withoutNotify.publish(tx, e)),
+    'publish+notify prepared': txn((tx, e) => withNotify.publish(tx, e), true),
+  };
+  const order = Object.keys(variants) as Variant[];
+  const perRound: OverheadResult['perRound'] = [];
+  try {
+    // Warm-up: fill caches and the relay's first passes; not counted.
+    await closedLoop({ clients, durationMs: 500, eventsPerTx: 1, txn: variants['publish+notify'] });
+    for (let round = 0; round < options.rounds; round++) {
+      const shift = round % order.length;
+      const rotated = [...order.slice(shift), ...order.slice(0, shift)];
+      for (const variant of rotated) {
+        const r = await closedLoop({
+          clients,
+          durationMs: options.runMs,
+          eventsPerTx: 1,
+          txn: variants[variant],
+        });
+        perRound.push({
+          round,
+          variant,
+          txPerSec: round2((r.transactions / r.durationMs) * 1000),
+          p50Ms: round2(percentile(r.txLatenciesMs, 50)),
+          p99Ms: round2(percentile(r.txLatenciesMs, 99)),
+        });
+      }
+    }
+  } finally {
+    await closeClients(clients);
+    await relay.stop();
+  }
+
+  const med = (v: Variant) =>
+    median(perRound.filter((r) => r.variant === v).map((r) => r.txPerSec));
+  // Each round runs every variant back to back, so a round's ratio compares
+  // runs under the same background load; the median over rounds resists drift.
+  const pairedRatio = (v: Variant) =>
+    median(
+      Array.from({ length: options.rounds }, (_, round) => {
+        const of = (x: Variant) =>
+          perRound.find((r) => r.round === round && r.variant === x)?.txPerSec ?? Number.NaN;
+        return of('baseline') / of(v);
+      }),
+    );
+  const baselineTxPerSec = med('baseline');
+  const notifyTxPerSec = med('publish+notify');
+  const noNotifyTxPerSec = med('publish-no-notify');
+  const preparedTxPerSec = med('publish+notify prepared');
+  const result: OverheadResult = {
+    ...options,
+    baselineTxPerSec: round(baselineTxPerSec, 0),
+    notifyTxPerSec: round(notifyTxPerSec, 0),
+    noNotifyTxPerSec: round(noNotifyTxPerSec, 0),
+    ratioNotify: round(pairedRatio('publish+notify'), 3),
+    ratioNoNotify: round(pairedRatio('publish-no-notify'), 3),
+    preparedTxPerSec: round(preparedTxPerSec, 0),
+    ratioPrepared: round(pairedRatio('publish+notify prepared'), 3),
+    perRound,
+  };
+  table([
+    ['variant', 'median tx/s', 'median of per-round ratios', 'tx p50/p99 ms (median over rounds)'],
+    ...order.map((v) => {
+      const rows = perRound.filter((r) => r.variant === v);
+      return [
+        v,
+        round(med(v), 0),
+        v === 'baseline' ? '1.000' : round(pairedRatio(v), 3).toFixed(3),
+        `${round(median(rows.map((r) => r.p50Ms)))} / ${round(median(rows.map((r) => r.p99Ms)))}`,
+      ];
+    }),
+  ]);
+  say(
+    `outboxOverheadRatio = ${result.ratioNotify} with NOTIFY (default), ${result.ratioNoNotify} without (target ≤ 1.10);`,
+  );
+  say(
+    `  ${result.ratioPrepared} with NOTIFY when publish's statement is a named prepared statement (experiment: Baton sends unnamed ones).`,
+  );
+  return result;
+}
+
+function round2(value: number): number {
+  return round(value, 2);
+}

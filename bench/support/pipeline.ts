@@ -1,0 +1,177 @@
+import pg from 'pg';
+import { type Baton, createBaton } from '../../src/baton.ts';
+import type { PgDatabase } from '../../src/db/pg-database.ts';
+import { type RunningServer, serveHttp } from '../../src/http/node-server.ts';
+import type { Relay } from '../../src/messaging/relay.ts';
+import type { FeedHandler } from '../../src/transports/http-feed/feed-handler.ts';
+import { CLAIM_INDEX_SQL } from './claim-rewrite.ts';
+import type { BenchClusters } from './clusters.ts';
+import { type ConsumerTuning, HANDLED_TABLE_SQL } from './consumer-config.ts';
+import { type ConsumerProcess, startConsumerProcess } from './consumer-process.ts';
+
+export const EVENT_TYPE = 'order.placed';
+const SECRET = 'bench-secret-0123456789abcdef0123456789abcdef';
+
+export interface RelayTuning {
+  batchSize: number;
+  pollIntervalMs: number;
+}
+
+export interface PipelineOptions {
+  /** Database name prefix (a fresh pair of databases per run). */
+  name: string;
+  notifyOnPublish: boolean;
+  relay: RelayTuning;
+  consumer: ConsumerTuning;
+  /** Session settings for the consumer's connections (see CLAIM_PLAN_WORKAROUND). */
+  consumerPgOptions: string | undefined;
+  /** Experiment: rewritten claim statement plus its index (see claim-rewrite.ts). */
+  claimRewrite?: boolean;
+}
+
+/**
+ * The consumer's claim statement gets a quadratic plan whenever statistics
+ * say few entries are pending (a caught-up consumer) and then a burst
+ * arrives: 20 s per claim with 5,000 pending (bench/README.md, "Findings").
+ * Turning nested loops off for the consumer's sessions avoids that plan.
+ */
+export const CLAIM_PLAN_WORKAROUND = '-c enable_nestloop=off';
+
+/**
+ * The two services of an end-to-end run: the producer (this process: its
+ * database on the producer cluster, Baton's relay and the HTTP feed on
+ * loopback) and the consumer (a child process, its database on the consumer
+ * cluster). The producer's business table is `orders`; the consumer's
+ * handler writes one row per event into `handled`.
+ */
+export interface Pipeline {
+  producerUrl: string;
+  producerDb: PgDatabase;
+  baton: Baton;
+  consumer: ConsumerProcess;
+  /** Events the consumer has handled (committed) since priming, read from its database. */
+  handledCount(): Promise<number>;
+  consumerQuery<R extends pg.QueryResultRow>(text: string): Promise<R[]>;
+  stop(): Promise<{
+    vmHwmMb: number;
+    sampledRssMbMax: number;
+    consumerErrors: number;
+    claimRewrites: number;
+  }>;
+}
+
+export const ORDERS_TABLE_SQL = `CREATE TABLE orders (id bigserial PRIMARY KEY, client int NOT NULL,
+  amount int NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`;
+
+export async function startPipeline(
+  clusters: BenchClusters,
+  options: PipelineOptions,
+): Promise<Pipeline> {
+  const producer = await clusters.database(clusters.producer, `${options.name}_producer`, 6);
+  await producer.db.query(ORDERS_TABLE_SQL);
+  const baton = createBaton({
+    db: producer.db,
+    service: 'producer',
+    notifyOnPublish: options.notifyOnPublish,
+  });
+  await baton.migrate();
+
+  const consumerSide = await clusters.database(clusters.consumer, `${options.name}_consumer`, 2);
+  await consumerSide.db.query(HANDLED_TABLE_SQL);
+  await createBaton({ db: consumerSide.db, service: 'bench-consumer' }).migrate();
+  if (options.claimRewrite) await consumerSide.db.query(CLAIM_INDEX_SQL);
+
+  const relay: Relay = baton.relay(options.relay);
+  await relay.start();
+  const feed: FeedHandler = baton.feedHandler({
+    auth: { type: 'hmac', secrets: [SECRET] },
+    maxLimit: 10_000,
+  });
+  const server: RunningServer = await serveHttp((req, signal) => feed.handle(req, signal));
+  const counter = new pg.Client({ connectionString: consumerSide.url });
+  counter.on('error', () => {});
+  await counter.connect();
+  let consumer: ConsumerProcess;
+  try {
+    consumer = await startConsumerProcess({
+      databaseUrl: consumerSide.url,
+      feedUrl: `${server.url}/baton`,
+      secret: SECRET,
+      eventType: EVENT_TYPE,
+      tuning: options.consumer,
+      pgOptions: options.consumerPgOptions,
+      claimRewrite: options.claimRewrite ?? false,
+    });
+  } catch (error) {
+    await Promise.all([relay.stop(), feed.close(), server.close(), counter.end()]);
+    throw error;
+  }
+
+  let primed = 0;
+  try {
+    primed = await prime(baton, producer.db, counter);
+  } catch (error) {
+    consumer.kill();
+    await Promise.all([relay.stop(), feed.close(), server.close(), counter.end()]);
+    throw error;
+  }
+
+  return {
+    producerUrl: producer.url,
+    producerDb: producer.db,
+    baton,
+    consumer,
+    async handledCount() {
+      return (await countHandled(counter)) - primed;
+    },
+    async consumerQuery(text) {
+      return (await counter.query(text)).rows;
+    },
+    async stop() {
+      const sampledRssMbMax = consumer.sampledRssMbMax();
+      const stopped = await consumer.stop().catch((error: unknown) => {
+        consumer.kill();
+        throw error;
+      });
+      await relay.stop();
+      await feed.close();
+      await server.close();
+      await counter.end();
+      return {
+        vmHwmMb: stopped.vmHwmMb,
+        sampledRssMbMax,
+        consumerErrors: stopped.errors,
+        claimRewrites: stopped.claimRewrites,
+      };
+    },
+  };
+}
+
+const PRIME_EVENTS = 500;
+
+/** Warm-up before measuring: a few hundred events end to end (connections, JIT, caches). */
+async function prime(baton: Baton, db: PgDatabase, counter: pg.Client): Promise<number> {
+  for (let tx = 0; tx < PRIME_EVENTS / 100; tx++) {
+    await db.transaction((t) =>
+      baton.publish(
+        t,
+        Array.from({ length: 100 }, (_, j) => ({
+          type: EVENT_TYPE,
+          key: `prime-${tx}-${j}`,
+          payload: { prime: true },
+        })),
+      ),
+    );
+  }
+  const deadline = Date.now() + 60_000;
+  while ((await countHandled(counter)) < PRIME_EVENTS) {
+    if (Date.now() > deadline) throw new Error('the consumer did not handle the warm-up events');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return PRIME_EVENTS;
+}
+
+async function countHandled(counter: pg.Client): Promise<number> {
+  const r = await counter.query<{ n: number }>('SELECT count(*)::int AS n FROM handled');
+  return r.rows[0]?.n ?? 0;
+}
