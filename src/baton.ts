@@ -1,6 +1,7 @@
 import { Caretaker } from './caretaker/caretaker.ts';
 import { setSideRoute } from './caretaker/http-set-side.ts';
 import { type InvariantDefinition, validateInvariant } from './caretaker/invariants.ts';
+import type { SetSide } from './caretaker/set-side.ts';
 import { sqlSetSide } from './caretaker/sql-set-side.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
@@ -230,6 +231,7 @@ export function createBaton(options: BatonOptions): Baton {
       ),
     referenceError: (error) => asReferenceViolation(error),
     httpHandler: (httpOptions) => {
+      const setSides = new Map<string, SetSide>();
       const { auth, basePath, ...feedOptions } = httpOptions;
       const feed = createFeedRoute({
         db: options.db,
@@ -245,8 +247,14 @@ export function createBaton(options: BatonOptions): Baton {
           ...entityRoutes(options.db, schemaSql, () => registry.owners),
           ...participant.routes(),
           setSideRoute((name) => {
+            // One side per entity, kept: it reuses its whole-set digest for the deeper levels of a run.
+            let side = setSides.get(name);
             const owner = registry.owners.get(name);
-            return owner && sqlSetSide(options.db, owner.memberSource());
+            if (!side && owner) {
+              side = sqlSetSide(options.db, owner.memberSource());
+              setSides.set(name, side);
+            }
+            return side;
           }),
         ],
         onClose: feed.close,
