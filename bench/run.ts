@@ -1,25 +1,29 @@
 /**
  * Benchmark dispatcher: `tsx bench/run.ts <name> [flags]` (`npm run bench -- <name>`).
- * Each benchmark is a module exporting `run(flags)`.
+ * A benchmark is `bench/<name>.ts` exporting `run(flags)`.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { type BenchFlags, parseFlags, USAGE } from './support/args.ts';
 
-const BENCHMARKS: Record<string, () => Promise<{ run(flags: BenchFlags): Promise<void> }>> = {
-  messaging: () => import('./messaging.ts'),
-  reconcile: () => import('./reconcile.ts'),
-  saga: () => import('./saga.ts'),
-};
+const HERE = new URL('./', import.meta.url);
+
+function available(): string[] {
+  return readdirSync(HERE)
+    .filter((f) => /^[a-z][a-z0-9-]*\.ts$/.test(f) && f !== 'run.ts')
+    .map((f) => f.slice(0, -3));
+}
 
 async function main(argv: readonly string[]): Promise<void> {
   const [name, ...rest] = argv;
-  const load = name === undefined ? undefined : BENCHMARKS[name];
-  if (!load) {
-    process.stderr.write(`${USAGE}\nbenchmarks: ${Object.keys(BENCHMARKS).join(', ')}\n`);
+  const file = name && /^[a-z][a-z0-9-]*$/.test(name) ? new URL(`${name}.ts`, HERE) : undefined;
+  if (!file || name === 'run' || !existsSync(file)) {
+    process.stderr.write(`${USAGE}\nbenchmarks: ${available().join(', ')}\n`);
     process.exitCode = 2;
     return;
   }
   const flags = parseFlags(rest);
-  await (await load()).run(flags);
+  const bench = (await import(file.href)) as { run(flags: BenchFlags): Promise<void> };
+  await bench.run(flags);
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

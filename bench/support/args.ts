@@ -1,4 +1,8 @@
-/** Flags shared by every benchmark: `--quick`, `--json`, `--events N`, `--clients N`, `--rows N`. */
+/**
+ * Flags shared by every benchmark: `--quick`, `--json`, and the size
+ * overrides `--events N`, `--clients N`, `--rows N` (each benchmark reads the
+ * ones that apply to it).
+ */
 export interface BenchFlags {
   quick: boolean;
   json: boolean;
@@ -7,8 +11,10 @@ export interface BenchFlags {
   rows: number | undefined;
 }
 
-const USAGE =
+export const USAGE =
   'usage: tsx bench/run.ts <name> [--quick] [--json] [--events N] [--clients N] [--rows N]';
+
+const NUMERIC = { '--events': 'events', '--clients': 'clients', '--rows': 'rows' } as const;
 
 export function parseFlags(argv: readonly string[]): BenchFlags {
   const flags: BenchFlags = {
@@ -19,18 +25,16 @@ export function parseFlags(argv: readonly string[]): BenchFlags {
     rows: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
+    const arg = argv[i] as string;
     if (arg === '--quick') flags.quick = true;
     else if (arg === '--json') flags.json = true;
-    else if (arg === '--events' || arg === '--clients' || arg === '--rows') {
+    else if (arg in NUMERIC) {
       const value = Number(argv[++i]);
       if (!Number.isInteger(value) || value < 1) {
         throw new Error(`${arg} needs a positive integer (got ${argv[i]}). ${USAGE}`);
       }
-      flags[arg.slice(2) as 'events' | 'clients' | 'rows'] = value;
+      flags[NUMERIC[arg as keyof typeof NUMERIC]] = value;
     } else throw new Error(`unknown flag ${arg}. ${USAGE}`);
   }
   return flags;
 }
-
-export { USAGE };
