@@ -385,7 +385,12 @@ function closable(tx: Executor, step: string): { executor: Executor; close: () =
           )
         : tx.query(text, values),
   };
-  return { executor, close: () => void (closed = true) };
+  return {
+    executor,
+    close: () => {
+      closed = true;
+    },
+  };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, step: string): Promise<T> {
