@@ -115,6 +115,15 @@ export class ReferenceRegistry {
   async install(): Promise<void> {
     for (const reference of this.references) await reference.verifyTable(this.db);
     for (const owner of this.owners.values()) await owner.install();
+    if (this.replications.size > 0) {
+      // Owners record it in EntityOwner.install; a referrer needs it too: a caretaker
+      // run outside this process (`baton reconcile`) publishes apologies and votes in its name.
+      await this.db.query(
+        `INSERT INTO ${this.schemaSql}.settings (name, value) VALUES ('service', $1), ('outbox_channel', $2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
+        [this.service, this.outboxChannel],
+      );
+    }
     for (const [entity, { replication, owner, consumer }] of this.replications) {
       const refs = this.references.filter((r) => r.def.entity === entity);
       const types = new Set(await Promise.all(refs.map((r) => r.columnType(this.db))));
