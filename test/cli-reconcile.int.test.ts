@@ -48,6 +48,22 @@ function baton(args: readonly string[], env: Record<string, string> = {}): Promi
   });
 }
 
+/** The same command in this process (no terminal): cheaper, for the cases that need no separate process. */
+async function inProcess(args: readonly string[], env: Record<string, string>): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, {
+    out: (text) => {
+      stdout += text;
+    },
+    err: (text) => {
+      stderr += text;
+    },
+    env,
+  });
+  return { code, stdout, stderr };
+}
+
 function parse<T>(run: Run): T {
   try {
     return JSON.parse(run.stdout) as T;
@@ -133,7 +149,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
     const [noSecret, unknown, help] = await Promise.all([
       baton(['reconcile'], { BATON_DATABASE_URL: orders.database.url }),
       baton(['reconcile', '--entity', 'unicorn'], env),
-      baton(['reconcile', '--help']),
+      inProcess(['reconcile', '--help'], {}),
     ]);
     expect(noSecret.code).toBe(2);
     expect(noSecret.stdout).toBe('');
@@ -180,6 +196,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
     const out = text.stdout;
     expect(out.split('\n')[0]).toContain('NOTHING WAS CHANGED');
     expect(out).toContain('baton reconcile --repair');
+    expect(out).toContain('Service orders, database ');
     expect(out).toContain('Entity customer (owner customers)');
     expect(out).toMatch(/cut\s+owner watermark \d+, replica cursor \d+, caught up/);
     expect(out).toMatch(
@@ -223,7 +240,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
     await referrer(
       "INSERT INTO baton.settings VALUES ('caretaker_lease', 'elsewhere|' || (now() + interval '1 minute')::text)",
     );
-    const skipped = await baton(['reconcile', '--repair'], env);
+    const skipped = await inProcess(['reconcile', '--repair'], env);
     await referrer("DELETE FROM baton.settings WHERE name = 'caretaker_lease'");
     expect(skipped.code).toBe(1);
     expect(skipped.stdout).toBe('');
@@ -371,8 +388,8 @@ describe('baton reconcile and baton status (references), as child processes', ()
       lastReconcile: null,
     });
     const [text, reconcile] = await Promise.all([
-      baton(['status', '--schema', 'only_messaging'], env),
-      baton(['reconcile', '--schema', 'only_messaging'], env),
+      inProcess(['status', '--schema', 'only_messaging'], env),
+      inProcess(['reconcile', '--schema', 'only_messaging'], env),
     ]);
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('run `baton migrate`');
@@ -381,7 +398,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
     expect(reconcile.stderr).toContain('has no references tables');
   });
 
-  it('an owner that does not answer fails its entity (exit 1, the report still printed); restrict references need the service name', async () => {
+  it('an owner that does not answer fails its entity (exit 1, the report still printed); targets from the registry; a repair needs the service name', async () => {
     const port = await freePort(); // nothing listens there
     await referrer(
       `INSERT INTO baton.replicas (entity, table_name, id_type, owner, owner_url, subscription)
@@ -400,34 +417,47 @@ describe('baton reconcile and baton status (references), as child processes', ()
       );
       expect(run.stderr).toContain('baton: the check of ghost (owner nowhere');
 
-      // The referrer recorded no service name (only owners do): a restrict reference needs it for its votes.
+      // Targets rebuilt from the registry, in the name the referrer recorded at install.
       await referrer(
         `INSERT INTO baton.entity_references (name, table_name, column_name, entity, on_delete)
          VALUES ('shipments.ghost_id', 'shipments', 'ghost_id', 'ghost', 'restrict')`,
       );
       const options = { schema: 'baton', auth: { type: 'hmac', secret: SECRET } as const };
-      await expect(targetsFromDatabase(orders.database.db, options)).rejects.toThrow(
-        InvalidInputError,
-      );
-      await expect(targetsFromDatabase(orders.database.db, options)).rejects.toThrow(
-        '--service <name>',
-      );
-      const named = await targetsFromDatabase(orders.database.db, {
-        ...options,
-        service: 'orders',
-      });
-      expect(named.service).toBe('orders');
-      const ghost = named.targets.find((t) => t.replication.replica.entity === 'ghost')!;
+      const recorded = await targetsFromDatabase(orders.database.db, options);
+      expect(recorded.service).toBe('orders');
+      const ghost = recorded.targets.find((t) => t.replication.replica.entity === 'ghost')!;
       expect(ghost.replication.references().map((r) => [r.name, r.def.onDelete])).toEqual([
         ['shipments.ghost_id', 'restrict'],
       ]);
       expect(ghost.replication.replica.idType).toBe('text');
+      expect(ghost.owner.url).toBe(`http://127.0.0.1:${port}/baton`);
+
+      // A database that does not record the name (installed by an older Baton): a dry run
+      // works, a repair (which publishes apologies and votes) needs --service.
+      await referrer("DELETE FROM baton.settings WHERE name = 'service'");
+      const unnamed = await targetsFromDatabase(orders.database.db, options);
+      expect(unnamed.service).toBeUndefined();
+      await expect(
+        orders.database.db.transaction((tx) =>
+          unnamed.publish(tx, { type: 'probe', key: 'k', payload: {} }),
+        ),
+      ).rejects.toThrow(InvalidInputError);
+      const refused = await inProcess(['reconcile', '--repair', '--entity', 'customer'], env);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain('pass --service <name>');
+      const named = await targetsFromDatabase(orders.database.db, {
+        ...options,
+        service: 'billing',
+      });
       await orders.database.db.transaction((tx) =>
         named.publish(tx, { type: 'probe', key: 'k', payload: {} }),
       );
       const sent = await referrer("SELECT source FROM baton.outbox WHERE type = 'probe'");
-      expect(sent.rows).toEqual([{ source: 'orders' }]);
+      expect(sent.rows).toEqual([{ source: 'billing' }]);
     } finally {
+      await referrer(
+        "INSERT INTO baton.settings VALUES ('service', 'orders') ON CONFLICT (name) DO NOTHING",
+      );
       await referrer("DELETE FROM baton.entity_references WHERE entity = 'ghost'");
       await referrer("DELETE FROM baton.replicas WHERE entity = 'ghost'");
     }

@@ -17,8 +17,9 @@ export interface DatabaseTargetsOptions {
   /** Credentials for the owners' endpoints (one secret or token for all of them). */
   auth: ClientAuth;
   /**
-   * This service's name, the `source` of events a repair publishes (restrict
-   * votes). Default: the name the service recorded (`settings.service`).
+   * This service's name, the `source` of events a repair publishes (apologies,
+   * restrict votes). Default: the name the service recorded when it installed
+   * its entities or references (`settings.service`).
    */
   service?: string;
   /** Per call to an owner (default: the owner client's). */
@@ -27,7 +28,11 @@ export interface DatabaseTargetsOptions {
 
 export interface DatabaseTargets {
   targets: ReconcileTarget[];
-  /** The service name used for published events (undefined when none is known or needed). */
+  /**
+   * The service name used for published events. Undefined when the database
+   * does not record it and none was given: then `publish` throws, so only a
+   * dry run (which publishes nothing) can use these targets.
+   */
   service: string | undefined;
   /** Publishes through this database's outbox (what repairs publish goes out with the service's relay). */
   publish: (tx: Executor, events: EventInput | readonly EventInput[]) => Promise<unknown>;
@@ -72,11 +77,6 @@ export async function targetsFromDatabase(
      FROM ${schemaSql}.entity_references ORDER BY name`,
   );
   const service = options.service ?? (await recordedService(db, schemaSql));
-  if (service === undefined && referenceRows.rows.some((r) => r.on_delete === 'restrict')) {
-    throw new InvalidInputError(
-      `this database holds restrict references but does not record its service's name (settings "service"), which a repair needs to vote on deletes: pass the service name (baton reconcile --service <name>).`,
-    );
-  }
   const publish = publisher(options.schema, schemaSql, service);
   const targets = replicas.rows.map((row) => {
     const store = new ReplicaStore(schemaSql, row.entity);
@@ -116,10 +116,9 @@ function publisher(
   service: string | undefined,
 ): DatabaseTargets['publish'] {
   if (service === undefined) {
-    // Only restrict votes publish, and their absence was checked above.
     return async () => {
       throw new InvalidInputError(
-        'cannot publish: the service name is unknown (pass --service <name>).',
+        "cannot publish a repair's events: this database does not record its service's name; pass it (baton reconcile --service <name>).",
       );
     };
   }

@@ -149,6 +149,11 @@ async function reconcile(
     auth,
     ...(local.service === undefined ? {} : { service: local.service }),
   });
+  if (local.repair && service === undefined) {
+    throw new UsageError(
+      "--repair: this database does not record its service's name, which the events a repair publishes (apologies, delete votes) carry as their source: pass --service <name> (a dry run does not need it).",
+    );
+  }
   if (local.entity !== undefined) {
     const known = targets.map((t) => t.replication.replica.entity);
     if (!known.includes(local.entity)) {
