@@ -1,0 +1,194 @@
+/**
+ * `npm run bench -- saga [--quick] [--json]`
+ *
+ * Sagas per second and start→completed latency of a 3-step saga (local step
+ * in the orders database; points reservation on the loyalty service over
+ * signed HTTP through the barrier; confirm), 50 in flight, against a
+ * baseline doing the same business writes as plain transactions, in the
+ * same run on the same two durable embedded PostgreSQL clusters. A profile
+ * pass says where the orchestrator's time goes. See bench/README.md.
+ */
+import type { BenchFlags } from './support/args.ts';
+import { type BenchClusters, machine, startBenchClusters } from './support/clusters.ts';
+import { heading, say, table } from './support/report.ts';
+import { type BaselineResult, runBaseline } from './support/saga-baseline.ts';
+import { type BatonPassOptions, type BatonPassResult, runBatonPass } from './support/saga-baton.ts';
+import { round, wallMs } from './support/stats.ts';
+
+const IN_FLIGHT = 50;
+const TARGET_RATIO = 0.4;
+
+/** The configuration of the headline figure (the best of the full run's sweep; see README). */
+const HEADLINE: Omit<BatonPassOptions, 'label' | 'warmupMs' | 'measureMs'> = {
+  inFlight: IN_FLIGHT,
+  workers: 2,
+  loopsPerWorker: 25,
+  pollIntervalMs: 250,
+  poolSize: 20,
+};
+
+export async function run(flags: BenchFlags): Promise<void> {
+  const started = wallMs();
+  heading(`baton saga benchmark (${flags.quick ? 'quick' : 'full'})`);
+  const clusters = await startBenchClusters();
+  try {
+    await runAll(clusters, flags, started);
+  } finally {
+    await clusters.stop();
+  }
+}
+
+async function runAll(clusters: BenchClusters, flags: BenchFlags, started: number): Promise<void> {
+  const quick = flags.quick;
+  const host = machine();
+  const s = clusters.settings;
+  say(
+    `machine: ${host.cpus} × ${host.cpuModel}, ${host.memoryGb} GiB, ${host.kernel}, node ${host.node}, load ${host.loadAverage1m}`,
+  );
+  say(
+    `postgres ${s.server_version}: fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit}, full_page_writes=${s.full_page_writes}, wal_sync_method=${s.wal_sync_method}; two clusters: orders (orchestrator) and loyalty (participant)`,
+  );
+  const time = quick ? { warmupMs: 2000, measureMs: 8000 } : { warmupMs: 3000, measureMs: 15_000 };
+
+  const sweep: BatonPassOptions[] = quick
+    ? [{ label: 'headline: 2 workers × 25 loops', ...HEADLINE, ...time }]
+    : [
+        { label: 'headline: 2 workers × 25 loops', ...HEADLINE, ...time },
+        { label: '1 worker × 50 loops', ...HEADLINE, workers: 1, loopsPerWorker: 50, ...time },
+        { label: '2 workers × 8 loops', ...HEADLINE, loopsPerWorker: 8, ...time },
+        { label: '2 workers × 4 loops', ...HEADLINE, loopsPerWorker: 4, ...time },
+        { label: '2 × 25, pool 50', ...HEADLINE, poolSize: 50, ...time },
+      ];
+  const passes: BatonPassResult[] = [];
+  for (const options of sweep) {
+    heading(`baton: ${options.label}`);
+    const result = await runBatonPass(clusters, options);
+    printPass(result);
+    passes.push(result);
+  }
+  const headline = passes[0] as BatonPassResult;
+
+  heading('baseline: plain transactions, HTTP between the services');
+  const baseline = await runBaseline(clusters, { inFlight: IN_FLIGHT, http: true, ...time });
+  printBaseline(baseline);
+  heading('baseline: plain transactions, no HTTP (for reference)');
+  const direct = await runBaseline(clusters, {
+    inFlight: IN_FLIGHT,
+    http: false,
+    warmupMs: time.warmupMs,
+    measureMs: quick ? 5000 : time.measureMs,
+  });
+  printBaseline(direct);
+
+  heading('profile: where the orchestrator spends its time (timed pass; slower)');
+  const profiled = await runBatonPass(clusters, {
+    label: 'profile',
+    ...HEADLINE,
+    warmupMs: time.warmupMs,
+    measureMs: quick ? 5000 : 10_000,
+    profile: true,
+  });
+  printProfile(profiled);
+
+  const ratio = round(headline.sagasPerSec / baseline.ordersPerSec, 3);
+  const figures = {
+    sagasPerSec: headline.sagasPerSec,
+    p50Ms: headline.p50Ms,
+    p99Ms: headline.p99Ms,
+    baselinePerSec: baseline.ordersPerSec,
+    baselineP50Ms: baseline.p50Ms,
+    baselineP99Ms: baseline.p99Ms,
+    ratio,
+    baselineNoHttpPerSec: direct.ordersPerSec,
+    ratioToNoHttp: round(headline.sagasPerSec / direct.ordersPerSec, 3),
+    bestSweepSagasPerSec: Math.max(...passes.map((p) => p.sagasPerSec)),
+  };
+  const consistent =
+    passes.every((p) => p.consistency.consistent && p.notCompleted === 0) &&
+    baseline.consistency.consistent &&
+    direct.consistency.consistent;
+  const elapsedSec = round((wallMs() - started) / 1000, 1);
+
+  heading('summary');
+  table([
+    ['figure', 'value', 'target', 'met'],
+    ['sagas/s (50 in flight)', figures.sagasPerSec, '', ''],
+    ['  p50 / p99 ms start→completed', `${figures.p50Ms} / ${figures.p99Ms}`, '', ''],
+    ['baseline orders/s (HTTP)', figures.baselinePerSec, '', ''],
+    ['  p50 / p99 ms', `${figures.baselineP50Ms} / ${figures.baselineP99Ms}`, '', ''],
+    ['sagas ÷ baseline', ratio, `≥ ${TARGET_RATIO}`, ratio >= TARGET_RATIO ? 'yes' : 'NO'],
+    ['baseline orders/s (no HTTP)', figures.baselineNoHttpPerSec, '', ''],
+    ['sagas ÷ no-HTTP baseline', figures.ratioToNoHttp, '', ''],
+    ['every run consistent', consistent ? 'yes' : 'NO', '', ''],
+  ]);
+  say(`elapsed ${elapsedSec} s`);
+
+  if (flags.json) {
+    say(
+      JSON.stringify({
+        bench: 'saga',
+        mode: quick ? 'quick' : 'full',
+        ...figures,
+        target: { ratio: TARGET_RATIO },
+        pass: { ratio: ratio >= TARGET_RATIO },
+        consistent,
+        elapsedSec,
+        machine: host,
+        postgres: clusters.settings,
+        separateClusters: true,
+        sameProcess: 'orchestrator, participant and load driver run in one Node process',
+        passes,
+        baseline,
+        baselineNoHttp: direct,
+        profile: profiled.profile,
+      }),
+    );
+  }
+}
+
+function printPass(r: BatonPassResult): void {
+  table([
+    ['sagas/s', r.sagasPerSec],
+    ['completed in window', r.completed],
+    ['p50 / p99 / mean ms', `${r.p50Ms} / ${r.p99Ms} / ${r.meanMs}`],
+    ['cpu: machine busy cores / node cores', `${r.cpu.machineBusyCores} / ${r.cpu.nodeCores}`],
+    [
+      'consistent (orders = movements, no holds left, all completed)',
+      r.consistency.consistent && r.notCompleted === 0
+        ? `yes (${r.consistency.orders} orders)`
+        : `NO ${JSON.stringify({ ...r.consistency, notCompleted: r.notCompleted })}`,
+    ],
+  ]);
+}
+
+function printBaseline(r: BaselineResult): void {
+  table([
+    ['orders/s', r.ordersPerSec],
+    ['p50 / p99 / mean ms', `${r.p50Ms} / ${r.p99Ms} / ${r.meanMs}`],
+    ['cpu: machine busy cores / node cores', `${r.cpu.machineBusyCores} / ${r.cpu.nodeCores}`],
+    [
+      'consistent',
+      r.consistency.consistent
+        ? `yes (${r.consistency.orders} orders)`
+        : `NO ${JSON.stringify(r.consistency)}`,
+    ],
+  ]);
+}
+
+function printProfile(r: BatonPassResult): void {
+  const p = r.profile;
+  if (!p) return;
+  say(
+    `  ${r.sagasPerSec} sagas/s while timed; per saga: ${p.perSaga.statements} statements, ${p.perSaga.transactions} transactions (mean ${p.transactionsMeanMs} ms), ${p.perSaga.claims} claims of which ${p.perSaga.emptyClaims} found nothing`,
+  );
+  table([
+    ['orchestrator statement', 'per saga', 'mean ms', 'empty'],
+    ...p.statements.map((x) => [x.kind, x.perSaga, x.meanMs, x.emptyShare]),
+    ...p.http.map((x) => [
+      x.kind,
+      round(x.count / Math.max(1, r.consistency.orders), 2),
+      x.meanMs,
+      '',
+    ]),
+  ]);
+}
