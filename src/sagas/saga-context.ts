@@ -308,7 +308,7 @@ export class RunContext implements SagaContext {
     const ordinal = ++this.ordinal;
     const record = this.steps.get(name);
     let registered = false;
-    const register = (result: unknown) => {
+    const register = (result: unknown, state: StepRow['state'] = record?.state ?? 'completed') => {
       if (registered) return;
       registered = true;
       const undo = how.undo?.(result as T);
@@ -316,7 +316,7 @@ export class RunContext implements SagaContext {
         ordinal,
         step: name,
         kind,
-        state: record?.state ?? 'completed',
+        state,
         compensationAttempts: record?.compensationAttempts ?? 0,
         undo: undo?.run,
         local: undo?.local ?? false,
@@ -331,7 +331,14 @@ export class RunContext implements SagaContext {
     if (record && how.undoEvenIfNotCompleted) register(null);
     if (record?.state === 'failed')
       throw new StepFailed(name, new TerminalError(record.lastError ?? 'failed'));
-    if (this.mode === 'collect') throw new StopReplay();
+    if (this.mode === 'collect') {
+      // The replay stops at the first step with no outcome recorded. A reservation
+      // there may have been tried all the same (a crash between the try and its
+      // record, then a deadline or an abort): cancel it too — the barrier makes
+      // that a no-op if the try never ran, and refuses the try if it comes late.
+      if (how.undoEvenIfNotCompleted) register(null, 'pending');
+      throw new StopReplay();
+    }
     if (record?.retryAt && record.retryAt > this.now())
       throw new Suspend(record.retryAt, `retry of step ${name}`);
     const attempts = (record?.attempts ?? 0) + 1;
