@@ -1,0 +1,281 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Baton, createBaton, participantClient } from '../src/index.ts';
+import type { TestDatabase } from '../src/testing/index.ts';
+import { type FixtureProcess, ProcessGroup } from './fixtures/process-harness.ts';
+import { placeOrder, SHOP_TABLES, type ShopInput } from './fixtures/saga-shop.ts';
+import { eventually, freshDatabase, SECRET } from './helpers.ts';
+import { LOYALTY_TABLES, pointsReservation } from './support/loyalty-points.ts';
+import { startService, type TestService } from './support/services.ts';
+
+/**
+ * Real processes, real SIGKILLs, at every boundary of the shop's 3-step saga
+ * (local step; points reservation on the loyalty service over HTTP; local
+ * step; then confirm — or, when the shop refuses, cancel and undo). Three
+ * orchestrator processes share the sagas; each saga kills its process once
+ * at its own point; the dead one is restarted and the other takes its sagas
+ * over when their leases (1.5 s) expire. In the end every saga is completed
+ * or compensated, and no effect was applied twice.
+ */
+const SCRIPT = 'test/fixtures/saga-orchestrator.ts';
+const LEASE_MS = 1500;
+const INITIAL = 100_000;
+
+// Boundaries that are the same moment for the saga are listed once
+// ('after-create' is also 'before-reserve'; 'after-try-record' 'before-accept').
+const COMPLETING_POINTS = [
+  'none',
+  'in-create',
+  'after-create',
+  'before-try',
+  'after-try',
+  'after-try-record',
+  'in-accept',
+  'after-accept',
+  'after-state-completing',
+  'before-confirm',
+  'after-confirm',
+  'after-confirm-mark',
+];
+const COMPENSATING_POINTS = [
+  'none',
+  'after-try',
+  'after-fail-record',
+  'after-state-compensating',
+  'before-cancel',
+  'after-cancel',
+  'after-cancel-mark',
+  'in-uncreate',
+  'after-uncreate',
+];
+
+interface Planned {
+  id: string;
+  input: ShopInput;
+  expect: 'completed' | 'compensated';
+  crash: boolean;
+}
+
+function plan(): Planned[] {
+  const sagas: Planned[] = [];
+  let n = 0;
+  const add = (point: string, suffix: string, input: ShopInput, expected: Planned['expect']) =>
+    sagas.push({
+      id: `${++n}.${point}${suffix}`,
+      input,
+      expect: expected,
+      crash: point !== 'none',
+    });
+  for (const point of COMPLETING_POINTS)
+    add(point, '', { customerId: `c${n % 3}`, points: n + 1 }, 'completed');
+  for (const point of COMPENSATING_POINTS)
+    add(point, '.reject', { customerId: `c${n % 3}`, points: n + 1 }, 'compensated');
+  // the try itself is refused (more points than anyone has)
+  add('after-try', '.refuse', { customerId: 'c0', points: INITIAL * 10 }, 'compensated');
+  add('none', '.refuse', { customerId: 'c1', points: INITIAL * 10 }, 'compensated');
+  return sagas;
+}
+
+describe('SIGKILLed orchestrators at every saga step boundary', () => {
+  let ordersDb: TestDatabase;
+  let loyalty: TestService;
+  let orders: Baton;
+  const group = new ProcessGroup();
+  let supervising = false;
+
+  beforeAll(async () => {
+    ordersDb = await freshDatabase('saga_crash_orders');
+    await ordersDb.db.query(SHOP_TABLES);
+    loyalty = await startService('saga_crash_loyalty');
+    await loyalty.database.db.query(LOYALTY_TABLES);
+    await loyalty.database.db.query(
+      `INSERT INTO accounts VALUES ('c0', ${INITIAL}), ('c1', ${INITIAL}), ('c2', ${INITIAL})`,
+    );
+    loyalty.baton.participant.reservation('points', pointsReservation);
+    // The test's own handle on the orders database: it starts sagas, it runs none.
+    orders = createBaton({ db: ordersDb.db, service: 'orders' });
+    const unused = participantClient({
+      name: 'loyalty',
+      url: `${loyalty.server.url}/baton`,
+      auth: { type: 'hmac', secret: SECRET },
+    });
+    orders.sagas.define(placeOrder(unused));
+  });
+  afterEach(async () => {
+    supervising = false;
+    await group.killAll();
+  });
+  afterAll(async () => {
+    supervising = false;
+    await group.killAll();
+    await loyalty?.stop();
+    await ordersDb?.drop();
+  });
+
+  function orchestrator(label: string): FixtureProcess {
+    return group.add(label, SCRIPT, {
+      url: ordersDb.url,
+      participantUrl: `${loyalty.server.url}/baton`,
+      secret: SECRET,
+      label,
+      mode: 'crash',
+      leaseMs: LEASE_MS,
+      concurrency: 2,
+    });
+  }
+
+  /** Restarts the process every time it dies, until told to stop. */
+  async function supervise(p: FixtureProcess): Promise<void> {
+    while (supervising) {
+      await p.start();
+      while (supervising && !(await p.exited(200))) {}
+    }
+  }
+
+  const state = async (id: string) =>
+    (
+      await ordersDb.db.query<{ state: string }>('SELECT state FROM baton.sagas WHERE id = $1', [
+        id,
+      ])
+    ).rows[0]?.state;
+
+  async function checkBooks(sagas: Planned[]): Promise<void> {
+    const o = ordersDb.db;
+    const l = loyalty.database.db;
+    const states = new Map(
+      (await o.query<{ id: string; state: string }>('SELECT id, state FROM baton.sagas')).rows.map(
+        (r) => [r.id, r.state],
+      ),
+    );
+    const orderRows = new Map(
+      (
+        await o.query<{ id: string; n: number; state: string }>(
+          'SELECT id, count(*)::int AS n, max(state) AS state FROM orders GROUP BY id',
+        )
+      ).rows.map((r) => [r.id, r]),
+    );
+    const log = (
+      await o.query<{ order_id: string; what: string; n: number }>(
+        'SELECT order_id, what, count(*)::int AS n FROM order_log GROUP BY 1, 2',
+      )
+    ).rows;
+    const movements = (
+      await l.query<{ tx_id: string; n: number; points: number }>(
+        'SELECT tx_id, count(*)::int AS n, sum(-points)::int AS points FROM movements GROUP BY tx_id',
+      )
+    ).rows;
+    const movementOf = new Map(movements.map((m) => [m.tx_id, m]));
+    for (const s of sagas) {
+      expect(states.get(s.id), `saga ${s.id}`).toBe(s.expect);
+      // one order row per saga, in its final state
+      expect(orderRows.get(s.id), `order of ${s.id}`).toMatchObject({
+        n: 1,
+        state: s.expect === 'completed' ? 'placed' : 'cancelled',
+      });
+      const entries = log.filter((e) => e.order_id === s.id).map((e) => `${e.what}×${e.n}`);
+      expect(entries, `order log of ${s.id}`).toEqual([
+        s.expect === 'completed' ? 'placed×1' : 'cancelled×1',
+      ]);
+      if (s.expect === 'completed') {
+        expect(movementOf.get(s.id), `movement of ${s.id}`).toEqual({
+          tx_id: s.id,
+          n: 1,
+          points: s.input.points,
+        });
+      } else {
+        expect(movementOf.get(s.id), `no movement for ${s.id}`).toBeUndefined();
+      }
+    }
+    expect(movements.length).toBe(sagas.filter((s) => s.expect === 'completed').length);
+    // every hold is released, and each balance is what the confirmed sagas took
+    expect((await l.query('SELECT * FROM holds')).rows).toEqual([]);
+    const balances = (
+      await l.query<{ customer_id: string; balance: number }>(
+        'SELECT customer_id, balance FROM accounts ORDER BY 1',
+      )
+    ).rows;
+    for (const { customer_id, balance } of balances) {
+      const spent = sagas
+        .filter((s) => s.expect === 'completed' && s.input.customerId === customer_id)
+        .reduce((sum, s) => sum + s.input.points, 0);
+      expect(balance, `balance of ${customer_id}`).toBe(INITIAL - spent);
+    }
+  }
+
+  it('every saga ends completed or compensated; no effect applied twice; balances add up', async () => {
+    const sagas = plan();
+    for (const s of sagas) await orders.sagas.start('place-order', s.input, { id: s.id });
+    const processes = ['a', 'b', 'c'].map((x) => orchestrator(`orchestrator-${x}`));
+    supervising = true;
+    const supervisors = processes.map(supervise);
+    try {
+      await eventually(
+        async () => {
+          const r = await ordersDb.db.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM baton.sagas WHERE state IN ('completed', 'compensated', 'stuck')",
+          );
+          return r.rows[0]?.n === sagas.length;
+        },
+        'every saga finished',
+        90_000,
+      ).catch((error) => {
+        throw new Error(`${(error as Error).message}\n${group.describe()}`);
+      });
+    } finally {
+      supervising = false;
+      await Promise.all(supervisors);
+      await group.killAll();
+    }
+    // every planned crash happened (each at its point, once)
+    const marks = await ordersDb.db.query<{ saga_id: string; point: string }>(
+      'SELECT saga_id, point FROM fault_marks ORDER BY saga_id',
+    );
+    expect(marks.rows.map((m) => m.saga_id).sort()).toEqual(
+      sagas
+        .filter((s) => s.crash)
+        .map((s) => s.id)
+        .sort(),
+    );
+    await checkBooks(sagas);
+  }, 120_000);
+
+  it('a crash between a try and its record, then the deadline passes: the hold is still cancelled', async () => {
+    const a = orchestrator('orchestrator-deadline');
+    const id = '100.after-try.deadline';
+    await a.start();
+    await orders.sagas.start(
+      'place-order',
+      { customerId: 'c2', points: 7 },
+      {
+        id,
+        deadlineMs: 2500,
+      },
+    );
+    const exit = await a.exited(30_000);
+    expect(exit?.signal).toBe('SIGKILL');
+    // the try went through: points are held for the saga
+    expect((await loyalty.database.db.query('SELECT tx_id FROM holds')).rows).toEqual([
+      { tx_id: id },
+    ]);
+    // no worker runs until the deadline has passed
+    await eventually(async () => {
+      const r = await ordersDb.db.query<{ past: boolean }>(
+        'SELECT deadline < now() AS past FROM baton.sagas WHERE id = $1',
+        [id],
+      );
+      return r.rows[0]?.past === true;
+    }, 'the deadline passed');
+    await a.start();
+    await eventually(async () => (await state(id)) === 'compensated', 'the saga compensated');
+    const status = await orders.sagas.status(id);
+    expect(status.error).toMatch(/deadline passed/);
+    expect((await loyalty.database.db.query('SELECT * FROM holds')).rows).toEqual([]);
+    const barrier = await loyalty.database.db.query(
+      'SELECT op, outcome FROM baton.barrier WHERE tx_id = $1 ORDER BY op',
+      [id],
+    );
+    expect(barrier.rows).toEqual([
+      { op: 'cancel', outcome: 'done' },
+      { op: 'try', outcome: 'done' },
+    ]);
+  }, 60_000);
+});
