@@ -40,10 +40,10 @@ export interface ThroughputRun {
   consumer: ConsumerTuning;
   published: number;
   publishedPerSec: number;
-  /** Handled per second over the steady window (after warm-up, while publishers run). */
+  /** Handled per second in the window from warm-up to the publishers' end (includes catching up a backlog). */
   steadyEventsPerSec: number;
   steadyWindowMs: number;
-  /** All events from the first publish to the last handled. */
+  /** The headline: all events ÷ (last handled − first publish start); 0 if not drained in time. */
   overallEventsPerSec: number;
   drained: boolean;
   rssMbMax: number;
@@ -106,8 +106,12 @@ export async function runE2eThroughput(
   say('  consumer (Baton consumer, HMAC-signed HTTP long-poll) in a child process writing one row');
   say('  per event; producer and consumer databases on two separate embedded clusters (separate');
   say(
-    `  WALs). Rate = events handled per second after ${options.warmupMs} ms warm-up while publishers run;`,
+    '  WALs). Rate = events ÷ (last handler commit seen − first publish start); also shown: the rate',
   );
+  say(
+    `  handled in the window from ${options.warmupMs} ms to the publishers' end (it can exceed the publish rate`,
+  );
+  say('  when it includes catching up an earlier backlog), and the publish rate.');
   say(
     `  publishers pause while > ${options.maxInFlight} events are in flight, so the rate is what the pipeline sustains.`,
   );
@@ -130,27 +134,39 @@ export async function runE2eThroughput(
     const run = await runPipeline(clusters, options, config, i);
     runs.push(run);
     say(
-      `${config.label}: ${run.steadyEventsPerSec} events/s steady (published ${run.publishedPerSec}/s, overall ${run.overallEventsPerSec}/s, drained ${run.drained}, consumer RSS max ${run.rssMbMax} MiB)`,
+      `${config.label}: ${run.overallEventsPerSec} events/s end to end (${run.published} events; handled ${run.steadyEventsPerSec}/s in the window, published ${run.publishedPerSec}/s, drained ${run.drained}, consumer RSS max ${run.rssMbMax} MiB)`,
     );
   }
   // The headline is Baton as shipped; experiments are reported beside it.
   const shipped = runs.filter((r) => !r.experiment);
   const best = (shipped.length > 0 ? shipped : runs).reduce((a, b) =>
-    b.steadyEventsPerSec > a.steadyEventsPerSec ? b : a,
+    b.overallEventsPerSec > a.overallEventsPerSec ? b : a,
   );
-  const ratio = round(best.steadyEventsPerSec / baselineRowsPerSec, 3);
+  const ratio = round(best.overallEventsPerSec / baselineRowsPerSec, 3);
   table([
-    ['config', 'relay batch/poll', 'consumer batch/handleBatch/conc/wait', 'events/s', 'RSS MiB'],
+    [
+      'config',
+      'relay batch/poll',
+      'consumer batch/handleBatch/conc/wait',
+      'events',
+      'e2e events/s',
+      'window/s',
+      'published/s',
+      'RSS MiB',
+    ],
     ...runs.map((r) => [
       r.label,
       `${r.relay.batchSize}/${r.relay.pollIntervalMs}ms`,
       `${r.consumer.batchSize}/${r.consumer.handleBatchSize}/${r.consumer.concurrency}/${r.consumer.fetchWaitMs}ms`,
+      r.published,
+      r.overallEventsPerSec,
       r.steadyEventsPerSec,
+      r.publishedPerSec,
       r.rssMbMax,
     ]),
   ]);
   say(
-    `e2eEventsPerSec = ${best.steadyEventsPerSec} (${best.label}); baseline ${round(baselineRowsPerSec, 0)} rows/s; ratio e2e ÷ baseline = ${ratio} (target ≥ 10,000 events/s)`,
+    `e2eEventsPerSec = ${best.overallEventsPerSec} (${best.label}); baseline ${round(baselineRowsPerSec, 0)} rows/s; ratio e2e ÷ baseline = ${ratio} (target ≥ 10,000 events/s)`,
   );
   return {
     baselineRowsPerSec: round(baselineRowsPerSec, 0),
