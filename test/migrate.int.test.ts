@@ -43,13 +43,29 @@ async function tablesIn(db: Database, schema: string): Promise<string[]> {
   return r.rows.map((x) => x.t);
 }
 
+/** Every table the shipped migrations create (messaging, references, sagas), plus the migrations record. */
 const BATON_TABLES = [
+  'barrier',
+  'delete_fences',
+  'delete_votes',
+  'entities',
+  'entity_references',
+  'idempotency_keys',
   'inbox',
   'migrations',
   'outbox',
+  'policy_actions',
+  'quarantine',
+  'reconcile_runs',
   'relay_state',
+  'replicas',
+  'saga_keys',
+  'saga_steps',
+  'sagas',
+  'settings',
   'stream_versions',
   'subscriptions',
+  'tombstones',
   'version_gates',
 ];
 

@@ -228,10 +228,3 @@ CREATE TABLE :schema.reconcile_runs (
   repair boolean NOT NULL,
   report jsonb NOT NULL
 );
-
--- Named checks: SQL returning violating rows, with a remedy.
-CREATE TABLE :schema.invariants (
-  name text PRIMARY KEY,
-  check_sql text NOT NULL,
-  remedy_event_type text
-);
