@@ -279,6 +279,36 @@ describe('bad input to participants and to saga starts', () => {
     expect((await loyalty.database.db.query('SELECT * FROM holds')).rows).toEqual([]);
   });
 
+  it('a confirm arriving after its cancel is refused and takes nothing', async () => {
+    const call = { txId: 'saga-confirm-late', branch: 'spend' };
+    const payload = { customerId: 'ada', points: 20 };
+    const p = loyalty.baton.participant;
+    const db = loyalty.database.db;
+    const balance = async () => (await db.query('SELECT balance FROM accounts')).rows;
+    const before = await balance();
+    expect((await p.reserve('points', 'try', call, payload)).status).toBe(200);
+    expect((await p.reserve('points', 'cancel', call, payload)).status).toBe(200);
+    const late = await p.reserve('points', 'confirm', call, payload);
+    expect(late.status).toBe(409);
+    expect(JSON.parse(late.body).error).toMatchObject({
+      code: 'BATON_CANCELLED',
+      message: expect.stringMatching(/was cancelled/),
+    });
+    expect(await balance()).toEqual(before);
+    expect((await db.query('SELECT * FROM holds')).rows).toEqual([]);
+    expect((await db.query('SELECT * FROM movements WHERE tx_id = $1', [call.txId])).rows).toEqual(
+      [],
+    );
+    const barrier = await db.query(
+      'SELECT op, outcome FROM baton.barrier WHERE tx_id = $1 ORDER BY op',
+      [call.txId],
+    );
+    expect(barrier.rows).toEqual([
+      { op: 'cancel', outcome: 'done' },
+      { op: 'try', outcome: 'done' },
+    ]);
+  });
+
   it('the client reports refusals as terminal errors naming the reason', async () => {
     const client = participantClient({
       name: 'loyalty',

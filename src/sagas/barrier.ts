@@ -13,7 +13,9 @@ export type BarrierDecision =
   /** A cancel whose try never ran: nothing to undo (recorded, so the late try is refused). */
   | { run: false; reason: 'null-compensation'; result: null }
   /** A confirm whose try never ran: refuse (nothing was reserved). */
-  | { run: false; reason: 'no-try'; result: null };
+  | { run: false; reason: 'no-try'; result: null }
+  /** A confirm after its cancel (a late or stray confirm): refuse (the reservation is gone). */
+  | { run: false; reason: 'cancelled'; result: null };
 
 /**
  * The barrier that makes try / confirm / cancel safe against duplicate,
@@ -43,6 +45,9 @@ export async function passBarrier(
   if (call.op === 'confirm') {
     if (!tryRow || tryRow.outcome === 'blocked')
       return { run: false, reason: 'no-try', result: null };
+    // Confirming a cancelled reservation would take what was released (e.g. charge points).
+    if (await readRow(tx, schemaSql, call, 'cancel'))
+      return { run: false, reason: 'cancelled', result: null };
     return { run: true };
   }
   // cancel: claim the try's row first; if we get it, the try never ran.

@@ -140,6 +140,15 @@ export class Participant {
             ),
           );
         }
+        if (decision.reason === 'cancelled') {
+          throw new Refusal(
+            errorResponse(
+              409,
+              'BATON_CANCELLED',
+              `confirm of ${call.txId}/${call.branch} refused: the reservation was cancelled`,
+            ),
+          );
+        }
         return jsonResponse(200, { outcome: decision.reason, result: decision.result });
       }
       const result =
