@@ -205,7 +205,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
     expect(out).toMatch(/^\s+c900\s+lost-upsert\s+active v0\s+absent\s+would replay/m);
     expect(out).toMatch(/^\s+c5\s+stale-replica\s+active v1\s+active v6\s+would replay/m);
     expect(out).toMatch(/^\s+c4\s+lost-delete\s+deleted v2\s+active v1\s+would replay/m);
-    expect(out).toMatch(/^\s+c777\s+true-orphan\s+absent v0\s+active v1\s+quarantined \(seen 1×/m);
+    expect(out).toMatch(/^\s+c777\s+true-orphan\s+absent v0\s+active v1\s+would quarantine/m);
     expect(out).toContain('referencing rows orders.customer_id: 1 with no replica entry');
     expect(out).toMatch(/bytes exchanged\s+\d+(\.\d)? k?B/);
     expect(out).toContain("invariants run in the service's own caretaker schedule");

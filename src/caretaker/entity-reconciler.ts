@@ -1,4 +1,4 @@
-import type { Database } from '../db/executor.ts';
+import type { Database, Executor } from '../db/executor.ts';
 import type { EntityLookup, EntityState } from '../references/definitions.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
@@ -151,14 +151,20 @@ export class EntityReconciler {
         return finding;
       }
       if (cls === 'true-orphan') {
-        const confirmations = await this.quarantine(tx, id);
+        // Only repairing runs count as confirmations: dry runs leave no trace.
+        const confirmations = options.repair
+          ? await this.quarantine(tx, id)
+          : (await this.confirmations(tx, id)) + 1;
         const approved = options.approve || (await this.isApproved(tx, id));
-        if (confirmations < 2 && !approved) {
-          finding.action = `quarantined (seen ${confirmations}×; repaired when confirmed twice or approved)`;
+        if (!options.repair) {
+          finding.action =
+            confirmations >= 2 || approved
+              ? 'would apply the delete policy (confirmed orphan)'
+              : 'would quarantine (repaired when confirmed by a second repairing run, or approved)';
           return finding;
         }
-        if (!options.repair) {
-          finding.action = 'would apply the delete policy (confirmed orphan)';
+        if (confirmations < 2 && !approved) {
+          finding.action = `quarantined (seen ${confirmations}×; repaired when confirmed twice or approved)`;
           return finding;
         }
         await this.replication.apply(
@@ -191,7 +197,7 @@ export class EntityReconciler {
     });
   }
 
-  private async quarantine(tx: import('../db/executor.ts').Executor, id: string): Promise<number> {
+  private async quarantine(tx: Executor, id: string): Promise<number> {
     const r = await tx.query<{ confirmations: number }>(
       `INSERT INTO ${this.schemaSql}.quarantine (entity, id) VALUES ($1, $2)
        ON CONFLICT (entity, id) DO UPDATE SET confirmations = quarantine.confirmations + 1, last_seen = now()
@@ -201,7 +207,15 @@ export class EntityReconciler {
     return r.rows[0]?.confirmations ?? 1;
   }
 
-  private async isApproved(tx: import('../db/executor.ts').Executor, id: string): Promise<boolean> {
+  private async confirmations(tx: Executor, id: string): Promise<number> {
+    const r = await tx.query<{ confirmations: number }>(
+      `SELECT confirmations FROM ${this.schemaSql}.quarantine WHERE entity = $1 AND id = $2`,
+      [this.replication.replica.entity, id],
+    );
+    return r.rows[0]?.confirmations ?? 0;
+  }
+
+  private async isApproved(tx: Executor, id: string): Promise<boolean> {
     const r = await tx.query(
       `SELECT 1 FROM ${this.schemaSql}.quarantine WHERE entity = $1 AND id = $2 AND approved`,
       [this.replication.replica.entity, id],
@@ -209,10 +223,7 @@ export class EntityReconciler {
     return r.rows.length > 0;
   }
 
-  private async clearQuarantine(
-    tx: import('../db/executor.ts').Executor,
-    id: string,
-  ): Promise<void> {
+  private async clearQuarantine(tx: Executor, id: string): Promise<void> {
     await tx.query(`DELETE FROM ${this.schemaSql}.quarantine WHERE entity = $1 AND id = $2`, [
       this.replication.replica.entity,
       id,
