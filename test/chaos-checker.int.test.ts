@@ -8,11 +8,20 @@
  * (where an anomaly is by nature two, both are named and the reason given).
  */
 import { once } from 'node:events';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CheckShopInput } from '../examples/shop/chaos/checker.ts';
 import { type CheckerReport, checkShop, formatReport } from '../examples/shop/chaos/checker.ts';
-import { type HistoryEntry, outcomeOf } from '../examples/shop/chaos/history.ts';
+import {
+  type HistoryEntry,
+  outcomeOf,
+  outcomeOfAttempts,
+  readHistory,
+  writeHistory,
+} from '../examples/shop/chaos/history.ts';
 import {
   type RunningShop,
   SERVICES,
@@ -416,5 +425,22 @@ describe('chaos checker', () => {
     ]);
     const tooFew = await checkShop({ ...input, minimumOk: { cancel: 3 } });
     expect(failing(tooFew), formatReport(tooFew)).toEqual(['minimum-successful-operations']);
+  });
+
+  it('keeps the history as JSON lines: read back equal, a torn last line dropped, a bad line named', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chaos-history-'));
+    try {
+      const file = join(dir, 'history.jsonl');
+      writeHistory(file, history);
+      appendFileSync(file, '{"seq": 99, "op": "pla');
+      expect(readHistory(file)).toEqual(JSON.parse(JSON.stringify(history)));
+      appendFileSync(file, '\n{"seq": 100}\n');
+      expect(() => readHistory(file)).toThrow(/history.jsonl:\d+: not JSON/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(outcomeOfAttempts([undefined, 404])).toBe('unknown');
+    expect(outcomeOfAttempts([503, 202])).toBe('ok');
+    expect(outcomeOfAttempts([400, 400])).toBe('fail');
   });
 });

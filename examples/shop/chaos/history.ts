@@ -27,6 +27,9 @@ export const OPERATIONS: readonly Operation[] = ['register', 'place', 'cancel', 
  *   update   { id, address }            PATCH  /customers/<id>
  * `startedAt`/`endedAt` are the client's ms clock (Date.now()): an effect, if
  * any, happened in between — the checker uses them to order commands on one id.
+ * A command retried with the same id is one entry whose outcome covers every
+ * attempt (`outcomeOfAttempts`): a 4xx after an unanswered attempt is not a
+ * `fail`, since the first attempt may have taken effect.
  */
 export interface HistoryEntry {
   seq: number;
@@ -43,6 +46,18 @@ export interface HistoryEntry {
 export function outcomeOf(status: number | undefined): Outcome {
   if (status === undefined || status >= 500) return 'unknown';
   if (status >= 200 && status < 300) return 'ok';
+  return 'fail';
+}
+
+/**
+ * The outcome of a command sent several times with the same id (idempotent):
+ * ok if any attempt was acknowledged, unknown if any may have taken effect
+ * unseen, fail only if every attempt was refused.
+ */
+export function outcomeOfAttempts(statuses: readonly (number | undefined)[]): Outcome {
+  const outcomes = statuses.map(outcomeOf);
+  if (outcomes.includes('ok')) return 'ok';
+  if (outcomes.includes('unknown') || outcomes.length === 0) return 'unknown';
   return 'fail';
 }
 
