@@ -392,6 +392,19 @@ describe('fault proxy', () => {
     }
   });
 
+  it('can be started before its target is known (setTarget); resets requests until then', async () => {
+    const target = await startTarget();
+    opened.push(target);
+    const proxy = await startFaultProxy({ random: new SeededRandom(1), name: 'late' });
+    opened.push(proxy);
+    expect(await call(proxy, '/early')).toHaveProperty('error');
+    expect(() => proxy.setTarget('http://192.168.1.1:80')).toThrow(/loopback/);
+    proxy.setTarget(target.url);
+    expect(await call(proxy, '/later')).toMatchObject({ status: 201 });
+    expect(target.seen.map((s) => s.url)).toEqual(['/later']);
+    expect(proxy.stats()).toMatchObject({ requests: 2, noTarget: 1, forwarded: 1 });
+  });
+
   it('close() resets held callers and cancels pending replays', async () => {
     const { target, proxy } = await setUp();
     proxy.set({ lateReplay: 1, replayDelayMs: [60_000, 60_000] });

@@ -75,7 +75,8 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
  * Other counters in `stats()`: requests forwarded (originals; copies are counted as
  * `duplicate` and `lateReplayDelivered`), upstream
  * failures (the caller was reset), requests refused because `maxHeld` was reached,
- * replays sent, held requests released by a next one, bodies too large to copy.
+ * replays sent, held requests released by a next one, bodies too large to copy,
+ * requests reset because no target was set yet.
  */
 export const OUTCOMES = [
   'forwarded',
@@ -85,6 +86,7 @@ export const OUTCOMES = [
   'reorderSwapped',
   'largeBodyStreamed',
   'notCopiedLargeBody',
+  'noTarget',
 ] as const;
 
 /** The number of faults injected, from `stats()`. */
@@ -103,8 +105,12 @@ export interface FaultDecision {
 }
 
 export interface FaultProxyOptions {
-  /** `http://` origin on loopback (127.0.0.0/8, ::1 or localhost); anything else is refused. */
-  target: string;
+  /**
+   * `http://` origin on loopback (127.0.0.0/8, ::1 or localhost); anything else is refused.
+   * May be left out and given later with `setTarget` (the shop's `peerUrl` callback is
+   * synchronous and learns the direct URL only then); until then every request is reset.
+   */
+  target?: string;
   random: SeededRandom;
   name?: string;
   /** Bodies up to this size are buffered (so they can be copied); larger ones stream through uncopied. Default 1 MiB. */
@@ -120,6 +126,8 @@ export interface FaultProxy {
   /** `http://127.0.0.1:<port>` */
   url: string;
   name: string;
+  /** Points the proxy at a (loopback) target; throws for any other. */
+  setTarget(target: string): void;
   /** Replaces the settings; a partition that is switched off resets the sockets it held. */
   set(settings: FaultSettings): void;
   /** All faults off; held requests and pending replays are released now, hung sockets reset. */
@@ -156,6 +164,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   return {
     url: proxy.url,
     name: proxy.name,
+    setTarget: (target) => proxy.setTarget(target),
     set: (settings) => proxy.set(settings),
     heal: () => proxy.heal(),
     stats: () => proxy.stats(),
@@ -203,7 +212,7 @@ class FaultProxyServer {
   readonly name: string;
   url = '';
   private settings: FaultSettings = {};
-  private readonly target: URL;
+  private target: URL | undefined;
   private readonly random: SeededRandom;
   private readonly maxBodyBytes: number;
   private readonly maxHeld: number;
@@ -229,9 +238,9 @@ class FaultProxyServer {
   private closed = false;
 
   constructor(private readonly options: FaultProxyOptions) {
-    this.target = loopbackTarget(options.target);
+    this.target = options.target === undefined ? undefined : loopbackTarget(options.target);
     this.random = options.random;
-    this.name = options.name ?? `proxy→${this.target.host}`;
+    this.name = options.name ?? `proxy→${this.target?.host ?? '?'}`;
     this.maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
     this.maxHeld = options.maxHeld ?? 1000;
     this.upstreamTimeoutMs = options.upstreamTimeoutMs ?? 30_000;
@@ -243,6 +252,10 @@ class FaultProxyServer {
       this.server.listen(0, '127.0.0.1', resolve);
     });
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  setTarget(target: string): void {
+    this.target = loopbackTarget(target);
   }
 
   set(settings: FaultSettings): void {
@@ -307,6 +320,11 @@ class FaultProxyServer {
         faults,
       });
 
+    if (!this.target) {
+      this.count('noTarget');
+      resetSocket(req.socket);
+      return decided();
+    }
     if (this.settings.blackhole) {
       this.hang(req.socket, 'blackhole', faults);
       return decided();
@@ -404,12 +422,13 @@ class FaultProxyServer {
 
   /** Sends one request upstream; `onResponse` gets the answer. */
   private send(outgoing: Outgoing, onResponse: (response: IncomingMessage) => void): ClientRequest {
+    const target = this.target as URL;
     const upstream = httpRequest({
       protocol: 'http:',
-      hostname: this.target.hostname.replace(/^\[|\]$/g, ''),
-      port: this.target.port || 80,
+      hostname: target.hostname.replace(/^\[|\]$/g, ''),
+      port: target.port || 80,
       method: outgoing.method,
-      path: joinPath(this.target.pathname, outgoing.path),
+      path: joinPath(target.pathname, outgoing.path),
       headers: outgoing.headers,
       agent: this.agent,
     });
