@@ -19,7 +19,7 @@ import { freshDatabase, SECRET } from './helpers.ts';
 const ROWS = 20_000;
 
 const OWNER_SOURCE = {
-  fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'customer:' || t.id::text`,
+  fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
   idSql: 't.id',
   versionSql: 'coalesce(v.version, 0)',
 };
@@ -47,7 +47,7 @@ describe('set reconciliation between two PostgreSQL databases', () => {
     await ownerDb.db.query(`
       CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL);
       INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, ${ROWS}) g;
-      INSERT INTO baton.stream_versions SELECT 'customer:' || g, 1 + g % 3 FROM generate_series(1, ${ROWS}) g;
+      INSERT INTO baton.stream_versions SELECT 'baton.entity:customer:' || g, 1 + g % 3 FROM generate_series(1, ${ROWS}) g;
       ANALYZE customers; ANALYZE baton.stream_versions;`);
     await replicaDb.db.query(`
       CREATE TABLE replica_customer (id text PRIMARY KEY, state text NOT NULL, version bigint NOT NULL);
@@ -223,11 +223,11 @@ describe('set reconciliation between two PostgreSQL databases', () => {
 async function injectDifferences(owner: TestDatabase, replica: TestDatabase): Promise<void> {
   await owner.db.query(`
     INSERT INTO customers VALUES (20101, 'new customer');
-    INSERT INTO baton.stream_versions VALUES ('customer:20101', 1);
+    INSERT INTO baton.stream_versions VALUES ('baton.entity:customer:20101', 1);
     DELETE FROM customers WHERE id IN (17017, 18018);
-    UPDATE baton.stream_versions SET version = 5 WHERE stream_key = 'customer:7007';
-    DELETE FROM baton.stream_versions WHERE stream_key = 'customer:8008';
-    UPDATE baton.stream_versions SET version = 10 WHERE stream_key = 'customer:10010';`);
+    UPDATE baton.stream_versions SET version = 5 WHERE stream_key = 'baton.entity:customer:7007';
+    DELETE FROM baton.stream_versions WHERE stream_key = 'baton.entity:customer:8008';
+    UPDATE baton.stream_versions SET version = 10 WHERE stream_key = 'baton.entity:customer:10010';`);
   await replica.db.query(`
     DELETE FROM replica_customer WHERE id IN ('2002', '3003', '4004', '5005', '6006');
     INSERT INTO replica_customer VALUES ('900001', 'active', 1), ('900002', 'active', 4),

@@ -79,7 +79,7 @@ CREATE TABLE :schema.inbox (
 CREATE UNIQUE INDEX inbox_dedup ON :schema.inbox (subscription, event_id);
 CREATE INDEX inbox_open ON :schema.inbox (subscription, key, id)
   WHERE status IN ('pending', 'dead');
-CREATE INDEX inbox_ready ON :schema.inbox (subscription, next_attempt_at, id)
+CREATE INDEX inbox_ready ON :schema.inbox (subscription, id)
   WHERE status = 'pending';
 CREATE INDEX inbox_handled ON :schema.inbox (handled_at) WHERE status = 'handled';
 

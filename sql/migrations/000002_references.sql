@@ -72,7 +72,12 @@ CREATE FUNCTION :schema.emit_entity_state(p_entity text, p_id text, p_state text
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   v_version bigint;
+  -- The event's key is `<entity>:<id>` (what consumers order by); its version
+  -- counter is a stream of its own, `baton.entity:<entity>:<id>`, so events a
+  -- service publishes itself under the same key do not bump the entity's
+  -- version (which replicas, lookups and the caretaker compare).
   v_key text := p_entity || ':' || p_id;
+  v_stream text := 'baton.entity:' || p_entity || ':' || p_id;
   v_payload jsonb := jsonb_build_object('entity', p_entity, 'id', p_id, 'state', p_state,
                                         'fields', p_fields, 'personal', to_jsonb(p_personal));
   v_bytes int := octet_length(v_payload::text);
@@ -85,7 +90,7 @@ BEGIN
       p_entity, left(p_id, 100), v_bytes, v_limit
       USING ERRCODE = 'BR004';
   END IF;
-  INSERT INTO :schema.stream_versions AS sv (stream_key, version) VALUES (v_key, 1)
+  INSERT INTO :schema.stream_versions AS sv (stream_key, version) VALUES (v_stream, 1)
   ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + 1
   RETURNING version INTO v_version;
   INSERT INTO :schema.outbox (event_id, type, key, version, payload, headers, occurred_at, source)

@@ -14,7 +14,7 @@ import {
  * by Baton from declared (validated, quoted) names, never from a request.
  *
  * @example
- * { fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'customer:' || t.id::text`,
+ * { fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
  *   idSql: 't.id::text', versionSql: 'coalesce(v.version, 0)' }
  */
 export interface MemberSource {

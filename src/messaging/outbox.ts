@@ -113,6 +113,11 @@ export class Outbox {
         `${where} (${type}): key must be a non-empty string of at most ${MAX_KEY_LENGTH} characters without NUL or unpaired surrogates (got ${describe(key)}).`,
       );
     }
+    if (key.startsWith('baton.entity:')) {
+      throw new InvalidInputError(
+        `${where} (${type}): keys starting with "baton.entity:" are reserved for entity state streams.`,
+      );
+    }
     const payload = await validatePayload(this.options.schemas, type, input.payload);
     const unsafe = findUnsafeJson(payload);
     if (unsafe)

@@ -111,7 +111,7 @@ export class EntityOwner {
       `SELECT ${fieldsSql} AS fields, coalesce(v.version, 0) AS version,
               EXISTS (SELECT 1 FROM ${s}.delete_fences f WHERE f.entity = $2 AND f.id = $1 AND f.state = 'pending') AS deleting
        FROM ${this.table} t
-       LEFT JOIN ${s}.stream_versions v ON v.stream_key = $2 || ':' || $1
+       LEFT JOIN ${s}.stream_versions v ON v.stream_key = 'baton.entity:' || $2 || ':' || $1
        WHERE t.${await this.keyEquals(executor)}`,
       [id, d.name],
     );
@@ -300,9 +300,14 @@ export class EntityOwner {
   /** The owner's (id, version) set, as SQL fragments for the caretaker's set reconciliation. */
   memberSource(): { fromSql: string; idSql: string; versionSql: string } {
     return {
-      fromSql: `${this.table} t LEFT JOIN ${this.schemaSql}.stream_versions v ON v.stream_key = '${this.def.name}:' || t.${this.key}::text`,
+      fromSql: `${this.table} t LEFT JOIN ${this.schemaSql}.stream_versions v ON v.stream_key = '${entityStreamPrefix(this.def.name)}' || t.${this.key}::text`,
       idSql: `t.${this.key}::text`,
       versionSql: 'coalesce(v.version, 0)',
     };
   }
+}
+
+/** The version counter of an entity's state events (a stream of its own, apart from the service's other events on the same key). */
+export function entityStreamPrefix(entity: string): string {
+  return `baton.entity:${entity}:`;
 }
