@@ -218,7 +218,6 @@ export function createBaton(options: BatonOptions): Baton {
       new Caretaker(
         options.db,
         schemaSql,
-        schema,
         () =>
           [...registry.replications.values()].map((r) => ({
             replication: r.replication,

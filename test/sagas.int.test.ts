@@ -199,7 +199,9 @@ describe('the barrier: the disorder timeline, driven step by step', () => {
 
   it('prunes barrier rows only past the retention', async () => {
     const p = loyalty.baton.participant;
-    const before = await loyalty.database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM baton.barrier');
+    const before = await loyalty.database.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM baton.barrier',
+    );
     expect(before.rows[0]?.n).toBeGreaterThan(0);
     expect((await p.prune(3_600_000)).barrier).toBe(0);
     await new Promise((resolve) => setTimeout(resolve, 20));

@@ -16,6 +16,8 @@ export interface ServiceConfig {
   leaseMs?: number;
   /** A name for this process in logs (several processes of one service may run). */
   instance?: string;
+  /** Chaos runs: this process's clock runs this far off (Date.now shifted; the database clock is not). */
+  clockOffsetMs?: number;
 }
 
 export const WELCOME_POINTS = 100;

@@ -51,13 +51,17 @@ export async function routeApi(
   return problem(404, `no route for ${request.method} ${path}`);
 }
 
+/** UTF-16 surrogates that do not pair up: not valid Unicode (PostgreSQL would store U+FFFD, Baton refuses them). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /** Reads a required string field; undefined when missing or malformed. */
 export function text(body: unknown, field: string, max = 200): string | undefined {
   const value = (body as Record<string, unknown> | null)?.[field];
   return typeof value === 'string' &&
     value.length > 0 &&
     value.length <= max &&
-    !value.includes('\u0000')
+    !value.includes('\u0000') &&
+    !LONE_SURROGATE.test(value)
     ? value
     : undefined;
 }

@@ -19,6 +19,8 @@ export interface ShopOptions {
   onLog?: (service: ServiceName, line: string) => void;
   /** Extra postgres flags (e.g. a faster checkpoint setting in chaos runs). */
   postgresFlags?: string[];
+  /** Ports for the services (e.g. chosen first so fault proxies can point at them); free ones otherwise. */
+  ports?: Partial<Record<ServiceName, number>>;
 }
 
 export interface RunningShop {
@@ -30,8 +32,11 @@ export interface RunningShop {
   process(name: ServiceName): ChildProcess | undefined;
   /** SIGKILL (or another signal) to one service process. */
   signal(name: ServiceName, signal: NodeJS.Signals): void;
-  /** Starts a service process again (after a kill) on the same port. */
-  restart(name: ServiceName): Promise<void>;
+  /** Starts a service process again (after a kill) on the same port, optionally with its clock off. */
+  restart(
+    name: ServiceName,
+    overrides?: Partial<Pick<ServiceConfig, 'clockOffsetMs'>>,
+  ): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -53,7 +58,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     for (const name of SERVICES) databaseUrls[name] = await cluster.createDatabase(name);
   }
   const ports = {} as Record<ServiceName, number>;
-  for (const name of SERVICES) ports[name] = await freePort();
+  for (const name of SERVICES) ports[name] = options.ports?.[name] ?? (await freePort());
   const urls = Object.fromEntries(
     SERVICES.map((n) => [n, `http://127.0.0.1:${ports[n]}`]),
   ) as Record<ServiceName, string>;
@@ -61,7 +66,9 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   const adminToken = randomBytes(24).toString('hex');
   const children = new Map<ServiceName, ChildProcess>();
 
+  const overridesOf = new Map<ServiceName, Partial<ServiceConfig>>();
   const configOf = (name: ServiceName): ServiceConfig => ({
+    ...overridesOf.get(name),
     service: name,
     port: ports[name],
     databaseUrl: databaseUrls[name],
@@ -121,7 +128,8 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     signal(name, signal) {
       children.get(name)?.kill(signal);
     },
-    async restart(name) {
+    async restart(name, overrides) {
+      if (overrides) overridesOf.set(name, overrides);
       const old = children.get(name);
       if (old && old.exitCode === null && old.signalCode === null) {
         old.kill('SIGKILL');

@@ -12,6 +12,11 @@ import { declareOrders } from './orders-service.ts';
 import { startService } from './service-base.ts';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as ServiceConfig;
+if (config.clockOffsetMs) {
+  // Chaos runs: a process whose clock is off. Baton orders nothing by clocks; signatures carry a window.
+  const realNow = Date.now.bind(Date);
+  Date.now = () => realNow() + (config.clockOffsetMs ?? 0);
+}
 const say = (line: string) => writeSync(1, `${line}\n`);
 const logger: Logger = {
   debug: () => {},

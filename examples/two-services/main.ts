@@ -14,7 +14,13 @@
  * Run: npm run demo
  */
 import { z } from 'zod';
-import { type BatonEvent, createBaton, httpFeedSource, serveHttp, TerminalError } from '../../src/index.ts';
+import {
+  type BatonEvent,
+  createBaton,
+  httpFeedSource,
+  serveHttp,
+  TerminalError,
+} from '../../src/index.ts';
 import { PgDatabase, startEmbeddedPostgres } from '../../src/pg.ts';
 
 const SECRET = 'demo-shared-secret-change-me';
@@ -50,13 +56,21 @@ async function main(): Promise<void> {
   );
   const consumer = orders.consumer({
     name: 'orders-from-customers',
-    source: httpFeedSource({ name: 'customers', url: `${server.url}/baton`, auth: { type: 'hmac', secret: SECRET } }),
+    source: httpFeedSource({
+      name: 'customers',
+      url: `${server.url}/baton`,
+      auth: { type: 'hmac', secret: SECRET },
+    }),
     fetchWaitMs: 1000,
     maxAttempts: 3,
     backoff: { baseMs: 50, maxMs: 200 },
   });
-  const applyName = async (event: BatonEvent<CustomerPayload>, tx: Parameters<Parameters<typeof consumer.subscribe>[1]>[1]) => {
-    if (event.payload.name === 'Mallory') throw new TerminalError('orders refuses customers named Mallory');
+  const applyName = async (
+    event: BatonEvent<CustomerPayload>,
+    tx: Parameters<Parameters<typeof consumer.subscribe>[1]>[1],
+  ) => {
+    if (event.payload.name === 'Mallory')
+      throw new TerminalError('orders refuses customers named Mallory');
     // A state event: apply only if newer (duplicates and stale versions change nothing).
     if (!(await orders.acceptIfNewer(tx, 'customer', event))) return;
     await tx.query(
@@ -65,14 +79,18 @@ async function main(): Promise<void> {
       [event.payload.id, event.payload.name, event.version],
     );
   };
-  consumer.subscribe(['customer.registered', 'customer.renamed'], applyName, { schema: CustomerEvent });
+  consumer.subscribe(['customer.registered', 'customer.renamed'], applyName, {
+    schema: CustomerEvent,
+  });
 
   await relay.start();
   await consumer.start();
 
   // ── the story ──────────────────────────────────────────────────────
   const people = ['Ada', 'Grace', 'Edsger', 'Barbara', 'Mallory', 'Donald'];
-  say(`▶ customers registers ${people.length} customers, each row and its event in one transaction`);
+  say(
+    `▶ customers registers ${people.length} customers, each row and its event in one transaction`,
+  );
   for (const [i, name] of people.entries()) {
     const id = `cust-${i + 1}`;
     await customersDb.transaction(async (tx) => {
@@ -83,7 +101,11 @@ async function main(): Promise<void> {
   say('▶ a transaction that publishes and then rolls back: its event must never arrive');
   await customersDb
     .transaction(async (tx) => {
-      await customers.publish(tx, { type: 'customer.registered', key: 'cust-ghost', payload: { id: 'cust-ghost', name: 'Ghost' } });
+      await customers.publish(tx, {
+        type: 'customer.registered',
+        key: 'cust-ghost',
+        payload: { id: 'cust-ghost', name: 'Ghost' },
+      });
       throw new Error('business rule failed');
     })
     .catch(() => {});
@@ -91,12 +113,22 @@ async function main(): Promise<void> {
   for (const name of ['Ada L.', 'Ada Lovelace', 'Countess Ada']) {
     await customersDb.transaction(async (tx) => {
       await tx.query("UPDATE customers SET name = $1 WHERE id = 'cust-1'", [name]);
-      await customers.publish(tx, { type: 'customer.renamed', key: 'cust-1', payload: { id: 'cust-1', name } });
+      await customers.publish(tx, {
+        type: 'customer.renamed',
+        key: 'cust-1',
+        payload: { id: 'cust-1', name },
+      });
     });
   }
   say('▶ publishing an event that fails its schema is refused before anything is written:');
   await customersDb
-    .transaction((tx) => customers.publish(tx, { type: 'customer.renamed', key: 'cust-2', payload: { id: 'cust-2', name: '' } }))
+    .transaction((tx) =>
+      customers.publish(tx, {
+        type: 'customer.renamed',
+        key: 'cust-2',
+        payload: { id: 'cust-2', name: '' },
+      }),
+    )
     .catch((error: Error) => say(`  ✓ refused: ${error.message}`));
 
   await waitFor(async () => {
@@ -114,15 +146,25 @@ async function main(): Promise<void> {
   const dead = await ordersDb.query<{ key: string; last_error: string }>(
     `SELECT key, last_error FROM baton.inbox WHERE status = 'dead'`,
   );
-  for (const d of dead.rows) say(`  ✗ dead letter for ${d.key}: ${d.last_error}  (see: baton dlq list)`);
+  for (const d of dead.rows)
+    say(`  ✗ dead letter for ${d.key}: ${d.last_error}  (see: baton dlq list)`);
 
   // ── checks ─────────────────────────────────────────────────────────
   const checks: [string, boolean][] = [];
   const names = new Map(replica.rows.map((r) => [r.id, r.name]));
-  checks.push(['every registered customer but the refused one arrived', replica.rows.length === people.length - 1]);
+  checks.push([
+    'every registered customer but the refused one arrived',
+    replica.rows.length === people.length - 1,
+  ]);
   checks.push(['the rolled-back event never arrived', !names.has('cust-ghost')]);
-  checks.push(["Ada's renames applied in order (last one wins)", names.get('cust-1') === 'Countess Ada']);
-  checks.push(['the failing event is a dead letter, not lost', dead.rows.length === 1 && dead.rows[0]?.key === 'cust-5']);
+  checks.push([
+    "Ada's renames applied in order (last one wins)",
+    names.get('cust-1') === 'Countess Ada',
+  ]);
+  checks.push([
+    'the failing event is a dead letter, not lost',
+    dead.rows.length === 1 && dead.rows[0]?.key === 'cust-5',
+  ]);
   const dup = await ordersDb.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM (SELECT event_id FROM baton.inbox GROUP BY event_id HAVING count(*) > 1) t`,
   );

@@ -58,7 +58,6 @@ export class Caretaker {
   constructor(
     private readonly db: Database,
     private readonly schemaSql: string,
-    private readonly schema: string,
     private readonly targets: () => readonly ReconcileTarget[],
     private readonly invariants: () => readonly InvariantDefinition[],
     private readonly publish: (tx: Executor, events: EventInput[]) => Promise<unknown>,

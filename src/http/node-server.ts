@@ -38,8 +38,8 @@ export async function serveHttp(
     let response: HttpResponseLike;
     try {
       const body = await readBody(req, maxBodyBytes);
-      // Too large: answer at once and close the connection (Node destroys the
-      // socket once the answer is flushed), so an endless body cannot hold it.
+      // Too large: 413 once the excess is drained (or at once past the drain
+      // cap); the answer closes the connection, so an endless body cannot hold it.
       response =
         body === 'too-large'
           ? tooLarge(maxBodyBytes)
@@ -85,20 +85,26 @@ function toRequest(req: IncomingMessage, body: Buffer): HttpRequestLike {
   return { method: req.method ?? 'GET', url: req.url ?? '/', headers, body };
 }
 
-/** Resolves 'too-large' as soon as the body (declared or received) passes the limit; stops collecting then. */
+/**
+ * Reads the body up to `limit`. Past it, the rest is read and thrown away —
+ * so a client still writing can then read the 413 — but only up to
+ * `DRAIN_FACTOR × limit`: an endless or huge body gets its 413 at that point
+ * and the connection is closed under it.
+ */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
-  if (Number(req.headers['content-length'] ?? '0') > limit) return Promise.resolve('too-large');
+  const drainCap = limit * DRAIN_FACTOR;
+  if (Number(req.headers['content-length'] ?? '0') > drainCap) return Promise.resolve('too-large');
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const onData = (chunk: Buffer) => {
+    req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= limit) return void chunks.push(chunk);
-      req.off('data', onData);
-      resolve('too-large');
-    };
-    req.on('data', onData);
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+      if (size <= limit) chunks.push(chunk);
+      else if (size > drainCap) resolve('too-large');
+    });
+    req.on('end', () => resolve(size > limit ? 'too-large' : Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }
+
+const DRAIN_FACTOR = 16;

@@ -119,7 +119,7 @@ async function copySnapshot(
     );
     return Number(r.rows[0]?.n ?? 0);
   }
-  const sets = mapping.map(([field, target], i) => `${quoteIdent(target)} = $${i + 2}`).join(', ');
+  const sets = mapping.map(([, target], i) => `${quoteIdent(target)} = $${i + 2}`).join(', ');
   const values = mapping.map(([field]) => snapshot[field] ?? null);
   const r = await tx.query(
     `UPDATE ${table} SET ${sets} WHERE ${column} = $1::text::${ref.replica.idType}`,

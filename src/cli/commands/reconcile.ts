@@ -169,7 +169,6 @@ async function reconcile(
   const caretaker = new Caretaker(
     db,
     schemaIdent(schema),
-    schema,
     () => targets,
     () => [],
     publish,

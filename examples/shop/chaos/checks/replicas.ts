@@ -12,13 +12,9 @@ const ENTITY_EVENT = 'baton.entity.customer';
  * - a tombstone ⇒ replica DELETED;
  * - a replica row with neither ⇒ an orphan (the caretaker should have
  *   quarantined and removed it);
- * - version: at least the version of the key's last entity event, at most
- *   the key's stream version. Both bounds, because the key's stream also
- *   carries `customer.registered` (it bumps the stream version but is no
- *   state event): a replica fed by events holds the last entity event's
- *   version, one repaired from an owner lookup the stream version. When the
- *   outbox no longer holds the key's entity events (pruned) the lower bound
- *   is 1.
+ * - version: exactly the entity's version (its own stream,
+ *   `baton.entity:customer:<id>`, which only state events bump); the last
+ *   entity event in the outbox must carry the same version.
  */
 export function replicasEqualOwners(view: ShopView): CheckResult {
   const found = new Anomalies('replicas-equal-owners');
@@ -31,8 +27,8 @@ export function replicasEqualOwners(view: ShopView): CheckResult {
       );
   const versionRange = (id: string): [number, number] => {
     const key = `customer:${id}`;
-    const upper = view.snapshot.customers.streamVersions.get(key) ?? 0;
-    return [lastEntityVersion.get(key) ?? 1, upper];
+    const stream = view.snapshot.customers.streamVersions.get(key) ?? 0;
+    return [lastEntityVersion.get(key) ?? stream, stream];
   };
   for (const [referrer, replica] of [
     ['orders', view.ordersReplica],

@@ -210,7 +210,7 @@ const QUERIES: Record<ShopDatabase, Record<string, string>> = {
     customers: 'SELECT id, name, address FROM customers',
     tombstones: "SELECT id, version FROM baton.tombstones WHERE entity = 'customer'",
     stream_versions:
-      "SELECT stream_key, version FROM baton.stream_versions WHERE stream_key LIKE 'customer:%'",
+      "SELECT substr(stream_key, length('baton.entity:') + 1) AS stream_key, version FROM baton.stream_versions WHERE stream_key LIKE 'baton.entity:customer:%'",
   },
   orders: {
     ...MESSAGING,

@@ -1,0 +1,301 @@
+/**
+ * The chaos harness: the shop under faults, then a checker that proves the
+ * guarantees held.
+ *
+ *   npm run chaos                          one mixed scenario with a fresh seed
+ *   npm run chaos -- --ci                  the fixed CI set (baseline, crash, pause, database restart,
+ *                                          network, out-of-order commits, mixed), seeded, < 20 min
+ *   npm run chaos -- --scenario crash --seed 42
+ *   npm run chaos -- --replay .baton/chaos/<run>   the same scenarios and seeds again
+ *   npm run chaos -- --soak --hours 4      rotating scenarios with fresh seeds; failing seeds kept for replay
+ *
+ * Every run prints its master seed first and writes, per scenario, the
+ * history (history.jsonl), the fault schedule (schedule.jsonl), the services'
+ * logs and the result (result.json) under the run directory. The last line
+ * is `N passed, N failed` over all checks of all scenarios.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from '../../../src/pg.ts';
+import { SERVICES, type ServiceName, startShop } from '../launcher.ts';
+import { type BadInputReport, sendBadInput } from './bad-input.ts';
+import { type CheckerReport, checkShop } from './checker.ts';
+import { type FaultProxy, startFaultProxy } from './fault-proxy.ts';
+import { type HistoryEntry, writeHistory } from './history.ts';
+import { startNemesis } from './nemesis.ts';
+import { type QuiescenceReport, quiesce } from './quiesce.ts';
+import { CI_SCENARIOS, type Scenario, scenarioByName } from './scenarios.ts';
+import { randomSeed, SeededRandom } from './seeded-random.ts';
+import { runWorkload } from './workload.ts';
+
+interface ScenarioResult {
+  scenario: string;
+  seed: number;
+  ms: number;
+  operations: Record<string, Record<string, number>>;
+  faults: { total: number; byKind: Record<string, number> };
+  badInput: BadInputReport;
+  quiescence: QuiescenceReport;
+  checker: CheckerReport;
+  passed: number;
+  failed: number;
+}
+
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(name);
+const option = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+
+async function main(): Promise<number> {
+  const replay = option('--replay');
+  const replayed = replay
+    ? (JSON.parse(readFileSync(join(replay, 'run.json'), 'utf8')) as {
+        seed: number;
+        scenarios: string[];
+      })
+    : undefined;
+  const masterSeed = replayed?.seed ?? (option('--seed') ? Number(option('--seed')) : randomSeed());
+  console.log(`master seed ${masterSeed}${replay ? ` (replaying ${replay})` : ''}`);
+  const scenarios = pickScenarios(replayed?.scenarios);
+  const runDir =
+    option('--out') ??
+    join('.baton', 'chaos', `${new Date().toISOString().replace(/[:.]/g, '-')}-${masterSeed}`);
+  mkdirSync(runDir, { recursive: true });
+  writeFileSync(
+    join(runDir, 'run.json'),
+    JSON.stringify({ seed: masterSeed, scenarios: scenarios.map((s) => s.name) }, null, 2),
+  );
+  console.log(`run directory ${runDir}`);
+
+  const soakUntil = flag('--soak') ? Date.now() + Number(option('--hours') ?? '1') * 3_600_000 : 0;
+  const results: ScenarioResult[] = [];
+  const master = new SeededRandom(masterSeed);
+  let round = 0;
+  do {
+    for (const scenario of scenarios) {
+      const seed = soakUntil ? randomSeed() : master.fork(scenario.name).int(0, 0xffff_ffff);
+      const dir = join(runDir, `${String(results.length + 1).padStart(2, '0')}-${scenario.name}`);
+      mkdirSync(dir, { recursive: true });
+      const result = await runScenario(scenario, seed, dir);
+      results.push(result);
+      printScenario(result);
+      if (soakUntil && result.failed > 0)
+        console.log(`  failing seed kept: --scenario ${scenario.name} --seed ${seed}`);
+      if (soakUntil && Date.now() > soakUntil) break;
+    }
+    round++;
+  } while (soakUntil && Date.now() < soakUntil);
+
+  const total = {
+    passed: results.reduce((n, r) => n + r.passed, 0),
+    failed: results.reduce((n, r) => n + r.failed, 0),
+    faults: results.reduce((n, r) => n + r.faults.total, 0),
+    badInputs: results.reduce((n, r) => n + r.badInput.sent, 0),
+    operations: results.reduce(
+      (n, r) => n + Object.values(r.operations).reduce((m, o) => m + (o.total ?? 0), 0),
+      0,
+    ),
+  };
+  writeFileSync(
+    join(runDir, 'result.json'),
+    JSON.stringify({ seed: masterSeed, rounds: round, total, results }, null, 2),
+  );
+  console.log(
+    `\n${results.length} scenarios, ${total.operations} operations, ${total.faults} faults injected, ${total.badInputs} bad inputs tried`,
+  );
+  console.log(`${total.passed} passed, ${total.failed} failed`);
+  return total.failed === 0 ? 0 : 1;
+}
+
+function pickScenarios(replayed: string[] | undefined): Scenario[] {
+  const names =
+    replayed ??
+    (flag('--ci') || flag('--soak')
+      ? CI_SCENARIOS.map((s) => s.name)
+      : [option('--scenario') ?? 'mixed']);
+  return names.map((name) => {
+    const s = scenarioByName(name);
+    if (!s)
+      throw new Error(
+        `unknown scenario "${name}" (known: ${CI_SCENARIOS.map((c) => c.name).join(', ')})`,
+      );
+    const ops = option('--operations');
+    return ops ? { ...s, operations: Number(ops) } : s;
+  });
+}
+
+async function runScenario(scenario: Scenario, seed: number, dir: string): Promise<ScenarioResult> {
+  const started = Date.now();
+  const random = new SeededRandom(seed);
+  const logLines: string[] = [];
+  const log = (line: string) => logLines.push(`${new Date().toISOString()} ${line}`);
+  console.log(
+    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.operations} operations, faults: ${scenario.faults.join(', ') || 'none'})`,
+  );
+
+  // Every link goes through a fault proxy: service → service, and workload → service.
+  const ports = Object.fromEntries(
+    await Promise.all(SERVICES.map(async (s) => [s, await freePort()])),
+  ) as Record<ServiceName, number>;
+  const direct = (s: ServiceName) => `http://127.0.0.1:${ports[s]}`;
+  const proxies = new Map<string, FaultProxy>();
+  const decisions: unknown[] = [];
+  for (const from of [...SERVICES, 'client' as const]) {
+    for (const to of SERVICES) {
+      if (from === to) continue;
+      proxies.set(
+        `${from}->${to}`,
+        await startFaultProxy({
+          target: direct(to),
+          random: random.fork(`proxy:${from}->${to}`),
+          name: `${from}->${to}`,
+          onDecision: (d) => {
+            if (d.faults.length > 0 && decisions.length < 50_000) decisions.push(d);
+          },
+        }),
+      );
+    }
+  }
+  const proxyUrl = (from: string, to: ServiceName) =>
+    (proxies.get(`${from}->${to}`) as FaultProxy).url;
+  const shop = await startShop({
+    ports,
+    peerUrl: (from, to, directUrl) => (from === to ? directUrl : proxyUrl(from, to)),
+    leaseMs: 3_000,
+    onLog: (service, line) => logLines.push(`${service} ${line}`),
+  });
+  let history: HistoryEntry[] = [];
+  try {
+    const clientUrls = Object.fromEntries(
+      SERVICES.map((s) => [s, proxyUrl('client', s)]),
+    ) as Record<ServiceName, string>;
+    const nemesis = startNemesis(
+      shop,
+      [...proxies.values()],
+      scenario,
+      random.fork('nemesis'),
+      log,
+    );
+    const deadline = AbortSignal.timeout(150_000);
+    history = await runWorkload({
+      operations: scenario.operations,
+      concurrency: scenario.concurrency,
+      urls: clientUrls,
+      random: random.fork('workload'),
+      signal: deadline,
+    });
+    await nemesis.stop();
+    await nemesis.heal();
+    for (const proxy of proxies.values()) await proxy.settled();
+    const quiescence = await quiesce(shop, 120_000);
+    const badInput = await sendBadInput(shop.urls, shop.secret, 2_000, random.fork('bad-input'));
+    const checker = await checkShop({
+      databaseUrls: shop.databaseUrls,
+      history,
+      minimumOk: { register: 3, place: 3 },
+      badInput: {
+        sent: badInput.sent,
+        unexpected5xx: badInput.serverErrors + badInput.noAnswer + badInput.wronglyAccepted,
+      },
+    });
+    const livenessCheck = {
+      name: 'liveness: drained within the deadline, caretaker at a fixed point',
+      passed: quiescence.drained && quiescence.fixedPoint,
+      anomalies: quiescence.drained && quiescence.fixedPoint ? 0 : 1,
+      examples: quiescence.drained ? [] : quiescence.stillMoving,
+    };
+    checker.checks.push(livenessCheck);
+    const proxyFaults = [...proxies.values()].map((p) => p.stats());
+    const byKind: Record<string, number> = {};
+    for (const stats of proxyFaults) {
+      for (const kind of [
+        'delay',
+        'reset',
+        'dropResponse',
+        'duplicate',
+        'lateReplay',
+        'reorder',
+        'oneWay',
+        'blackhole',
+      ]) {
+        byKind[`network:${kind}`] = (byKind[`network:${kind}`] ?? 0) + (stats[kind] ?? 0);
+      }
+    }
+    for (const f of nemesis.schedule) byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
+    const passed = checker.checks.filter((c) => c.passed).length;
+    const result: ScenarioResult = {
+      scenario: scenario.name,
+      seed,
+      ms: Date.now() - started,
+      operations: summariseOperations(history),
+      faults: { total: Object.values(byKind).reduce((n, k) => n + k, 0), byKind },
+      badInput,
+      quiescence,
+      checker,
+      passed,
+      failed: checker.checks.length - passed,
+    };
+    writeHistory(join(dir, 'history.jsonl'), history);
+    writeFileSync(
+      join(dir, 'schedule.jsonl'),
+      [...nemesis.schedule, ...decisions].map((d) => JSON.stringify(d)).join('\n'),
+    );
+    writeFileSync(join(dir, 'result.json'), JSON.stringify(result, null, 2));
+    return result;
+  } finally {
+    writeFileSync(join(dir, 'logs.txt'), logLines.join('\n'));
+    await shop.stop().catch(() => {});
+    for (const proxy of proxies.values()) await proxy.close().catch(() => {});
+  }
+}
+
+function summariseOperations(
+  history: readonly HistoryEntry[],
+): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const e of history) {
+    out[e.op] ??= { total: 0, ok: 0, fail: 0, unknown: 0 };
+    const o = out[e.op] as Record<string, number>;
+    o.total = (o.total ?? 0) + 1;
+    o[e.outcome] = (o[e.outcome] ?? 0) + 1;
+  }
+  return out;
+}
+
+function printScenario(r: ScenarioResult): void {
+  const ops = Object.entries(r.operations)
+    .map(([op, o]) => `${op} ${o.ok}/${o.total} ok${o.unknown ? `, ${o.unknown} unknown` : ''}`)
+    .join('; ');
+  console.log(`  operations: ${ops}`);
+  console.log(
+    `  faults injected: ${r.faults.total} (${
+      Object.entries(r.faults.byKind)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ') || 'none'
+    })`,
+  );
+  console.log(
+    `  bad inputs: ${r.badInput.sent} sent, ${r.badInput.refused} refused, ${r.badInput.serverErrors} 5xx, ${r.badInput.wronglyAccepted} wrongly accepted, ${r.badInput.noAnswer} unanswered`,
+  );
+  console.log(
+    `  quiescence: drained in ${r.quiescence.drainMs} ms${r.quiescence.drained ? '' : ` — NOT drained: ${r.quiescence.stillMoving.join('; ')}`}; caretaker ${r.quiescence.fixedPoint ? 'at a fixed point' : 'NOT at a fixed point'}`,
+  );
+  for (const c of r.checker.checks) {
+    console.log(
+      `  ${c.passed ? '✓' : '✗'} ${c.name}${c.passed ? '' : ` — ${c.anomalies} anomalies, e.g. ${JSON.stringify(c.examples.slice(0, 2)).slice(0, 300)}`}`,
+    );
+  }
+  console.log(`  ${r.passed} passed, ${r.failed} failed (${Math.round(r.ms / 1000)} s)`);
+}
+
+main()
+  .then((code) => {
+    process.exitCode = code;
+  })
+  .catch((error) => {
+    console.error('chaos run failed:', error);
+    process.exitCode = 1;
+  });
