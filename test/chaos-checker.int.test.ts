@@ -309,8 +309,12 @@ describe('chaos checker', () => {
 
   it('reports two events of one key handled in the wrong order, and nothing else', async () => {
     const report = await checkCorrupted('loyalty', async (c) => {
+      // Two state events of one customer (one version stream: baton.entity.customer).
       const rows = await c.query<{ id: string }>(
-        "SELECT id FROM baton.inbox WHERE key = 'customer:c1' ORDER BY id LIMIT 2",
+        `SELECT id FROM baton.inbox WHERE type = 'baton.entity.customer' AND key = (
+           SELECT key FROM baton.inbox WHERE type = 'baton.entity.customer'
+           GROUP BY key HAVING count(*) >= 2 ORDER BY key LIMIT 1)
+         ORDER BY id LIMIT 2`,
       );
       const [a, b] = rows.rows.map((r) => Number(r.id));
       // Swap the two inbox ids: the later version now sits first.
