@@ -144,8 +144,11 @@ export async function declareOrders(
       pattern: /^\/orders\/([^/]+)\/cancel$/,
       handle: async ({ params }) => {
         const orderId = params[0] as string;
+        // The order's customer: from the order, or — while its place saga has not created it
+        // yet — from that saga's key. The cancel saga runs under the same key, after the place saga.
         const r = await db.query<{ customer_id: string | null }>(
-          'SELECT customer_id FROM orders WHERE id = $1',
+          `SELECT customer_id FROM orders WHERE id = $1
+           UNION ALL SELECT key FROM baton.sagas WHERE id = 'place:' || $1 LIMIT 1`,
           [orderId],
         );
         if (!r.rows[0]) return problem(404, `no order ${orderId}`);

@@ -122,7 +122,12 @@ function pickScenarios(replayed: string[] | undefined): Scenario[] {
         `unknown scenario "${name}" (known: ${CI_SCENARIOS.map((c) => c.name).join(', ')})`,
       );
     const ops = option('--operations');
-    return ops ? { ...s, operations: Number(ops) } : s;
+    const seconds = option('--seconds');
+    return {
+      ...s,
+      ...(ops ? { operations: Number(ops) } : {}),
+      ...(seconds ? { durationMs: Number(seconds) * 1000 } : {}),
+    };
   });
 }
 
@@ -132,7 +137,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
   const logLines: string[] = [];
   const log = (line: string) => logLines.push(`${new Date().toISOString()} ${line}`);
   console.log(
-    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.operations} operations, faults: ${scenario.faults.join(', ') || 'none'})`,
+    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.durationMs / 1000} s, at most ${scenario.operations} operations, faults: ${[...new Set(scenario.faults)].join(', ') || 'none'})`,
   );
 
   // Every link goes through a fault proxy: service → service, and workload → service.
@@ -171,23 +176,26 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     const clientUrls = Object.fromEntries(
       SERVICES.map((s) => [s, proxyUrl('client', s)]),
     ) as Record<ServiceName, string>;
+    const nemesisCommands: Omit<HistoryEntry, 'seq'>[] = [];
     const nemesis = startNemesis(
       shop,
       [...proxies.values()],
       scenario,
       random.fork('nemesis'),
       log,
+      (c) => nemesisCommands.push(c),
     );
-    const deadline = AbortSignal.timeout(150_000);
     history = await runWorkload({
       operations: scenario.operations,
       concurrency: scenario.concurrency,
       urls: clientUrls,
       random: random.fork('workload'),
-      signal: deadline,
+      signal: AbortSignal.timeout(scenario.durationMs),
     });
     await nemesis.stop();
     await nemesis.heal();
+    // The out-of-order writers' updates are commands too: the checker must know them.
+    for (const command of nemesisCommands) history.push({ ...command, seq: history.length + 1 });
     for (const proxy of proxies.values()) await proxy.settled();
     const quiescence = await quiesce(shop, 120_000);
     const badInput = await sendBadInput(shop.urls, shop.secret, 2_000, random.fork('bad-input'));

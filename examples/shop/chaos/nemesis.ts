@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { RunningShop, ServiceName } from '../launcher.ts';
 import { SERVICES } from '../launcher.ts';
 import type { FaultProxy, FaultSettings } from './fault-proxy.ts';
+import type { HistoryEntry } from './history.ts';
 import type { FaultKind, Scenario } from './scenarios.ts';
 import type { SeededRandom } from './seeded-random.ts';
 
@@ -35,6 +36,8 @@ export function startNemesis(
   scenario: Scenario,
   random: SeededRandom,
   log: (line: string) => void,
+  /** The out-of-order writers' commands, for the history (acknowledged updates too). */
+  onCommand: (entry: Omit<HistoryEntry, 'seq'>) => void,
 ): Nemesis {
   const schedule: ScheduledFault[] = [];
   const started = Date.now();
@@ -101,7 +104,7 @@ export function startNemesis(
         return;
       }
       case 'out-of-order':
-        await outOfOrderCommit(shop, random, record);
+        await outOfOrderCommit(shop, random, record, onCommand);
         return;
       case 'clock': {
         if (down.has(service) || paused.has(service)) return;
@@ -168,6 +171,7 @@ async function outOfOrderCommit(
   shop: RunningShop,
   random: SeededRandom,
   record: (kind: FaultKind, target: string, detail: string) => void,
+  onCommand: (entry: Omit<HistoryEntry, 'seq'>) => void,
 ): Promise<void> {
   const client = new pg.Client({ connectionString: shop.databaseUrls.customers });
   client.on('error', () => {});
@@ -179,14 +183,27 @@ async function outOfOrderCommit(
     const id = pick.rows[0]?.id;
     if (!id) return;
     const holdMs = random.int(100, 1_500);
+    const address = `${random.int(1, 999)} Late Lane`;
+    const startedAt = Date.now();
     await client.query('BEGIN');
     await client.query('SELECT pg_current_xact_id()');
-    await client.query(`UPDATE customers SET address = $2 WHERE id = $1`, [
+    const updated = await client.query('UPDATE customers SET address = $2 WHERE id = $1', [
       id,
-      `${random.int(1, 999)} Late Lane`,
+      address,
     ]);
     await new Promise((resolve) => setTimeout(resolve, holdMs));
     await client.query('COMMIT');
+    // An acknowledged update like any other: the checker must know it.
+    if (updated.rowCount) {
+      onCommand({
+        op: 'update',
+        args: { id, address },
+        outcome: 'ok',
+        status: 200,
+        startedAt,
+        endedAt: Date.now(),
+      });
+    }
     record('out-of-order', `customers:${id}`, `took its xid early, committed after ${holdMs} ms`);
   } finally {
     await client.end().catch(() => {});

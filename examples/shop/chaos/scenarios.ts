@@ -11,7 +11,9 @@ export type FaultKind =
 
 export interface Scenario {
   name: string;
-  /** Commands the workload issues. */
+  /** How long the workload runs (the nemesis with it). */
+  durationMs: number;
+  /** At most this many commands. */
   operations: number;
   concurrency: number;
   faults: readonly FaultKind[];
@@ -35,49 +37,71 @@ const NETWORK: FaultSettings = {
 
 /** The fixed CI set: every fault kind alone, then all together. */
 export const CI_SCENARIOS: readonly Scenario[] = [
-  { name: 'baseline', operations: 300, concurrency: 6, faults: [], faultEveryMs: [1_000, 1_000] },
+  {
+    name: 'baseline',
+    durationMs: 30_000,
+    operations: 3_000,
+    concurrency: 6,
+    faults: [],
+    faultEveryMs: [1_000, 1_000],
+  },
   {
     name: 'crash',
-    operations: 300,
+    durationMs: 60_000,
+    operations: 3_000,
     concurrency: 6,
     faults: ['kill'],
-    faultEveryMs: [2_500, 5_000],
+    faultEveryMs: [3_000, 6_000],
   },
   {
     name: 'pause',
-    operations: 300,
+    durationMs: 60_000,
+    operations: 3_000,
     concurrency: 6,
     faults: ['pause'],
-    faultEveryMs: [2_500, 5_000],
+    faultEveryMs: [3_000, 6_000],
   },
   {
     name: 'database-restart',
-    operations: 300,
+    durationMs: 60_000,
+    operations: 3_000,
     concurrency: 6,
     faults: ['database-restart'],
-    faultEveryMs: [7_000, 10_000],
+    faultEveryMs: [9_000, 14_000],
   },
   {
     name: 'network',
-    operations: 400,
+    durationMs: 60_000,
+    operations: 3_000,
     concurrency: 8,
     faults: ['network'],
-    faultEveryMs: [1_500, 3_000],
+    faultEveryMs: [300, 900],
     network: NETWORK,
   },
   {
     name: 'out-of-order',
-    operations: 300,
+    durationMs: 45_000,
+    operations: 3_000,
     concurrency: 6,
     faults: ['out-of-order'],
-    faultEveryMs: [200, 600],
+    faultEveryMs: [100, 300],
   },
   {
     name: 'mixed',
-    operations: 400,
+    durationMs: 75_000,
+    operations: 4_000,
     concurrency: 8,
-    faults: ['kill', 'pause', 'database-restart', 'network', 'out-of-order', 'clock'],
-    faultEveryMs: [2_000, 4_000],
+    faults: [
+      'kill',
+      'pause',
+      'database-restart',
+      'network',
+      'network',
+      'out-of-order',
+      'out-of-order',
+      'clock',
+    ],
+    faultEveryMs: [800, 2_000],
     network: NETWORK,
   },
 ];
