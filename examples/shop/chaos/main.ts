@@ -20,7 +20,7 @@ import { freePort } from '../../../src/pg.ts';
 import { SERVICES, type ServiceName, startShop } from '../launcher.ts';
 import { type BadInputReport, sendBadInput } from './bad-input.ts';
 import { type CheckerReport, checkShop } from './checker.ts';
-import { type FaultProxy, startFaultProxy } from './fault-proxy.ts';
+import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
 import { type HistoryEntry, writeHistory } from './history.ts';
 import { startNemesis } from './nemesis.ts';
 import { type QuiescenceReport, quiesce } from './quiesce.ts';
@@ -218,16 +218,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     const proxyFaults = [...proxies.values()].map((p) => p.stats());
     const byKind: Record<string, number> = {};
     for (const stats of proxyFaults) {
-      for (const kind of [
-        'delay',
-        'reset',
-        'dropResponse',
-        'duplicate',
-        'lateReplay',
-        'reorder',
-        'oneWay',
-        'blackhole',
-      ]) {
+      for (const kind of FAULT_KINDS) {
         byKind[`network:${kind}`] = (byKind[`network:${kind}`] ?? 0) + (stats[kind] ?? 0);
       }
     }
