@@ -371,9 +371,12 @@ export class RunContext implements SagaContext {
     ordinal: number,
     fields: Partial<StepRow> & Pick<StepRow, 'state'>,
   ): Promise<void> {
-    return this.store.fenced(this.saga.id, this.saga.fence, (tx) =>
-      this.store.putStep(tx, this.saga.id, { name, kind, ordinal, ...fields }),
-    );
+    return this.store.putStepFenced(this.saga.id, this.saga.fence, {
+      name,
+      kind,
+      ordinal,
+      ...fields,
+    });
   }
 
   private idempotencyKey(step: string): string {

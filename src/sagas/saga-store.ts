@@ -168,33 +168,41 @@ export class SagaStore {
     sagaId: string,
     step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
   ): Promise<void> {
-    await tx.query(
-      `INSERT INTO ${this.schemaSql}.saga_steps (saga_id, name, kind, ordinal, state, result, attempts,
+    await tx.query(this.putStepSql(false), stepValues(sagaId, step));
+  }
+
+  /**
+   * Records a step in one statement that checks (and locks) the worker's
+   * fence itself — one round trip instead of a fenced transaction's four.
+   * @throws LeaseLostError when another worker holds the saga now.
+   */
+  async putStepFenced(
+    sagaId: string,
+    fence: number,
+    step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
+  ): Promise<void> {
+    const r = await this.db.query(this.putStepSql(true), [...stepValues(sagaId, step), fence]);
+    if (r.rowCount !== 1) throw new LeaseLostError(sagaId, fence);
+  }
+
+  private putStepSql(fenced: boolean): string {
+    const s = this.schemaSql;
+    const guard = fenced
+      ? `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $13 FOR UPDATE) `
+      : '';
+    const source = fenced ? 'SELECT' : 'VALUES (';
+    const close = fenced ? ' WHERE EXISTS (SELECT 1 FROM lease)' : ')';
+    return `${guard}INSERT INTO ${s}.saga_steps (saga_id, name, kind, ordinal, state, result, attempts,
          compensation_attempts, last_error, retry_at, wait_until, correlation_id, completed_at, compensated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+       ${source} $1, $2, $3, $4::int, $5, $6::jsonb, $7::int, $8::int, $9, $10::timestamptz, $11::timestamptz, $12,
          CASE WHEN $5 IN ('completed', 'failed') THEN now() END,
-         CASE WHEN $5 = 'compensated' THEN now() END)
+         CASE WHEN $5 = 'compensated' THEN now() END${close}
        ON CONFLICT (saga_id, name) DO UPDATE SET state = excluded.state, result = excluded.result,
          attempts = excluded.attempts, compensation_attempts = excluded.compensation_attempts,
          last_error = excluded.last_error, retry_at = excluded.retry_at, wait_until = excluded.wait_until,
          correlation_id = excluded.correlation_id,
-         completed_at = coalesce(excluded.completed_at, ${this.schemaSql}.saga_steps.completed_at),
-         compensated_at = coalesce(excluded.compensated_at, ${this.schemaSql}.saga_steps.compensated_at)`,
-      [
-        sagaId,
-        step.name,
-        step.kind,
-        step.ordinal,
-        step.state,
-        step.result === undefined ? null : JSON.stringify(step.result),
-        step.attempts ?? 0,
-        step.compensationAttempts ?? 0,
-        step.lastError ?? null,
-        step.retryAt ?? null,
-        step.waitUntil ?? null,
-        step.correlationId ?? null,
-      ],
-    );
+         completed_at = coalesce(excluded.completed_at, ${s}.saga_steps.completed_at),
+         compensated_at = coalesce(excluded.compensated_at, ${s}.saga_steps.compensated_at)`;
   }
 
   /**
@@ -346,4 +354,24 @@ function toStep(r: RawStep): StepRow {
     waitUntil: r.wait_until,
     correlationId: r.correlation_id,
   };
+}
+
+function stepValues(
+  sagaId: string,
+  step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
+): unknown[] {
+  return [
+    sagaId,
+    step.name,
+    step.kind,
+    step.ordinal,
+    step.state,
+    step.result === undefined ? null : JSON.stringify(step.result),
+    step.attempts ?? 0,
+    step.compensationAttempts ?? 0,
+    step.lastError ?? null,
+    step.retryAt ?? null,
+    step.waitUntil ?? null,
+    step.correlationId ?? null,
+  ];
 }
