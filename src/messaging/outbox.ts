@@ -34,6 +34,7 @@ const MAX_HEADERS_BYTES = 8 * 1024;
  */
 export class Outbox {
   private readonly insertSql: string;
+  private readonly insertOneSql: string;
 
   constructor(private readonly options: OutboxOptions) {
     const s = options.schemaSql;
@@ -64,16 +65,38 @@ export class Outbox {
       JOIN counts c ON c.key = i.e->>'key'
       ORDER BY i.ord
       RETURNING event_id::text AS id, version${notify}`;
+    // The common case, one event: the same effect without the batch machinery
+    // (no JSON array to unpack, no grouping), so it parses and plans cheaply.
+    this.insertOneSql = `
+      WITH bumped AS (
+        INSERT INTO ${s}.stream_versions AS sv (stream_key, version) VALUES ($3, 1)
+        ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + 1
+        RETURNING version
+      )
+      INSERT INTO ${s}.outbox (event_id, type, key, version, payload, headers, occurred_at, source)
+      SELECT $1::uuid, $2, $3, b.version, $4::jsonb, $5::jsonb, $6::timestamptz, $7 FROM bumped b
+      RETURNING event_id::text AS id, version${notify}`;
   }
 
   async publish(tx: Executor, input: EventInput | readonly EventInput[]): Promise<BatonEvent[]> {
     const inputs = Array.isArray(input) ? input : [input as EventInput];
     if (inputs.length === 0) return [];
     const events = await Promise.all(inputs.map((e, i) => this.prepare(e, i)));
-    const result = await tx.query<{ id: string; version: string }>(this.insertSql, [
-      JSON.stringify(events),
-      this.options.source,
-    ]);
+    const one = events.length === 1 ? events[0] : undefined;
+    const result = one
+      ? await tx.query<{ id: string; version: string }>(this.insertOneSql, [
+          one.id,
+          one.type,
+          one.key,
+          JSON.stringify(one.payload),
+          JSON.stringify(one.headers),
+          one.occurredAt,
+          this.options.source,
+        ])
+      : await tx.query<{ id: string; version: string }>(this.insertSql, [
+          JSON.stringify(events),
+          this.options.source,
+        ]);
     const versions = new Map(result.rows.map((r) => [r.id, Number(r.version)]));
     return events.map((e) => ({
       ...e,
