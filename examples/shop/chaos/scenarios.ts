@@ -40,7 +40,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'baseline',
     durationMs: 30_000,
-    operations: 3_000,
+    operations: 10_000,
     concurrency: 6,
     faults: [],
     faultEveryMs: [1_000, 1_000],
@@ -48,7 +48,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'crash',
     durationMs: 60_000,
-    operations: 3_000,
+    operations: 10_000,
     concurrency: 6,
     faults: ['kill'],
     faultEveryMs: [3_000, 6_000],
@@ -56,7 +56,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'pause',
     durationMs: 60_000,
-    operations: 3_000,
+    operations: 10_000,
     concurrency: 6,
     faults: ['pause'],
     faultEveryMs: [3_000, 6_000],
@@ -64,7 +64,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'database-restart',
     durationMs: 60_000,
-    operations: 3_000,
+    operations: 10_000,
     concurrency: 6,
     faults: ['database-restart'],
     faultEveryMs: [9_000, 14_000],
@@ -72,7 +72,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'network',
     durationMs: 60_000,
-    operations: 3_000,
+    operations: 10_000,
     concurrency: 8,
     faults: ['network'],
     faultEveryMs: [300, 900],
@@ -81,7 +81,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'out-of-order',
     durationMs: 45_000,
-    operations: 3_000,
+    operations: 10_000,
     concurrency: 6,
     faults: ['out-of-order'],
     faultEveryMs: [100, 300],
@@ -89,7 +89,7 @@ export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'mixed',
     durationMs: 75_000,
-    operations: 4_000,
+    operations: 12_000,
     concurrency: 8,
     faults: [
       'kill',
