@@ -33,7 +33,7 @@ const QUICK_ROWS = 200_000;
 const SECRET = 'bench-reconcile-secret-0123456789';
 
 const OWNER: MemberSource = {
-  fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'customer:' || t.id::text`,
+  fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
   idSql: 't.id',
   versionSql: 'coalesce(v.version, 0)',
 };
@@ -152,7 +152,7 @@ async function load(owner: PgDatabase, replica: PgDatabase, rows: number): Promi
       INSERT INTO customers
         SELECT g, 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, ${rows}) g;
       INSERT INTO baton.stream_versions
-        SELECT 'customer:' || g, 1 + g % 7 FROM generate_series(1, ${rows}) g;`),
+        SELECT 'baton.entity:customer:' || g, 1 + g % 7 FROM generate_series(1, ${rows}) g;`),
     replica.query(`
       CREATE TABLE replica_customer (
         id bigint PRIMARY KEY, state text NOT NULL, version bigint NOT NULL,
@@ -180,7 +180,7 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
   await owner.query('DELETE FROM customers WHERE id = ANY($1::bigint[])', [lostDeletes]);
   await owner.query(
     `UPDATE baton.stream_versions SET version = version + 1
-     WHERE stream_key = ANY(SELECT 'customer:' || unnest($1::bigint[]))`,
+     WHERE stream_key = ANY(SELECT 'baton.entity:customer:' || unnest($1::bigint[]))`,
     [stale],
   );
   await replica.query('DELETE FROM replica_customer WHERE id = ANY($1::bigint[])', [lostUpserts]);
