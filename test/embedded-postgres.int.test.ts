@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { startEmbeddedPostgres } from '../src/pg.ts';
+import { PgDatabase, startEmbeddedPostgres } from '../src/pg.ts';
 
 describe('embedded PostgreSQL', () => {
   it('restarts immediately (crash recovery) on the same port, keeping committed data', async () => {
@@ -46,5 +46,33 @@ describe('embedded PostgreSQL', () => {
     );
     expect(child.stderr).not.toMatch(/Error/);
     expect(child.status).toBe(3);
+  });
+
+  it('a transaction whose server restarts under it fails; the process lives and the pool reconnects', async () => {
+    const cluster = await startEmbeddedPostgres();
+    const db = new PgDatabase({
+      connectionString: await cluster.createDatabase('restart_tx'),
+      max: 2,
+    });
+    try {
+      const inFlight = db.transaction(async (tx) => {
+        await tx.query('SELECT pg_sleep(30)');
+      });
+      const settled = inFlight.then(
+        () => 'committed',
+        () => 'failed',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await cluster.restartImmediately();
+      expect(await settled).toBe('failed');
+      // The broken client was discarded: the next transaction gets a fresh connection.
+      const value = await db.transaction(
+        async (tx) => (await tx.query<{ n: number }>('SELECT 1 AS n')).rows[0]?.n,
+      );
+      expect(value).toBe(1);
+    } finally {
+      await db.close();
+      await cluster.stop();
+    }
   });
 });

@@ -49,6 +49,13 @@ export class PgDatabase implements Database {
   async transaction<T>(fn: (tx: Executor) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     let broken = false;
+    // A checked-out client whose connection dies (server restart, network)
+    // emits 'error'; unhandled, that would crash the process. The failing
+    // query rejects on its own; here the client is only marked to be discarded.
+    const onError = () => {
+      broken = true;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
       const result = await fn(client as unknown as Executor);
@@ -67,6 +74,7 @@ export class PgDatabase implements Database {
       }
       throw error;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
