@@ -94,23 +94,39 @@ export async function declareOrders(
   const cancelOrder = saga<{ orderId: string }, { orderId: string; refunded: number }>(
     'cancel-order',
     async (ctx, input) => {
-      const order = await ctx.step('mark-cancelled', async (tx) => {
-        const r = await tx.query<{ customer_id: string; points: number }>(
-          "UPDATE orders SET state = 'cancelled' WHERE id = $1 AND state = 'placed' RETURNING customer_id, points",
-          [input.orderId],
-        );
-        if (!r.rows[0])
-          throw new TerminalError(`order ${input.orderId} is not placed: nothing to cancel`);
-        return { customerId: r.rows[0].customer_id, points: r.rows[0].points };
-      });
+      const order = await ctx.step(
+        'mark-cancelled',
+        async (tx) => {
+          const r = await tx.query<{ customer_id: string; points: number }>(
+            "UPDATE orders SET state = 'cancelled' WHERE id = $1 AND state = 'placed' RETURNING customer_id, points",
+            [input.orderId],
+          );
+          if (!r.rows[0])
+            throw new TerminalError(`order ${input.orderId} is not placed: nothing to cancel`);
+          return { customerId: r.rows[0].customer_id, points: r.rows[0].points };
+        },
+        {
+          // If the refund is refused for good, the order is placed again: never cancelled without its refund.
+          compensate: async (tx) => {
+            await tx.query(
+              "UPDATE orders SET state = 'placed' WHERE id = $1 AND state = 'cancelled'",
+              [input.orderId],
+            );
+          },
+        },
+      );
+      // A refund must get through: retried well past any fault the network or a restart can cause.
       const refund =
         order.points > 0
-          ? await ctx.call('refund-points', (key) =>
-              loyalty.call<{ refunded: number }>(
-                'refund',
-                { ...order, orderId: input.orderId },
-                key,
-              ),
+          ? await ctx.call(
+              'refund-points',
+              (key) =>
+                loyalty.call<{ refunded: number }>(
+                  'refund',
+                  { ...order, orderId: input.orderId },
+                  key,
+                ),
+              { retry: { attempts: 30, backoff: { baseMs: 200, maxMs: 5_000 }, timeoutMs: 5_000 } },
             )
           : { refunded: 0 };
       return { orderId: input.orderId, refunded: refund.refunded };
