@@ -1,4 +1,4 @@
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import type { PgDatabase } from '../../db/pg-database.ts';
 import { InvalidInputError } from '../../errors.ts';
 import {
@@ -9,6 +9,7 @@ import {
   retryDeadLetters,
   showDeadLetter,
 } from '../../messaging/dead-letters.ts';
+import { positiveInteger } from '../arguments.ts';
 import { UsageError } from '../cli-errors.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
@@ -166,14 +167,6 @@ function usageId(value: string): string {
     if (error instanceof InvalidInputError) throw new UsageError(error.message);
     throw error;
   }
-}
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!(/^[0-9]+$/.test(value) && Number.isSafeInteger(n) && n >= 1)) {
-    throw new InvalidArgumentError('expected a positive whole number, e.g. --limit 100.');
-  }
-  return n;
 }
 
 function renderDeadLetter(d: DeadLetterDetail): string[] {

@@ -1,4 +1,4 @@
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { Caretaker, type CaretakerReport } from '../../caretaker/caretaker.ts';
 import { DIFFERENCE_CLASSES } from '../../caretaker/classify.ts';
 import type { EntityReport } from '../../caretaker/entity-reconciler.ts';
@@ -7,6 +7,7 @@ import { targetsFromDatabase } from '../../caretaker/targets-from-database.ts';
 import type { PgDatabase } from '../../db/pg-database.ts';
 import { schemaIdent } from '../../db/sql.ts';
 import type { ClientAuth } from '../../transports/http-feed/auth.ts';
+import { positiveInteger } from '../arguments.ts';
 import { OperationalError, UsageError } from '../cli-errors.ts';
 import { requireInstalled, type Target, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
@@ -352,12 +353,4 @@ function byClass(counts: EntityReport['counts']): string {
 
 function formatMs(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!(/^[0-9]+$/.test(value) && Number.isSafeInteger(n) && n >= 1)) {
-    throw new InvalidArgumentError('expected a positive whole number.');
-  }
-  return n;
 }

@@ -11,6 +11,7 @@ import {
   showSaga,
 } from '../../sagas/saga-admin.ts';
 import { SAGA_STATES } from '../../sagas/saga-states.ts';
+import { positiveInteger } from '../arguments.ts';
 import { OperationalError } from '../cli-errors.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
@@ -225,12 +226,4 @@ function sagaState(value: string): string {
     throw new InvalidArgumentError(`expected one of ${SAGA_STATES.join(', ')}.`);
   }
   return value;
-}
-
-function positiveInteger(value: string): number {
-  const n = Number(value);
-  if (!(/^[0-9]+$/.test(value) && Number.isSafeInteger(n) && n >= 1)) {
-    throw new InvalidArgumentError('expected a positive whole number, e.g. --limit 100.');
-  }
-  return n;
 }
