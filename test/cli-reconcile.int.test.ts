@@ -1,5 +1,3 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { targetsFromDatabase } from '../src/caretaker/targets-from-database.ts';
 import { runCli } from '../src/cli/run.ts';
@@ -8,6 +6,7 @@ import { loadMigrations } from '../src/db/migrate.ts';
 import { type CaretakerReport, InvalidInputError } from '../src/index.ts';
 import { type BatonStatus, readStatus } from '../src/status.ts';
 import { eventually, SECRET } from './helpers.ts';
+import { baton, type Run } from './support/baton-cli.ts';
 import { startService, type TestService } from './support/services.ts';
 
 /**
@@ -17,36 +16,6 @@ import { startService, type TestService } from './support/services.ts';
  * the CLI's set reconciliation and lookups over HTTP; the referrer's consumer
  * lets the replica catch up to the cut).
  */
-const BIN = fileURLToPath(new URL('../bin/baton.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function baton(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  const base = { ...process.env };
-  for (const name of [
-    'BATON_DATABASE_URL',
-    'DATABASE_URL',
-    'BATON_HMAC_SECRET',
-    'BATON_BEARER_TOKEN',
-  ]) {
-    delete base[name];
-  }
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: { ...base, ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        if (error && typeof error.code !== 'number') return reject(error);
-        resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-      },
-    );
-  });
-}
 
 /** The same command in this process (no terminal): cheaper, for the cases that need no separate process. */
 async function inProcess(args: readonly string[], env: Record<string, string>): Promise<Run> {

@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SagaChange, SagaDetail, SagaList } from '../src/sagas/saga-admin.ts';
 import type { BatonStatus } from '../src/status.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { freshDatabase } from './helpers.ts';
+import { baton, type Run } from './support/baton-cli.ts';
 
 /**
  * `baton sagas list|show|retry|abort` and the sagas part of `baton status`,
@@ -12,30 +11,6 @@ import { freshDatabase } from './helpers.ts';
  * (written as rows: the CLI needs no saga definitions, and no worker runs
  * them, so what the commands change stays visible).
  */
-const BIN = fileURLToPath(new URL('../bin/baton.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function baton(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  const base = { ...process.env };
-  delete base.BATON_DATABASE_URL;
-  delete base.DATABASE_URL;
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: { ...base, ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        if (error && typeof error.code !== 'number') return reject(error);
-        resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-      },
-    );
-  });
-}
 
 function json<T>(run: Run): T {
   expect(run.stderr).toBe('');

@@ -1,40 +1,15 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
 import { loadMigrations } from '../src/db/migrate.ts';
 import { readStatus } from '../src/status.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { freshDatabase } from './helpers.ts';
+import { baton, type Run } from './support/baton-cli.ts';
 
 /**
  * The real `baton` command, run as a child process (`node bin/baton.js`)
  * against a cloned database, as an operator would run it.
  */
-const BIN = fileURLToPath(new URL('../bin/baton.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function baton(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  const base = { ...process.env };
-  delete base.BATON_DATABASE_URL;
-  delete base.DATABASE_URL;
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: { ...base, ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        if (error && typeof error.code !== 'number') return reject(error);
-        resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-      },
-    );
-  });
-}
 
 function json<T = Record<string, unknown>>(run: Run): T {
   expect(run.stderr).toBe('');
