@@ -178,4 +178,16 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
     );
     expect(published.rows[0]?.n).toBe(1);
   });
+
+  it('runs on a schedule in process, one run at a time, until stopped', async () => {
+    const runs = async () =>
+      (await referrer('SELECT count(*)::int AS n FROM baton.reconcile_runs')).rows[0]?.n as number;
+    const before = await runs();
+    const schedule = caretaker.schedule(50, { repair: false });
+    await eventually(async () => (await runs()) >= before + 2, 'two scheduled runs');
+    await schedule.stop();
+    const stopped = await runs();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await runs(), 'no run after stop()').toBe(stopped);
+  });
 });
