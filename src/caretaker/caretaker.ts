@@ -4,7 +4,7 @@ import type { EventInput } from '../messaging/event.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
 import { DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
-import { EntityReconciler, type EntityReport } from './entity-reconciler.ts';
+import { EntityReconciler, type EntityReport, emptyEntityReport } from './entity-reconciler.ts';
 import { type InvariantDefinition, type InvariantReport, runInvariant } from './invariants.ts';
 import { checkReferencingRows, type ReferencingRowsReport } from './referencing-rows.ts';
 
@@ -189,7 +189,7 @@ export class Caretaker {
         'baton caretaker: entity check failed',
       );
       return {
-        ...(await emptyReport(target)),
+        ...emptyEntityReport(target.replication.replica.entity, target.owner.name),
         error: (error as Error).message,
         referencingRows: [],
       };
@@ -215,23 +215,6 @@ export class Caretaker {
       },
     };
   }
-}
-
-async function emptyReport(target: ReconcileTarget): Promise<EntityReport> {
-  return {
-    entity: target.replication.replica.entity,
-    owner: target.owner.name,
-    cut: { watermark: null, replicaCursor: null, caughtUp: false },
-    counts: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
-      DifferenceClass,
-      number
-    >,
-    examples: [],
-    repaired: 0,
-    quarantined: 0,
-    bytesExchanged: 0,
-    set: { levels: 0, bucketsCompared: 0, bucketsDiffering: 0, ms: 0 },
-  };
 }
 
 function summarise(report: CaretakerReport): void {

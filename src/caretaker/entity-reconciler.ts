@@ -62,20 +62,7 @@ export class EntityReconciler {
 
   async run(options: EntityReconcileOptions): Promise<EntityReport> {
     const entity = this.replication.replica.entity;
-    const report: EntityReport = {
-      entity,
-      owner: this.owner.name,
-      cut: { watermark: null, replicaCursor: null, caughtUp: false },
-      counts: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
-        DifferenceClass,
-        number
-      >,
-      examples: [],
-      repaired: 0,
-      quarantined: 0,
-      bytesExchanged: 0,
-      set: { levels: 0, bucketsCompared: 0, bucketsDiffering: 0, ms: 0 },
-    };
+    const report = emptyEntityReport(entity, this.owner.name);
     report.cut = await this.waitForCut(options.cutTimeoutMs);
     const ownerSide = this.owner.setSide(entity);
     const replicaSide = sqlSetSide(this.db, this.replication.replica.memberSource());
@@ -249,5 +236,23 @@ function orphanTombstone(entity: string, replica: ReplicaRow): EntityState {
     state: 'deleted',
     fields: replica.fields,
     personal: replica.personal,
+  };
+}
+
+/** A report with nothing found yet (also what a failed entity check reports, with its error). */
+export function emptyEntityReport(entity: string, owner: string): EntityReport {
+  return {
+    entity,
+    owner,
+    cut: { watermark: null, replicaCursor: null, caughtUp: false },
+    counts: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
+      DifferenceClass,
+      number
+    >,
+    examples: [],
+    repaired: 0,
+    quarantined: 0,
+    bytesExchanged: 0,
+    set: { levels: 0, bucketsCompared: 0, bucketsDiffering: 0, ms: 0 },
   };
 }
