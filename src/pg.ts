@@ -1,7 +1,7 @@
 export {
   type EmbeddedPostgres,
   type EmbeddedPostgresOptions,
-  freePort,
   startEmbeddedPostgres,
 } from './db/embedded.ts';
+export { freePort } from './db/free-port.ts';
 export { PgDatabase, type PgDatabaseOptions } from './db/pg-database.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { targetsFromDatabase } from '../src/caretaker/targets-from-database.ts';
 import { runCli } from '../src/cli/run.ts';
-import { freePort } from '../src/db/embedded.ts';
+import { freePort } from '../src/db/free-port.ts';
 import { loadMigrations } from '../src/db/migrate.ts';
 import { type CaretakerReport, InvalidInputError } from '../src/index.ts';
 import { type BatonStatus, readStatus } from '../src/status.ts';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../src/db/embedded.ts';
+import { freePort } from '../src/db/free-port.ts';
 import { loadMigrations } from '../src/db/migrate.ts';
 import { readStatus } from '../src/status.ts';
 import type { TestDatabase } from '../src/testing/index.ts';

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../src/db/embedded.ts';
+import { freePort } from '../src/db/free-port.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { interleave, seededRandom, shuffledPlan, sleep } from './fixtures/chaos-plan.ts';
 import {

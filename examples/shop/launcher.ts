@@ -105,12 +105,19 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
           resolve();
         }
       });
-      createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) =>
-        options.onLog?.(name, line),
-      );
+      // The last lines a service wrote say why it could not start; the error carries them.
+      const lastLines: string[] = [];
+      createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => {
+        lastLines.push(line);
+        if (lastLines.length > 20) lastLines.shift();
+        options.onLog?.(name, line);
+      });
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`${name} exited before it was ready (code ${code}, signal ${signal})`));
+        const said = lastLines.length > 0 ? `; it said:\n${lastLines.join('\n')}` : '';
+        reject(
+          new Error(`${name} exited before it was ready (code ${code}, signal ${signal})${said}`),
+        );
       });
     });
 
