@@ -46,12 +46,15 @@ export interface BatonOptions {
   /** Largest payload accepted by `publish`, in bytes of JSON. Default 256 KiB. */
   maxPayloadBytes?: number;
   /**
-   * Wake the relay with NOTIFY from every publishing transaction. Default
-   * true. PostgreSQL serialises the commits of notifying transactions, so a
-   * service with many concurrent publishers may prefer false and rely on the
-   * relay's polling (`relay({ pollIntervalMs })`).
+   * Wake the relay with NOTIFY from publishing transactions. Default true.
+   * PostgreSQL serialises the commits of notifying transactions, so only one
+   * publish per `notifyMinIntervalMs` carries it; the woken relay polls briefly
+   * at a short interval to find the others. False: rely on the relay's polling
+   * alone (`relay({ pollIntervalMs })`).
    */
   notifyOnPublish?: boolean;
+  /** At most one NOTIFY per this many milliseconds from this instance's publishes. Default 20; 0: every publish. */
+  notifyMinIntervalMs?: number;
   logger?: Logger;
 }
 
@@ -71,7 +74,15 @@ export interface Baton {
   /** The relay for this service's outbox; start one or more per service. */
   relay(
     options?: Partial<
-      Pick<RelayOptions, 'batchSize' | 'pollIntervalMs' | 'retentionMs' | 'pruneIntervalMs'>
+      Pick<
+        RelayOptions,
+        | 'batchSize'
+        | 'pollIntervalMs'
+        | 'activePollIntervalMs'
+        | 'activeForMs'
+        | 'retentionMs'
+        | 'pruneIntervalMs'
+      >
     > & { transport?: Transport },
   ): Relay;
   /** A framework-agnostic HTTP handler serving this service's feed. */
@@ -161,6 +172,7 @@ export function createBaton(options: BatonOptions): Baton {
     strictTypes: options.strictTypes ?? false,
     maxPayloadBytes,
     notifyChannel: options.notifyOnPublish === false ? undefined : channels.outbox,
+    notifyMinIntervalMs: nonNegative('notifyMinIntervalMs', options.notifyMinIntervalMs ?? 20),
   });
 
   const publish = (tx: Executor, events: EventInput | readonly EventInput[]) =>
@@ -260,4 +272,11 @@ export function createBaton(options: BatonOptions): Baton {
       });
     },
   };
+}
+
+function nonNegative(name: string, value: number): number {
+  if (!(Number.isFinite(value) && value >= 0)) {
+    throw new InvalidInputError(`${name} must be a number of milliseconds ≥ 0 (got ${value}).`);
+  }
+  return value;
 }

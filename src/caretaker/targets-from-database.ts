@@ -128,6 +128,7 @@ function publisher(
     strictTypes: false,
     maxPayloadBytes: 256 * 1024,
     notifyChannel: channelsFor(schema).outbox,
+    notifyMinIntervalMs: 0, // a CLI repair publishes little: wake the relay every time
   });
   return (tx, events) => outbox.publish(tx, events);
 }

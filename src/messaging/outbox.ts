@@ -16,6 +16,11 @@ export interface OutboxOptions {
   maxPayloadBytes: number;
   /** NOTIFY the relay on commit (otherwise it relies on polling). */
   notifyChannel: string | undefined;
+  /**
+   * At most one publishing transaction per this many milliseconds carries the
+   * NOTIFY (0: every one). See `Outbox` for why.
+   */
+  notifyMinIntervalMs: number;
 }
 
 const EVENT_TYPE = /^[A-Za-z][A-Za-z0-9_.:-]{0,199}$/;
@@ -31,20 +36,41 @@ const MAX_HEADERS_BYTES = 8 * 1024;
  * second transaction publishing the same key waits until the first commits:
  * versions of a key commit in order. Everything is validated before anything
  * is written; an invalid event throws a typed error and writes nothing.
+ *
+ * Waking the relay: PostgreSQL serialises the commits of all transactions
+ * that NOTIFY (a database-wide lock held through the commit's WAL flush), so
+ * a NOTIFY in every publishing transaction would take group commit away from
+ * the caller's busy tables. Instead at most one publish per
+ * `notifyMinIntervalMs` carries it; the relay, once woken, keeps polling at a
+ * short interval while events keep arriving (and briefly after), which finds
+ * the transactions that did not notify. A transaction that commits long after
+ * it published, or whose notifying neighbour rolled back, is found by the
+ * relay's regular poll.
  */
 export class Outbox {
-  private readonly insertSql: string;
-  private readonly insertOneSql: string;
+  private readonly insertSql: { notify: string; quiet: string };
+  private readonly insertOneSql: { notify: string; quiet: string };
+  private lastNotifyAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly options: OutboxOptions) {
-    const s = options.schemaSql;
-    const notify = options.notifyChannel
-      ? `, (SELECT pg_notify('${options.notifyChannel.replaceAll("'", "''")}', '')) IS NULL AS notified`
-      : '';
+    const channel = options.notifyChannel?.replaceAll("'", "''");
+    const notifyColumn = `, (SELECT pg_notify('${channel}', '')) IS NULL AS notified`;
+    this.insertSql = {
+      notify: this.batchInsertSql(notifyColumn),
+      quiet: this.batchInsertSql(''),
+    };
+    this.insertOneSql = {
+      notify: this.oneInsertSql(notifyColumn),
+      quiet: this.oneInsertSql(''),
+    };
+  }
+
+  private batchInsertSql(notify: string): string {
+    const s = this.options.schemaSql;
     // One statement: count events per key, bump each key's counter by that
     // count (locking it, in key order so concurrent multi-key publishers
     // cannot deadlock), and number the batch's events of each key after it.
-    this.insertSql = `
+    return `
       WITH input AS (
         SELECT e.value AS e, e.ordinality AS ord
         FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e
@@ -65,9 +91,15 @@ export class Outbox {
       JOIN counts c ON c.key = i.e->>'key'
       ORDER BY i.ord
       RETURNING event_id::text AS id, version${notify}`;
-    // The common case, one event: the same effect without the batch machinery
-    // (no JSON array to unpack, no grouping), so it parses and plans cheaply.
-    this.insertOneSql = `
+  }
+
+  /**
+   * The common case, one event: the same effect without the batch machinery
+   * (no JSON array to unpack, no grouping), so it parses and plans cheaply.
+   */
+  private oneInsertSql(notify: string): string {
+    const s = this.options.schemaSql;
+    return `
       WITH bumped AS (
         INSERT INTO ${s}.stream_versions AS sv (stream_key, version) VALUES ($3, 1)
         ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + 1
@@ -83,8 +115,9 @@ export class Outbox {
     if (inputs.length === 0) return [];
     const events = await Promise.all(inputs.map((e, i) => this.prepare(e, i)));
     const one = events.length === 1 ? events[0] : undefined;
+    const mode = this.takeNotify() ? 'notify' : 'quiet';
     const result = one
-      ? await tx.query<{ id: string; version: string }>(this.insertOneSql, [
+      ? await tx.query<{ id: string; version: string }>(this.insertOneSql[mode], [
           one.id,
           one.type,
           one.key,
@@ -93,7 +126,7 @@ export class Outbox {
           one.occurredAt,
           this.options.source,
         ])
-      : await tx.query<{ id: string; version: string }>(this.insertSql, [
+      : await tx.query<{ id: string; version: string }>(this.insertSql[mode], [
           JSON.stringify(events),
           this.options.source,
         ]);
@@ -103,6 +136,15 @@ export class Outbox {
       version: versions.get(e.id) ?? 0,
       source: this.options.source,
     }));
+  }
+
+  /** Whether this publish carries the NOTIFY (the next ones within the interval then do not). */
+  private takeNotify(): boolean {
+    if (this.options.notifyChannel === undefined) return false;
+    const now = Date.now();
+    if (now - this.lastNotifyAt < this.options.notifyMinIntervalMs) return false;
+    this.lastNotifyAt = now;
+    return true;
   }
 
   private async prepare(

@@ -17,6 +17,14 @@ export interface RelayOptions {
   batchSize?: number;
   /** Fallback polling interval when no NOTIFY arrives (also the standby relay's retry). */
   pollIntervalMs?: number;
+  /**
+   * While events arrive, and for `activeForMs` after the last one or the last
+   * NOTIFY, the relay polls every `activePollIntervalMs` instead: publishers
+   * NOTIFY at most once per interval (see `Outbox`), and this finds the
+   * transactions in between.
+   */
+  activePollIntervalMs?: number;
+  activeForMs?: number;
   /** How long relayed rows stay (the feed can serve them; a slower consumer loses nothing within it). */
   retentionMs?: number;
   pruneIntervalMs?: number;
@@ -52,6 +60,8 @@ export class Relay {
   private stopping = false;
   private unlisten: (() => Promise<void>) | undefined;
   private lastPrune = 0;
+  /** Until when the relay polls at the short, active interval. */
+  private activeUntil = 0;
   private readonly sequenceSql: string;
   private readonly lockKey: string;
 
@@ -59,6 +69,8 @@ export class Relay {
     this.o = {
       batchSize: 1000,
       pollIntervalMs: 500,
+      activePollIntervalMs: 5,
+      activeForMs: 250,
       retentionMs: 7 * 24 * 3600_000,
       pruneIntervalMs: 60_000,
       logger: silentLogger,
@@ -79,6 +91,7 @@ export class Relay {
       )
       UPDATE ${s}.relay_state
       SET last_seq = last_seq + (SELECT count(*) FROM assigned)
+      WHERE EXISTS (SELECT 1 FROM assigned)
       RETURNING last_seq, (SELECT count(*) FROM assigned)::int AS n`;
   }
 
@@ -86,7 +99,7 @@ export class Relay {
   async start(): Promise<void> {
     if (this.running) return;
     this.stopping = false;
-    this.unlisten = await this.o.db.listen(this.o.outboxChannel, () => this.signal.wake());
+    this.unlisten = await this.o.db.listen(this.o.outboxChannel, () => this.wake());
     this.running = this.loop();
   }
 
@@ -101,6 +114,7 @@ export class Relay {
 
   /** Wakes the loop now (e.g. right after a local publish committed). */
   wake(): void {
+    this.activeUntil = Date.now() + this.o.activeForMs;
     this.signal.wake();
   }
 
@@ -118,9 +132,14 @@ export class Relay {
       }
       if (this.stopping) break;
       if (moved >= this.o.batchSize) continue;
-      const backoff = failures > 0 ? Math.min(30_000, 100 * 2 ** failures) : this.o.pollIntervalMs;
-      await this.signal.wait(backoff);
+      if (moved > 0) this.activeUntil = Date.now() + this.o.activeForMs;
+      await this.signal.wait(this.nextWaitMs(failures));
     }
+  }
+
+  private nextWaitMs(failures: number): number {
+    if (failures > 0) return Math.min(30_000, 100 * 2 ** failures);
+    return Date.now() < this.activeUntil ? this.o.activePollIntervalMs : this.o.pollIntervalMs;
   }
 
   /**
