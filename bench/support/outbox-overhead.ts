@@ -1,9 +1,6 @@
-import type pg from 'pg';
 import { createBaton } from '../../src/baton.ts';
-import type { Executor } from '../../src/db/executor.ts';
 import type { BenchClusters } from './clusters.ts';
 import { closeClients, closedLoop, openClients, type Txn } from './load.ts';
-import { preparedExecutor } from './prepared-executor.ts';
 import { heading, say, table } from './report.ts';
 import { median, percentile, round } from './stats.ts';
 
@@ -20,13 +17,13 @@ export interface OverheadResult {
   baselineTxPerSec: number;
   notifyTxPerSec: number;
   noNotifyTxPerSec: number;
-  /** baseline tx/s ÷ with-publish tx/s (notifyOnPublish: true, the default). */
+  /** baseline tx/s ÷ with-publish tx/s (the defaults: one NOTIFY per 20 ms at most). */
   ratioNotify: number;
-  /** Same with notifyOnPublish: false. */
+  /** Same with notifyOnPublish: false (the relay polls). */
   ratioNoNotify: number;
-  /** NOTIFY on, publish's statements sent as named prepared statements (experiment). */
-  preparedTxPerSec: number;
-  ratioPrepared: number;
+  /** Same with a NOTIFY in every publishing transaction (notifyMinIntervalMs: 0; before 0.1). */
+  notifyEveryTxPerSec: number;
+  ratioNotifyEvery: number;
   perRound: {
     round: number;
     variant: Variant;
@@ -36,7 +33,7 @@ export interface OverheadResult {
   }[];
 }
 
-type Variant = 'baseline' | 'publish+notify' | 'publish-no-notify' | 'publish+notify prepared';
+type Variant = 'baseline' | 'publish' | 'publish, no NOTIFY' | 'publish, NOTIFY every tx';
 
 const INSERT_ORDER = 'INSERT INTO orders (client, amount, note) VALUES ($1, $2, $3) RETURNING id';
 
@@ -66,26 +63,21 @@ export async function runOutboxOverhead(
     `CREATE TABLE orders (id bigserial PRIMARY KEY, client int NOT NULL, amount int NOT NULL,
        note text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
   );
-  const withNotify = createBaton({ db, service: 'orders', notifyOnPublish: true });
+  const withNotify = createBaton({ db, service: 'orders' });
   const withoutNotify = createBaton({ db, service: 'orders', notifyOnPublish: false });
+  const notifyEvery = createBaton({ db, service: 'orders', notifyMinIntervalMs: 0 });
   await withNotify.migrate();
   const relay = withNotify.relay({ pollIntervalMs: 100 });
   await relay.start();
   const clients = await openClients(url, options.clients);
 
-  const txn = (publish: typeof withNotify.publish | undefined, prepared = false): Txn => {
-    const executors = new Map<pg.Client, Executor>();
-    return async (client: pg.Client, index: number, n: number) => {
+  const txn = (publish: typeof withNotify.publish | undefined): Txn => {
+    return async (client, index, n) => {
       await client.query('BEGIN');
       const r = await client.query<{ id: string }>(INSERT_ORDER, [index, n % 1000, 'bench order']);
       const id = r.rows[0]?.id ?? '';
       if (publish) {
-        let tx: Executor = client;
-        if (prepared) {
-          tx = executors.get(client) ?? preparedExecutor(client);
-          executors.set(client, tx);
-        }
-        await publish(tx, {
+        await publish(client, {
           type: 'order.placed',
           key: `order-${id}`,
           payload: { orderId: id, client: index, amount: n % 1000 },
@@ -97,15 +89,15 @@ export async function runOutboxOverhead(
   };
   const variants: Record<Variant, Txn> = {
     baseline: txn(undefined),
-    'publish+notify': txn((tx, e) => withNotify.publish(tx, e)),
-    'publish-no-notify': txn((tx, e) => withoutNotify.publish(tx, e)),
-    'publish+notify prepared': txn((tx, e) => withNotify.publish(tx, e), true),
+    publish: txn((tx, e) => withNotify.publish(tx, e)),
+    'publish, no NOTIFY': txn((tx, e) => withoutNotify.publish(tx, e)),
+    'publish, NOTIFY every tx': txn((tx, e) => notifyEvery.publish(tx, e)),
   };
   const order = Object.keys(variants) as Variant[];
   const perRound: OverheadResult['perRound'] = [];
   try {
     // Warm-up: fill caches and the relay's first passes; not counted.
-    await closedLoop({ clients, durationMs: 500, eventsPerTx: 1, txn: variants['publish+notify'] });
+    await closedLoop({ clients, durationMs: 500, eventsPerTx: 1, txn: variants.publish });
     for (let round = 0; round < options.rounds; round++) {
       const shift = round % order.length;
       const rotated = [...order.slice(shift), ...order.slice(0, shift)];
@@ -143,18 +135,18 @@ export async function runOutboxOverhead(
       }),
     );
   const baselineTxPerSec = med('baseline');
-  const notifyTxPerSec = med('publish+notify');
-  const noNotifyTxPerSec = med('publish-no-notify');
-  const preparedTxPerSec = med('publish+notify prepared');
+  const notifyTxPerSec = med('publish');
+  const noNotifyTxPerSec = med('publish, no NOTIFY');
+  const notifyEveryTxPerSec = med('publish, NOTIFY every tx');
   const result: OverheadResult = {
     ...options,
     baselineTxPerSec: round(baselineTxPerSec, 0),
     notifyTxPerSec: round(notifyTxPerSec, 0),
     noNotifyTxPerSec: round(noNotifyTxPerSec, 0),
-    ratioNotify: round(pairedRatio('publish+notify'), 3),
-    ratioNoNotify: round(pairedRatio('publish-no-notify'), 3),
-    preparedTxPerSec: round(preparedTxPerSec, 0),
-    ratioPrepared: round(pairedRatio('publish+notify prepared'), 3),
+    ratioNotify: round(pairedRatio('publish'), 3),
+    ratioNoNotify: round(pairedRatio('publish, no NOTIFY'), 3),
+    notifyEveryTxPerSec: round(notifyEveryTxPerSec, 0),
+    ratioNotifyEvery: round(pairedRatio('publish, NOTIFY every tx'), 3),
     perRound,
   };
   table([
@@ -170,10 +162,7 @@ export async function runOutboxOverhead(
     }),
   ]);
   say(
-    `outboxOverheadRatio = ${result.ratioNotify} with NOTIFY (default), ${result.ratioNoNotify} without (target ≤ 1.10);`,
-  );
-  say(
-    `  ${result.ratioPrepared} with NOTIFY when publish's statement is a named prepared statement (experiment: Baton sends unnamed ones).`,
+    `outboxOverheadRatio = ${result.ratioNotify} (defaults: NOTIFY at most every 20 ms), ${result.ratioNoNotify} without NOTIFY, ${result.ratioNotifyEvery} with a NOTIFY in every transaction (target ≤ 1.10).`,
   );
   return result;
 }
