@@ -187,6 +187,14 @@ describe('chaos checker', () => {
     );
     expect((await remove('c5')).outcome).toBe('ok');
     expect((await remove('c6')).outcome).toBe('ok');
+    // The network delivers c5's registration again after the delete (a late replay,
+    // outside the client's history): the id is its idempotency key, nothing comes back.
+    const replayed = await request(shop.urls.customers, 'POST', '/customers', {
+      id: 'c5',
+      name: 'Customer c5',
+      address: 'c5 Street',
+    });
+    expect([replayed.status, replayed.body]).toEqual([200, { id: 'c5', created: false }]);
     await eventually(
       async () =>
         (await count(

@@ -11,6 +11,11 @@ export async function declareCustomers(base: ServiceBase): Promise<{ routes: Api
   const { db, baton } = base;
   await db.query(`CREATE TABLE IF NOT EXISTS customers (
     id text PRIMARY KEY, name text NOT NULL, address text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
+  // Every id ever registered, kept after the customer is deleted: the id is the
+  // command's idempotency key, and a late duplicate of a registration (a client's
+  // retry, a replay on the network) must not bring a deleted customer back.
+  await db.query(`CREATE TABLE IF NOT EXISTS customer_registrations (
+    id text PRIMARY KEY, registered_at timestamptz NOT NULL DEFAULT now())`);
   baton.entity({
     name: 'customer',
     table: 'customers',
@@ -21,7 +26,8 @@ export async function declareCustomers(base: ServiceBase): Promise<{ routes: Api
 
   const routes: ApiRoute[] = [
     {
-      // Register (idempotent by the client's id: a repeat changes nothing and answers the same).
+      // Register (idempotent by the client's id, for good: a repeat — even after the
+      // customer was deleted — changes nothing and answers 200 with created: false).
       method: 'POST',
       pattern: /^\/customers$/,
       handle: async ({ body }) => {
@@ -32,7 +38,10 @@ export async function declareCustomers(base: ServiceBase): Promise<{ routes: Api
           return problem(400, 'send { id, name, address } (non-empty strings)');
         const created = await db.transaction(async (tx) => {
           const r = await tx.query(
-            'INSERT INTO customers (id, name, address) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING',
+            `WITH first_time AS (
+               INSERT INTO customer_registrations (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING id)
+             INSERT INTO customers (id, name, address)
+             SELECT $1, $2, $3 FROM first_time ON CONFLICT (id) DO NOTHING`,
             [id, name, address],
           );
           if (r.rowCount === 1) {
