@@ -48,9 +48,9 @@ export async function runSaga(
         await toCompensating(deps, saga, outcome.error);
         saga = { ...saga, state: 'compensating' };
       } else {
-        await deps.store.fenced(saga.id, saga.fence, (tx) =>
-          deps.store.setState(tx, saga.id, 'completing', { output: outcome.output ?? null }),
-        );
+        await deps.store.setStateFenced(saga.id, saga.fence, 'completing', {
+          output: outcome.output ?? null,
+        });
         saga = { ...saga, state: 'completing' };
       }
     }
@@ -100,9 +100,7 @@ async function forward(
 }
 
 async function toCompensating(deps: RunDependencies, saga: SagaRow, error: string): Promise<void> {
-  await deps.store.fenced(saga.id, saga.fence, (tx) =>
-    deps.store.setState(tx, saga.id, 'compensating', { error }),
-  );
+  await deps.store.setStateFenced(saga.id, saga.fence, 'compensating', { error });
 }
 
 /** Confirms reservations (completing) or undoes completed steps in reverse (compensating). */
@@ -153,8 +151,10 @@ async function finish(
       return;
     }
   }
-  await deps.store.fenced(saga.id, saga.fence, (tx) =>
-    deps.store.setState(tx, saga.id, phase === 'completing' ? 'completed' : 'compensated'),
+  await deps.store.setStateFenced(
+    saga.id,
+    saga.fence,
+    phase === 'completing' ? 'completed' : 'compensated',
   );
 }
 
@@ -181,26 +181,19 @@ async function applyOne(
   item: Undo,
   phase: 'completing' | 'compensating',
 ): Promise<void> {
-  const mark = (tx: Executor) =>
-    tx.query(
-      `UPDATE ${deps.store.schemaSql}.saga_steps SET state = $3,
-         compensated_at = CASE WHEN $3 = 'compensated' THEN now() ELSE compensated_at END
-       WHERE saga_id = $1 AND name = $2`,
-      [saga.id, item.step, phase === 'completing' ? 'confirmed' : 'compensated'],
-    );
   if (phase === 'completing') {
     await item.confirm?.();
-    await deps.store.fenced(saga.id, saga.fence, mark);
+    await deps.store.markStepFenced(saga.id, saga.fence, item.step, 'confirmed');
     return;
   }
   if (item.local) {
     // The undo and its mark commit together: a local compensation runs exactly once.
     await deps.store.fenced(saga.id, saga.fence, async (tx) => {
       await item.undo?.(tx);
-      await mark(tx);
+      await deps.store.markStep(tx, saga.id, item.step, 'compensated');
     });
     return;
   }
   await item.undo?.(undefined);
-  await deps.store.fenced(saga.id, saga.fence, mark);
+  await deps.store.markStepFenced(saga.id, saga.fence, item.step, 'compensated');
 }

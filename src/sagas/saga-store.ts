@@ -263,36 +263,100 @@ export class SagaStore {
     tx: Executor,
     id: string,
     state: SagaState,
-    fields: {
-      output?: unknown;
-      error?: string | null;
-      stuckFrom?: 'completing' | 'compensating' | null;
-    } = {},
+    fields: StateFields = {},
   ): Promise<void> {
-    const terminal = state === 'completed' || state === 'compensated';
-    await tx.query(
-      `UPDATE ${this.schemaSql}.sagas SET state = $2,
+    await tx.query(this.setStateSql(false), stateValues(id, state, fields));
+  }
+
+  /**
+   * Changes the saga's state in one statement that checks the worker's fence
+   * itself (the UPDATE locks the row like a fenced transaction would).
+   * @throws LeaseLostError when another worker holds the saga now.
+   */
+  async setStateFenced(
+    id: string,
+    fence: number,
+    state: SagaState,
+    fields: StateFields = {},
+  ): Promise<void> {
+    const r = await this.db.query(this.setStateSql(true), [
+      ...stateValues(id, state, fields),
+      fence,
+    ]);
+    if (r.rowCount !== 1) throw new LeaseLostError(id, fence);
+  }
+
+  /**
+   * Marks a completed step confirmed or compensated, in one statement that
+   * checks (and locks) the worker's fence.
+   * @throws LeaseLostError when another worker holds the saga now.
+   */
+  async markStepFenced(
+    sagaId: string,
+    fence: number,
+    step: string,
+    state: 'confirmed' | 'compensated',
+  ): Promise<void> {
+    const s = this.schemaSql;
+    // A step may have no record (a crash between a remote call and its record):
+    // then nothing is marked, and only the lease decides whether that is an error.
+    const r = await this.db.query<{ held: boolean }>(
+      `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $4 FOR UPDATE),
+       marked AS (${MARK_STEP_SQL(s)} AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
+       SELECT EXISTS (SELECT 1 FROM lease) AS held, (SELECT count(*) FROM marked) AS marked`,
+      [sagaId, step, state, fence],
+    );
+    if (!r.rows[0]?.held) throw new LeaseLostError(sagaId, fence);
+  }
+
+  /** Marks a step confirmed or compensated inside the caller's (fenced) transaction. */
+  async markStep(
+    tx: Executor,
+    sagaId: string,
+    step: string,
+    state: 'confirmed' | 'compensated',
+  ): Promise<void> {
+    await tx.query(MARK_STEP_SQL(this.schemaSql), [sagaId, step, state]);
+  }
+
+  private setStateSql(fenced: boolean): string {
+    return `UPDATE ${this.schemaSql}.sagas SET state = $2,
          output = CASE WHEN $3::boolean THEN $4::jsonb ELSE output END,
          error = CASE WHEN $5::boolean THEN $6 ELSE error END,
          stuck_from = $7, waiting_for = NULL, wake_at = now(),
          lease_owner = CASE WHEN $8::boolean THEN NULL ELSE lease_owner END,
          lease_until = CASE WHEN $8::boolean THEN NULL ELSE lease_until END,
          finished_at = CASE WHEN $9::boolean THEN now() ELSE finished_at END, updated_at = now()
-       WHERE id = $1`,
-      [
-        id,
-        state,
-        fields.output !== undefined,
-        fields.output === undefined ? null : JSON.stringify(fields.output),
-        fields.error !== undefined,
-        fields.error ?? null,
-        fields.stuckFrom ?? null,
-        terminal || state === 'stuck',
-        terminal,
-      ],
-    );
+       WHERE id = $1${fenced ? ' AND fence = $10' : ''}`;
   }
 }
+
+interface StateFields {
+  output?: unknown;
+  error?: string | null;
+  stuckFrom?: 'completing' | 'compensating' | null;
+}
+
+function stateValues(id: string, state: SagaState, fields: StateFields): unknown[] {
+  const terminal = state === 'completed' || state === 'compensated';
+  return [
+    id,
+    state,
+    fields.output !== undefined,
+    fields.output === undefined ? null : JSON.stringify(fields.output),
+    fields.error !== undefined,
+    fields.error ?? null,
+    fields.stuckFrom ?? null,
+    terminal || state === 'stuck',
+    terminal,
+  ];
+}
+
+/** $1 saga id, $2 step name, $3 'confirmed' | 'compensated'. */
+const MARK_STEP_SQL = (s: string) =>
+  `UPDATE ${s}.saga_steps SET state = $3,
+     compensated_at = CASE WHEN $3 = 'compensated' THEN now() ELSE compensated_at END
+   WHERE saga_id = $1 AND name = $2`;
 
 interface RawSaga {
   db_now: Date;

@@ -27,6 +27,8 @@ export interface SagaWorkerOptions {
 export class SagaWorker {
   readonly id: string;
   private readonly signals: WakeSignal[] = [];
+  /** Loops waiting for work, the longest-waiting first. */
+  private readonly idle: WakeSignal[] = [];
   private loops: Promise<void>[] = [];
   private stopping = false;
   private readonly o: Required<SagaWorkerOptions>;
@@ -64,11 +66,23 @@ export class SagaWorker {
     await Promise.all(this.loops);
     this.loops = [];
     this.signals.length = 0;
+    this.idle.length = 0;
   }
 
-  /** Look for work now (e.g. right after a local start). */
+  /** Every loop looks for work now. */
   wake(): void {
     for (const s of this.signals) s.wake();
+  }
+
+  /**
+   * One idle loop looks for work now (after a local start: one new saga needs
+   * one loop; waking all would send the others to claim nothing). False when
+   * every loop is busy — each claims again when it finishes, so nothing waits.
+   */
+  wakeOne(): boolean {
+    const signal = this.idle.shift();
+    signal?.wake();
+    return signal !== undefined;
   }
 
   private async loop(signal: WakeSignal): Promise<void> {
@@ -82,7 +96,12 @@ export class SagaWorker {
           'baton saga worker: run failed; the lease will expire and the saga is retried',
         );
       }
-      if (!worked && !this.stopping) await signal.wait(this.o.pollIntervalMs);
+      if (!worked && !this.stopping) {
+        this.idle.push(signal);
+        await signal.wait(this.o.pollIntervalMs);
+        const at = this.idle.indexOf(signal);
+        if (at >= 0) this.idle.splice(at, 1);
+      }
     }
   }
 

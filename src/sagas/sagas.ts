@@ -147,7 +147,7 @@ export class Sagas {
         `saga id ${id} was already started as "${row.name}" with another input; use a new id.`,
       );
     }
-    if (created && !options.tx) for (const w of this.workers) w.wake();
+    if (created && !options.tx) for (const w of this.workers) if (w.wakeOne()) break;
     return { id, created };
   }
 
