@@ -87,8 +87,15 @@ export class PgDatabase implements Database {
       this.channels.set(channel, set);
     }
     set.add(onNotify);
-    const client = await this.connectListener();
-    if (first) await client.query(`LISTEN ${quoteIdent(channel)}`);
+    try {
+      const client = await this.connectListener();
+      if (first) await client.query(`LISTEN ${quoteIdent(channel)}`);
+    } catch (error) {
+      // Leave nothing registered: the caller sees the error and may try again.
+      set.delete(onNotify);
+      if (set.size === 0 && this.channels.get(channel) === set) this.channels.delete(channel);
+      throw error;
+    }
     return async () => {
       set.delete(onNotify);
       if (set.size === 0 && this.channels.get(channel) === set) {

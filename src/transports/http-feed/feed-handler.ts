@@ -75,9 +75,17 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
     ORDER BY e.position`;
 
   function waitForRelay(ms: number, signal?: AbortSignal): Promise<void> {
-    unlisten ??= options.db.listen(options.feedChannel, () => {
-      for (const w of [...waiters]) w();
-    });
+    // A LISTEN that fails (the database restarting) must not become an unhandled
+    // rejection — that ends the process. The wait below still ends within its
+    // bound and the next long-poll tries to LISTEN again.
+    unlisten ??= options.db
+      .listen(options.feedChannel, () => {
+        for (const w of [...waiters]) w();
+      })
+      .catch(() => {
+        unlisten = undefined;
+        return async () => {};
+      });
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
