@@ -116,14 +116,23 @@ async function finish(
       ? undos.filter((u) => u.confirm && u.state === 'completed')
       : undos.filter((u) => u.undo && u.state !== 'compensated').reverse();
   const maxAttempts = definition.options.maxCompensationAttempts ?? 10;
+  // Confirms are marked all at once with `→ completed` (a crash before that
+  // repeats them: a confirm is idempotent through the participant's barrier).
+  const confirmed: string[] = [];
   for (const item of todo) {
     try {
-      await applyOne(saga, deps, item, phase);
+      if (phase === 'completing') {
+        await item.confirm?.();
+        confirmed.push(item.step);
+      } else {
+        await compensateOne(saga, deps, item);
+      }
     } catch (error) {
       if (error instanceof LeaseLostError) throw error;
       const attempts = item.compensationAttempts + 1;
       const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
       await deps.store.fenced(saga.id, saga.fence, async (tx) => {
+        for (const step of confirmed) await deps.store.markStep(tx, saga.id, step, 'confirmed');
         await tx.query(
           `UPDATE ${deps.store.schemaSql}.saga_steps SET compensation_attempts = $3, last_error = $4 WHERE saga_id = $1 AND name = $2`,
           [saga.id, item.step, attempts, message],
@@ -151,11 +160,8 @@ async function finish(
       return;
     }
   }
-  await deps.store.setStateFenced(
-    saga.id,
-    saga.fence,
-    phase === 'completing' ? 'completed' : 'compensated',
-  );
+  if (phase === 'completing') await deps.store.completeFenced(saga.id, saga.fence, confirmed);
+  else await deps.store.setStateFenced(saga.id, saga.fence, 'compensated');
 }
 
 /** Replays the saga function without running anything, to recover each completed step's undo and confirm. */
@@ -175,17 +181,7 @@ async function collect(
   return ctx.undos.sort((a, b) => a.ordinal - b.ordinal);
 }
 
-async function applyOne(
-  saga: SagaRow,
-  deps: RunDependencies,
-  item: Undo,
-  phase: 'completing' | 'compensating',
-): Promise<void> {
-  if (phase === 'completing') {
-    await item.confirm?.();
-    await deps.store.markStepFenced(saga.id, saga.fence, item.step, 'confirmed');
-    return;
-  }
+async function compensateOne(saga: SagaRow, deps: RunDependencies, item: Undo): Promise<void> {
   if (item.local) {
     // The undo and its mark commit together: a local compensation runs exactly once.
     await deps.store.fenced(saga.id, saga.fence, async (tx) => {

@@ -54,6 +54,8 @@ export class SagaStore {
       key: string | undefined;
       input: unknown;
       deadlineMs: number | undefined;
+      /** Lease the new saga to this worker at once (its first fence is 1, as a claim would make it). */
+      leaseTo?: { owner: string; leaseMs: number } | undefined;
     },
   ): Promise<{ created: boolean; row: SagaRow; sameInput: boolean }> {
     const s = this.schemaSql;
@@ -63,9 +65,11 @@ export class SagaStore {
          ON CONFLICT (key) DO UPDATE SET last_seq = sk.last_seq + 1
          RETURNING last_seq
        )
-       INSERT INTO ${s}.sagas (id, name, key, key_seq, input, deadline)
+       INSERT INTO ${s}.sagas (id, name, key, key_seq, input, deadline, lease_owner, lease_until, fence, runs)
        VALUES ($1, $2, $3, (SELECT last_seq FROM k), $4,
-               CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::double precision / 1000) END)
+               CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::double precision / 1000) END,
+               $6, CASE WHEN $6::text IS NULL THEN NULL ELSE now() + make_interval(secs => $7::double precision / 1000) END,
+               CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END)
        ON CONFLICT (id) DO NOTHING
        RETURNING ${SAGA_COLUMNS}`,
       [
@@ -74,6 +78,8 @@ export class SagaStore {
         saga.key ?? null,
         JSON.stringify(saga.input ?? null),
         saga.deadlineMs ?? null,
+        saga.leaseTo?.owner ?? null,
+        saga.leaseTo?.leaseMs ?? 0,
       ],
     );
     if (inserted.rows[0]) return { created: true, row: toSaga(inserted.rows[0]), sameInput: true };
@@ -284,6 +290,23 @@ export class SagaStore {
       fence,
     ]);
     if (r.rowCount !== 1) throw new LeaseLostError(id, fence);
+  }
+
+  /**
+   * Marks the confirmed steps and moves the saga to `completed`, in one
+   * statement that checks (and locks) the worker's fence.
+   * @throws LeaseLostError when another worker holds the saga now.
+   */
+  async completeFenced(sagaId: string, fence: number, confirmedSteps: string[]): Promise<void> {
+    const s = this.schemaSql;
+    const r = await this.db.query(
+      `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $10 FOR UPDATE),
+       marked AS (UPDATE ${s}.saga_steps SET state = 'confirmed'
+                  WHERE saga_id = $1 AND name = ANY($11::text[]) AND EXISTS (SELECT 1 FROM lease))
+       ${this.setStateSql(false)} AND EXISTS (SELECT 1 FROM lease)`,
+      [...stateValues(sagaId, 'completed', {}), fence, confirmedSteps],
+    );
+    if (r.rowCount !== 1) throw new LeaseLostError(sagaId, fence);
   }
 
   /**

@@ -5,7 +5,7 @@ import type { EventInput } from '../messaging/event.ts';
 import { WakeSignal } from '../messaging/wake-signal.ts';
 import type { SagaDefinition } from './saga-definition.ts';
 import { runSaga } from './saga-run.ts';
-import type { SagaStore } from './saga-store.ts';
+import type { SagaRow, SagaStore } from './saga-store.ts';
 
 export interface SagaWorkerOptions {
   /** Sagas run at the same time by this worker. Default 4. */
@@ -18,6 +18,15 @@ export interface SagaWorkerOptions {
   id?: string;
 }
 
+/** A loop waiting for work; `handed` is set when `reserveLoop` promised it a saga. */
+interface IdleLoop {
+  signal: WakeSignal;
+  handed?: Promise<SagaRow | undefined>;
+}
+
+/** Gives a reserved loop the saga it was promised (leased to this worker), or nothing to run. */
+export type HandOff = (saga: SagaRow | undefined) => void;
+
 /**
  * Runs sagas of the definitions it knows. Any number of workers, in any
  * processes of the service, share the work: a saga is leased with a fencing
@@ -28,7 +37,7 @@ export class SagaWorker {
   readonly id: string;
   private readonly signals: WakeSignal[] = [];
   /** Loops waiting for work, the longest-waiting first. */
-  private readonly idle: WakeSignal[] = [];
+  private readonly idle: IdleLoop[] = [];
   private loops: Promise<void>[] = [];
   private stopping = false;
   private readonly o: Required<SagaWorkerOptions>;
@@ -80,35 +89,74 @@ export class SagaWorker {
    * every loop is busy — each claims again when it finishes, so nothing waits.
    */
   wakeOne(): boolean {
-    const signal = this.idle.shift();
-    signal?.wake();
-    return signal !== undefined;
+    const loop = this.idle.shift();
+    loop?.signal.wake();
+    return loop !== undefined;
+  }
+
+  /** The lease a saga started here gets when it is handed straight to a loop of this worker. */
+  get lease(): { owner: string; leaseMs: number } {
+    return { owner: this.id, leaseMs: this.o.leaseMs };
+  }
+
+  /**
+   * Takes an idle loop for a saga about to be started here, so the start can
+   * lease the saga to this worker in its own INSERT and the loop runs it
+   * without claiming it (one statement and one commit fewer per saga). The
+   * caller must call the returned hand-off exactly once: with the leased saga,
+   * or with nothing (then the loop just looks for work). Undefined when no
+   * loop is idle.
+   */
+  reserveLoop(): HandOff | undefined {
+    if (this.stopping) return undefined;
+    const loop = this.idle.shift();
+    if (!loop) return undefined;
+    let handOff: HandOff = () => {};
+    loop.handed = new Promise((resolve) => {
+      handOff = resolve;
+    });
+    loop.signal.wake();
+    return handOff;
   }
 
   private async loop(signal: WakeSignal): Promise<void> {
+    let handed: SagaRow | undefined;
     while (!this.stopping) {
       let worked = false;
       try {
-        worked = await this.runOne();
+        worked = handed ? await this.runLeased(handed) : await this.runOne();
       } catch (error) {
         this.logger.error(
           { err: error, worker: this.id },
           'baton saga worker: run failed; the lease will expire and the saga is retried',
         );
       }
-      if (!worked && !this.stopping) {
-        this.idle.push(signal);
-        await signal.wait(this.o.pollIntervalMs);
-        const at = this.idle.indexOf(signal);
-        if (at >= 0) this.idle.splice(at, 1);
-      }
+      handed = undefined;
+      if (!worked && !this.stopping) handed = await this.waitIdle(signal);
     }
+  }
+
+  /** Waits for work as an idle loop; resolves with a saga if one was handed to this loop. */
+  private async waitIdle(signal: WakeSignal): Promise<SagaRow | undefined> {
+    const loop: IdleLoop = { signal };
+    this.idle.push(loop);
+    await signal.wait(this.o.pollIntervalMs);
+    // Synchronously after waking: either a reservation already took this loop
+    // out of the list (then `handed` is set), or it is still listed and now leaves.
+    const at = this.idle.indexOf(loop);
+    if (at >= 0) this.idle.splice(at, 1);
+    return loop.handed;
   }
 
   /** Claims and runs one due saga; false when none was due. */
   async runOne(): Promise<boolean> {
     const saga = await this.store.claim(this.id, this.o.leaseMs, [...this.definitions.keys()]);
     if (!saga) return false;
+    return this.runLeased(saga);
+  }
+
+  /** Runs a saga whose lease this worker holds (claimed, or leased at start). */
+  private async runLeased(saga: SagaRow): Promise<boolean> {
     const definition = this.definitions.get(saga.name);
     if (!definition) return true;
     const heartbeat = setInterval(

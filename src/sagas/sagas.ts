@@ -9,7 +9,7 @@ import { uuidv7 } from '../messaging/uuid-v7.ts';
 import type { SagaDefinition } from './saga-definition.ts';
 import type { SagaState, StepKind, StepState } from './saga-states.ts';
 import { type SagaRow, SagaStore } from './saga-store.ts';
-import { SagaWorker, type SagaWorkerOptions } from './saga-worker.ts';
+import { type HandOff, SagaWorker, type SagaWorkerOptions } from './saga-worker.ts';
 
 export interface StartOptions {
   /** Saga id; `start` is idempotent by it. Default a new UUIDv7. */
@@ -134,21 +134,39 @@ export class Sagas {
     }
     const unsafe = findUnsafeJson(value ?? null);
     if (unsafe) throw new InvalidInputError(`input of saga "${name}" is not safe JSON: ${unsafe}`);
-    const executor = options.tx ?? this.store.db;
-    const { created, row, sameInput } = await this.store.insert(executor, {
-      id,
-      name,
-      key: options.key,
-      input: value,
-      deadlineMs: options.deadlineMs ?? definition.options.deadlineMs,
-    });
-    if (!created && (row.name !== name || !sameInput)) {
-      throw new InvalidInputError(
-        `saga id ${id} was already started as "${row.name}" with another input; use a new id.`,
-      );
+    // Outside a caller's transaction, an unkeyed saga goes straight to an idle
+    // loop of a local worker, leased to it by the INSERT itself. Keyed sagas are
+    // claimed as usual: only the claim sees whether an earlier one of the key is open.
+    const reserved = options.tx || options.key !== undefined ? undefined : this.reserveLoop();
+    let leased: SagaRow | undefined;
+    try {
+      const { created, row, sameInput } = await this.store.insert(options.tx ?? this.store.db, {
+        id,
+        name,
+        key: options.key,
+        input: value,
+        deadlineMs: options.deadlineMs ?? definition.options.deadlineMs,
+        leaseTo: reserved?.worker.lease,
+      });
+      if (!created && (row.name !== name || !sameInput)) {
+        throw new InvalidInputError(
+          `saga id ${id} was already started as "${row.name}" with another input; use a new id.`,
+        );
+      }
+      if (created && reserved) leased = row;
+      else if (created && !options.tx) for (const w of this.workers) if (w.wakeOne()) break;
+      return { id, created };
+    } finally {
+      reserved?.handOff(leased);
     }
-    if (created && !options.tx) for (const w of this.workers) if (w.wakeOne()) break;
-    return { id, created };
+  }
+
+  private reserveLoop(): { worker: SagaWorker; handOff: HandOff } | undefined {
+    for (const worker of this.workers) {
+      const handOff = worker.reserveLoop();
+      if (handOff) return { worker, handOff };
+    }
+    return undefined;
   }
 
   /** A worker that runs this service's sagas (start it; stop it on shutdown). */
