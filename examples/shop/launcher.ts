@@ -23,6 +23,16 @@ export interface ShopOptions {
   ports?: Partial<Record<ServiceName, number>>;
 }
 
+/** A service process that ended without being told to (not killed, restarted or stopped by us). */
+export interface UnexpectedExit {
+  service: ServiceName;
+  code: number | null;
+  signal: string | null;
+  at: string;
+  /** The last lines it wrote to stderr. */
+  said: string[];
+}
+
 export interface RunningShop {
   urls: Record<ServiceName, string>;
   databaseUrls: Record<ServiceName, string>;
@@ -30,6 +40,8 @@ export interface RunningShop {
   adminToken: string;
   clusters: EmbeddedPostgres[];
   process(name: ServiceName): ChildProcess | undefined;
+  /** Service processes that died on their own since the start (a crash is a bug: workers must not die). */
+  unexpectedExits: UnexpectedExit[];
   /** SIGKILL (or another signal) to one service process. */
   signal(name: ServiceName, signal: NodeJS.Signals): void;
   /** Starts a service process again (after a kill) on the same port, optionally with its clock off. */
@@ -65,6 +77,9 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   const secret = randomBytes(24).toString('hex');
   const adminToken = randomBytes(24).toString('hex');
   const children = new Map<ServiceName, ChildProcess>();
+  const unexpectedExits: UnexpectedExit[] = [];
+  /** Processes we signalled to end (SIGKILL, SIGTERM): their exit is expected. */
+  const toldToExit = new WeakSet<ChildProcess>();
 
   const overridesOf = new Map<ServiceName, Partial<ServiceConfig>>();
   const configOf = (name: ServiceName): ServiceConfig => ({
@@ -112,8 +127,17 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
         if (lastLines.length > 20) lastLines.shift();
         options.onLog?.(name, line);
       });
-      child.once('exit', (code, signal) => {
+      // 'close', not 'exit': by then stderr is read to its end, last words included.
+      child.once('close', (code, signal) => {
         clearTimeout(timer);
+        if (!toldToExit.has(child))
+          unexpectedExits.push({
+            service: name,
+            code,
+            signal,
+            at: new Date().toISOString(),
+            said: [...lastLines],
+          });
         const said = lastLines.length > 0 ? `; it said:\n${lastLines.join('\n')}` : '';
         reject(
           new Error(`${name} exited before it was ready (code ${code}, signal ${signal})${said}`),
@@ -132,13 +156,18 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     adminToken,
     clusters,
     process: (name) => children.get(name),
+    unexpectedExits,
     signal(name, signal) {
-      children.get(name)?.kill(signal);
+      const child = children.get(name);
+      if (!child) return;
+      if (signal === 'SIGKILL' || signal === 'SIGTERM') toldToExit.add(child);
+      child.kill(signal);
     },
     async restart(name, overrides) {
       if (overrides) overridesOf.set(name, overrides);
       const old = children.get(name);
       if (old && old.exitCode === null && old.signalCode === null) {
+        toldToExit.add(old);
         old.kill('SIGKILL');
         await new Promise((resolve) => old.once('exit', resolve));
       }
@@ -150,6 +179,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
           (child) =>
             new Promise<void>((resolve) => {
               if (child.exitCode !== null || child.signalCode !== null) return resolve();
+              toldToExit.add(child);
               child.once('exit', () => resolve());
               child.kill('SIGTERM');
               setTimeout(() => child.kill('SIGKILL'), 5_000).unref();

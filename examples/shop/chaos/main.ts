@@ -215,6 +215,14 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       examples: quiescence.drained ? [] : quiescence.stillMoving,
     };
     checker.checks.push(livenessCheck);
+    // A service that died without the nemesis killing it is a bug (workers must survive
+    // every fault); the other checks would only see its consequences.
+    checker.checks.push({
+      name: 'services-stayed-up: no service process died unless the nemesis killed it',
+      passed: shop.unexpectedExits.length === 0,
+      anomalies: shop.unexpectedExits.length,
+      examples: shop.unexpectedExits.slice(0, 5),
+    });
     const proxyFaults = [...proxies.values()].map((p) => p.stats());
     const byKind: Record<string, number> = {};
     for (const stats of proxyFaults) {
