@@ -33,7 +33,7 @@ interface StepPlan {
   undoFlaky: number;
   /** Failures of its confirm (reservations) before it succeeds. */
   confirmFlaky: number;
-  /** Reservations failing for good: refused by the participant, or after the try went through. */
+  /** Reservations and calls failing for good: refused before, or after the try / the call went through. */
   refusal: 'refused' | 'after-try';
 }
 
@@ -91,9 +91,8 @@ describe('sagas under random failures', () => {
         await effect(tx, p.sagaId, p.step, 'do');
         return { applied: p.step };
       },
-    });
-    loyalty.baton.participant.action('unapply', {
-      run: async (tx, p: Ref) => void (await effect(tx, p.sagaId, p.step, 'undo')),
+      // Baton runs it only for a key that ran: an undo of a call that never ran is a no-op.
+      undo: async (tx, p: Ref) => void (await effect(tx, p.sagaId, p.step, 'undo')),
     });
     const client = participantClient({
       name: 'loyalty',
@@ -133,16 +132,19 @@ describe('sagas under random failures', () => {
               await ctx.call(
                 name,
                 async (key) => {
-                  if (failsHere) throw new TerminalError(`${name} fails for good`);
+                  if (failsHere && p.refusal === 'refused')
+                    throw new TerminalError(`${name} fails for good`);
                   const result = await client.call('apply', ref, key);
+                  // ran on the participant, but the saga sees a failure: it must still be undone
+                  if (failsHere) throw new TerminalError(`${name} fails for good after it ran`);
                   // the answer is "lost": the call is repeated with the same key
                   if (shouldFail(`${tag}:do`, p.flaky)) throw new RetryableError('answer lost');
                   return result;
                 },
                 {
                   retry,
-                  compensate: async (_result, key) => {
-                    await client.call('unapply', ref, key);
+                  compensate: async (_result, _key, callKey) => {
+                    await client.undo('apply', ref, callKey);
                     if (shouldFail(`${tag}:undo`, p.undoFlaky))
                       throw new RetryableError('undo answer lost');
                   },
@@ -249,7 +251,8 @@ describe('sagas under random failures', () => {
         expect(status.state).toBe('compensated');
         expect(status.error).toMatch(new RegExp(`s${failAt}`));
         const failing = plan.steps[failAt] as StepPlan;
-        const appliedByFailure = failing.kind === 'reserve' && failing.refusal === 'after-try';
+        // a reservation whose try went through, or a call that ran, before failing for good
+        const appliedByFailure = failing.kind !== 'local' && failing.refusal === 'after-try';
         plan.steps.forEach((_p, i) => {
           const applied = i < failAt || (i === failAt && appliedByFailure);
           expect(has(i, 'do'), `s${i} applied`).toBe(applied);

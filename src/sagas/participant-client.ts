@@ -16,6 +16,12 @@ export interface ParticipantClient extends ReservationClient {
   readonly name: string;
   /** Runs action `name` once per `idempotencyKey`; a repeat gets the first result. */
   call<R = unknown>(name: string, body: unknown, idempotencyKey: string): Promise<R>;
+  /**
+   * Undoes `call(name, body, callKey)` if it ran (the action's `undo`, once); if
+   * it never ran, records that, and the call is refused should it still arrive.
+   * Pass the call's own idempotency key.
+   */
+  undo(name: string, body: unknown, callKey: string): Promise<void>;
 }
 
 export interface ParticipantClientOptions {
@@ -105,5 +111,9 @@ export function participantClient(options: ParticipantClientOptions): Participan
       (await post(`actions/${encodeURIComponent(name)}`, body, {
         'idempotency-key': idempotencyKey,
       })) as R,
+    undo: async (name: string, body: unknown, callKey: string) =>
+      void (await post(`actions/${encodeURIComponent(name)}/undo`, body, {
+        'idempotency-key': callKey,
+      })),
   };
 }

@@ -28,6 +28,14 @@ export interface ReservationHandlers<P = unknown, R = unknown> {
 
 export interface ActionHandler<B = unknown, R = unknown> {
   run: (tx: Executor, body: B, context: { idempotencyKey: string }) => Promise<R>;
+  /**
+   * Undoes what `run` did for the same idempotency key; Baton calls it only if
+   * `run` ran for that key (with its stored result), and at most once. Declare
+   * it to serve `POST {base}/actions/{name}/undo`, which a saga's compensation
+   * calls (`participantClient(…).undo(name, body, callKey)`) — also when the saga
+   * does not know whether the call ran.
+   */
+  undo?: (tx: Executor, body: B, context: { idempotencyKey: string; result: R }) => Promise<void>;
   schema?: StandardSchemaV1<unknown, B>;
 }
 
@@ -39,10 +47,14 @@ const ID = /^[A-Za-z0-9_.:/-]{1,200}$/;
  *
  *   POST {base}/reservations/{resource}/{try|confirm|cancel}  { txId, branch, payload }
  *   POST {base}/actions/{name}     Idempotency-Key: <key>       body
+ *   POST {base}/actions/{name}/undo  Idempotency-Key: <the call's key>  body
  *
  * Reservations pass the barrier (barrier.ts) in the business transaction;
  * actions store their result under the idempotency key in the same
- * transaction, and a repeat gets the stored result. Answers: 200 done (or a
+ * transaction, and a repeat gets the stored result. An undo runs the action's
+ * `undo` once if the key ran; if it never ran, the undo is a recorded no-op
+ * and the key is blocked — a late call with it is refused (like the barrier's
+ * anti-hanging rule for reservations). Answers: 200 done (or a
  * recorded no-op), 409 refused by the barrier, 422 refused by the business
  * function (`TerminalError`), 400 bad input — none of which changed anything.
  */
@@ -185,8 +197,8 @@ export class Participant {
         [idempotencyKey, name],
       );
       if (claimed.rowCount !== 1) {
-        const stored = await tx.query<{ action: string; result: unknown }>(
-          `SELECT action, result FROM ${this.schemaSql}.idempotency_keys WHERE key = $1`,
+        const stored = await tx.query<{ action: string; result: unknown; state: string }>(
+          `SELECT action, result, state FROM ${this.schemaSql}.idempotency_keys WHERE key = $1`,
           [idempotencyKey],
         );
         const row = stored.rows[0];
@@ -197,6 +209,15 @@ export class Participant {
             `idempotency key ${idempotencyKey} was used for action "${row.action}"`,
           );
         }
+        if (row?.state === 'blocked' || row?.state === 'undone') {
+          return errorResponse(
+            409,
+            'BATON_UNDONE',
+            row.state === 'blocked'
+              ? `action "${name}" with key ${idempotencyKey} refused: its undo arrived first`
+              : `action "${name}" with key ${idempotencyKey} was run and then undone`,
+          );
+        }
         return jsonResponse(200, { outcome: 'duplicate', result: row?.result ?? null });
       }
       const result = await handler.run(tx, body, { idempotencyKey });
@@ -205,6 +226,59 @@ export class Participant {
         JSON.stringify(result ?? null),
       ]);
       return jsonResponse(200, { outcome: 'done', result: result ?? null });
+    });
+  }
+
+  /** Undoes one action call (also what the HTTP route calls); see the class comment. */
+  async undo(name: string, idempotencyKey: string, rawBody: unknown): Promise<HttpResponseLike> {
+    const handler = this.actions.get(name);
+    if (!handler?.undo)
+      return errorResponse(
+        404,
+        'BATON_UNKNOWN_ACTION',
+        handler
+          ? `action "${name}" has no undo: declare one to let sagas compensate it`
+          : `no action "${name}" here (known: ${[...this.actions.keys()].join(', ') || 'none'})`,
+      );
+    const undo = handler.undo;
+    let body: unknown;
+    try {
+      body = await validatePayload(
+        handler.schema ? { [name]: handler.schema } : undefined,
+        name,
+        rawBody,
+      );
+    } catch (error) {
+      return errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message);
+    }
+    const s = this.schemaSql;
+    return this.inTransaction(async (tx) => {
+      // Never ran: block the key, so the call cannot run after its undo.
+      const blocked = await tx.query(
+        `INSERT INTO ${s}.idempotency_keys (key, action, state, undone_at) VALUES ($1, $2, 'blocked', now())
+         ON CONFLICT (key) DO NOTHING`,
+        [idempotencyKey, name],
+      );
+      if (blocked.rowCount === 1) return jsonResponse(200, { outcome: 'nothing-to-undo' });
+      const stored = await tx.query<{ action: string; result: unknown; state: string }>(
+        `SELECT action, result, state FROM ${s}.idempotency_keys WHERE key = $1 FOR UPDATE`,
+        [idempotencyKey],
+      );
+      const row = stored.rows[0];
+      if (!row || row.action !== name) {
+        return errorResponse(
+          409,
+          'BATON_KEY_REUSED',
+          `idempotency key ${idempotencyKey} was used for action "${row?.action}"`,
+        );
+      }
+      if (row.state !== 'done') return jsonResponse(200, { outcome: 'duplicate' });
+      await undo(tx, body, { idempotencyKey, result: row.result });
+      await tx.query(
+        `UPDATE ${s}.idempotency_keys SET state = 'undone', undone_at = now() WHERE key = $1`,
+        [idempotencyKey],
+      );
+      return jsonResponse(200, { outcome: 'done' });
     });
   }
 
@@ -260,8 +334,8 @@ export class Participant {
       },
       {
         method: 'POST',
-        pattern: /^\/actions\/([A-Za-z][A-Za-z0-9_.:-]{0,99})$/,
-        describe: '/actions/{name}',
+        pattern: /^\/actions\/([A-Za-z][A-Za-z0-9_.:-]{0,99})(\/undo)?$/,
+        describe: '/actions/{name}[/undo]',
         handle: async (match, _url, request) => {
           const key = request.headers['idempotency-key'];
           if (!key || !/^[A-Za-z0-9_.:/-]{1,300}$/.test(key)) {
@@ -273,7 +347,9 @@ export class Participant {
           }
           const body = parseBody(request.body);
           if ('error' in body) return body.error;
-          return this.act(match[1] as string, key, body.value);
+          return match[2]
+            ? this.undo(match[1] as string, key, body.value)
+            : this.act(match[1] as string, key, body.value);
         },
       },
     ];

@@ -146,8 +146,10 @@ export class RunContext implements SagaContext {
         options.compensate &&
         ((result) => ({
           local: false,
-          run: () => options.compensate!(result, `${key}:compensate`),
+          run: () => options.compensate!(result ?? undefined, `${key}:compensate`, key),
         })),
+      // Tried but no result (crash, timeout, lost answer): it may have run, so it is compensated.
+      undoEvenIfNotCompleted: options.compensate !== undefined,
     });
   }
 

@@ -20,8 +20,16 @@ export interface LocalStepOptions<T> {
 }
 
 export interface CallStepOptions<T> {
-  /** Undo on the participant; gets `<idempotencyKey>:compensate` as its own idempotency key. */
-  compensate?: (result: T, idempotencyKey: string) => Promise<void>;
+  /**
+   * Undo on the participant. Runs when the saga compensates — also for a call
+   * whose outcome is unknown (it was tried, but a crash, a timeout or a lost
+   * answer left no result: `result` is then `undefined`, as it is for a call
+   * that returned nothing), because it may have
+   * run. Gets its own idempotency key (`<callKey>:compensate`) and the call's
+   * key; with a Baton participant, `client.undo(action, body, callKey)` undoes
+   * the call if it ran and blocks it if it did not.
+   */
+  compensate?: (result: T | undefined, idempotencyKey: string, callKey: string) => Promise<void>;
   retry?: RetryPolicy;
 }
 
