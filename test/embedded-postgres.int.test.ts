@@ -1,4 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { PgDatabase, startEmbeddedPostgres } from '../src/pg.ts';
@@ -73,6 +76,28 @@ describe('embedded PostgreSQL', () => {
     } finally {
       await db.close();
       await cluster.stop();
+    }
+  });
+
+  it('a statement waits for a server that is down or starting (connectRetryMs), then runs; 0 fails at once', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'baton-pg-wait-'));
+    let cluster = await startEmbeddedPostgres({ dataDir });
+    const port = cluster.port;
+    const url = await cluster.createDatabase('wait_probe');
+    const patient = new PgDatabase({ connectionString: url, max: 1 });
+    const impatient = new PgDatabase({ connectionString: url, max: 1, connectRetryMs: 0 });
+    try {
+      await cluster.stop(); // the data directory stays: it is the caller's
+      const waiting = patient.query<{ n: number }>('SELECT 1 AS n');
+      await expect(impatient.query('SELECT 1')).rejects.toThrow(/ECONNREFUSED|connect/);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      cluster = await startEmbeddedPostgres({ dataDir, port });
+      expect((await waiting).rows).toEqual([{ n: 1 }]);
+    } finally {
+      await patient.close();
+      await impatient.close();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -89,7 +89,8 @@ export async function withDatabase<T>(
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     application_name: 'baton-cli',
   });
-  const db = new PgDatabase({ pool });
+  // An operator wants the connection error now, not after the library's wait for a restart.
+  const db = new PgDatabase({ pool, connectRetryMs: 0 });
   try {
     return await fn(db, target);
   } catch (error) {

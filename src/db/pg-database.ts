@@ -10,6 +10,24 @@ export interface PgDatabaseOptions {
   /** Pool size when Baton creates the pool. */
   max?: number;
   applicationName?: string;
+  /**
+   * How long to keep trying to get a connection while PostgreSQL cannot take
+   * one yet — refused, starting up, in crash recovery, shutting down for a
+   * restart — before failing with the last error. Default 15 s; 0 fails at
+   * once (the CLI does: an operator wants the error now). Only connecting is
+   * retried, never a statement.
+   */
+  connectRetryMs?: number;
+}
+
+/** Errors that mean "no connection yet", not "this statement failed". */
+const NOT_YET = new Set(['57P03', '57P01', '08001', '08006', 'ECONNREFUSED', 'ECONNRESET']);
+
+function isNotYet(error: unknown): boolean {
+  const e = error as { code?: string; message?: string } | undefined;
+  return (
+    (e?.code !== undefined && NOT_YET.has(e.code)) || /Connection terminated/.test(e?.message ?? '')
+  );
 }
 
 /**
@@ -25,8 +43,10 @@ export class PgDatabase implements Database {
   private listenerReady: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
   private closed = false;
+  private readonly connectRetryMs: number;
 
   constructor(options: PgDatabaseOptions) {
+    this.connectRetryMs = options.connectRetryMs ?? 15_000;
     if (options.pool) {
       this.pool = options.pool;
       this.ownsPool = false;
@@ -42,12 +62,47 @@ export class PgDatabase implements Database {
     this.pool.on('error', () => {});
   }
 
-  query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
-    return this.pool.query(text, values) as unknown as Promise<QueryResult<R>>;
+  async query<R = Record<string, unknown>>(
+    text: string,
+    values?: unknown[],
+  ): Promise<QueryResult<R>> {
+    const client = await this.connect();
+    let broken = false;
+    const onError = () => {
+      broken = true;
+    };
+    client.on('error', onError);
+    try {
+      return (await client.query(text, values)) as unknown as QueryResult<R>;
+    } catch (error) {
+      if (isNotYet(error)) broken = true;
+      throw error;
+    } finally {
+      client.off('error', onError);
+      client.release(broken);
+    }
+  }
+
+  /** A pooled connection; waits (up to `connectRetryMs`) while the server cannot take one yet. */
+  private connect(): Promise<pg.PoolClient> {
+    return this.whenConnectable(() => this.pool.connect());
+  }
+
+  /** Runs `open` again with backoff while it fails because the server cannot take connections yet. */
+  private async whenConnectable<C>(open: () => Promise<C>): Promise<C> {
+    const deadline = Date.now() + this.connectRetryMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 1_000)) {
+      try {
+        return await open();
+      } catch (error) {
+        if (!isNotYet(error) || this.closed || Date.now() + delay > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
   }
 
   async transaction<T>(fn: (tx: Executor) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    const client = await this.connect();
     let broken = false;
     // A checked-out client whose connection dies (server restart, network)
     // emits 'error'; unhandled, that would crash the process. The failing
@@ -115,16 +170,18 @@ export class PgDatabase implements Database {
     return this.listenerReady;
   }
 
-  private async openListener(): Promise<pg.Client> {
-    const client = new pg.Client(this.pool.options);
-    client.on('notification', (msg) => {
-      for (const fn of this.channels.get(msg.channel) ?? []) fn(msg.payload ?? '');
+  private openListener(): Promise<pg.Client> {
+    return this.whenConnectable(async () => {
+      const client = new pg.Client(this.pool.options);
+      client.on('notification', (msg) => {
+        for (const fn of this.channels.get(msg.channel) ?? []) fn(msg.payload ?? '');
+      });
+      client.on('error', () => this.dropListener(client));
+      client.on('end', () => this.dropListener(client));
+      await client.connect();
+      this.listener = client;
+      return client;
     });
-    client.on('error', () => this.dropListener(client));
-    client.on('end', () => this.dropListener(client));
-    await client.connect();
-    this.listener = client;
-    return client;
   }
 
   /** After a lost LISTEN connection, wake everyone (notifies may have been missed) and re-LISTEN. */
