@@ -4,4 +4,4 @@ export {
   startEmbeddedPostgres,
 } from './db/embedded.ts';
 export { freePort } from './db/free-port.ts';
-export { PgDatabase, type PgDatabaseOptions } from './db/pg-database.ts';
+export { isConnectionError, PgDatabase, type PgDatabaseOptions } from './db/pg-database.ts';

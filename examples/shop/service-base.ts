@@ -49,6 +49,23 @@ export async function startService(
     max: 12,
     applicationName: `shop-${config.service}`,
   });
+  // What has been started so far, stopped again if the start fails half way.
+  const started: (() => Promise<void>)[] = [() => db.close()];
+  try {
+    return await startOn(db, started, config, logger, declare);
+  } catch (error) {
+    for (const stop of started) await stop().catch(() => {});
+    throw error;
+  }
+}
+
+async function startOn(
+  db: PgDatabase,
+  started: (() => Promise<void>)[],
+  config: ServiceConfig,
+  logger: Logger,
+  declare: Parameters<typeof startService>[2],
+): Promise<RunningService> {
   const baton = createBaton({ db, service: config.service, logger });
   await baton.migrate();
   const consumers: Consumer[] = [];
@@ -82,14 +99,21 @@ export async function startService(
   await baton.install();
   const relay = baton.relay({ pollIntervalMs: 100 });
   await relay.start();
-  for (const c of consumers) await c.start();
+  started.unshift(() => relay.stop());
+  for (const c of consumers) {
+    await c.start();
+    started.unshift(() => c.stop());
+  }
   await service.start?.();
+  if (service.stop) started.unshift(service.stop);
   const caretaker = baton.caretaker();
   const schedule = config.caretakerEveryMs
     ? caretaker.schedule(config.caretakerEveryMs, { repair: true })
     : undefined;
+  if (schedule) started.unshift(async () => void (await schedule.stop()));
 
   const batonHttp = baton.httpHandler({ auth: { type: 'hmac', secrets: [config.secret] } });
+  started.unshift(() => batonHttp.close());
   const adminRoutes: ApiRoute[] = [
     {
       method: 'POST',

@@ -5,6 +5,7 @@
  */
 import { writeSync } from 'node:fs';
 import type { Logger } from '../../src/index.ts';
+import { isConnectionError } from '../../src/pg.ts';
 import type { ServiceConfig } from './config.ts';
 import { declareCustomers } from './customers-service.ts';
 import { declareLoyalty } from './loyalty-service.ts';
@@ -48,7 +49,7 @@ if (!declare) {
   process.exit(2);
 }
 
-const running = await startService(config, logger, declare);
+const running = await startWhileDatabaseComesBack();
 say(`ready ${running.url}`);
 const shutdown = async () => {
   await running.stop().catch(() => {});
@@ -59,4 +60,23 @@ process.on('SIGINT', shutdown);
 if (!process.stdin.isTTY) {
   process.stdin.on('end', shutdown);
   process.stdin.resume();
+}
+
+/**
+ * Starts the service; if the database goes away half way through the start
+ * (a restart, crash recovery), stops what was started and starts again, for
+ * up to a minute. Every start step is idempotent (migrations, CREATE … IF NOT
+ * EXISTS, installing triggers), so a repeat is safe.
+ */
+async function startWhileDatabaseComesBack() {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      return await startService(config, logger, declare as NonNullable<typeof declare>);
+    } catch (error) {
+      if (!isConnectionError(error) || Date.now() > deadline) throw error;
+      logger.warn({ err: error }, 'database unavailable during start-up; starting again');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
 }

@@ -23,7 +23,12 @@ export interface PgDatabaseOptions {
 /** Errors that mean "no connection yet", not "this statement failed". */
 const NOT_YET = new Set(['57P03', '57P01', '08001', '08006', 'ECONNREFUSED', 'ECONNRESET']);
 
-function isNotYet(error: unknown): boolean {
+/**
+ * Whether `error` means the connection to PostgreSQL was refused, lost or not
+ * yet possible (a restart, crash recovery) — something that trying again
+ * later can cure — rather than a statement's own failure.
+ */
+export function isConnectionError(error: unknown): boolean {
   const e = error as { code?: string; message?: string } | undefined;
   return (
     (e?.code !== undefined && NOT_YET.has(e.code)) || /Connection terminated/.test(e?.message ?? '')
@@ -75,7 +80,7 @@ export class PgDatabase implements Database {
     try {
       return (await client.query(text, values)) as unknown as QueryResult<R>;
     } catch (error) {
-      if (isNotYet(error)) broken = true;
+      if (isConnectionError(error)) broken = true;
       throw error;
     } finally {
       client.off('error', onError);
@@ -95,7 +100,7 @@ export class PgDatabase implements Database {
       try {
         return await open();
       } catch (error) {
-        if (!isNotYet(error) || this.closed || Date.now() + delay > deadline) throw error;
+        if (!isConnectionError(error) || this.closed || Date.now() + delay > deadline) throw error;
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
