@@ -178,7 +178,14 @@ describe('saga admin: list, show, retry, abort', () => {
     expect(leased.leaseOwner).toBe(worker.id);
     // The local step's transaction holds the saga row: abort waits for it to commit, then fences.
     const aborting = abortSaga(t.db, 'held-1', 'operator says no');
-    await new Promise((r) => setTimeout(r, 100));
+    // Open the gate only once the abort waits for the row lock (a fixed pause raced under load:
+    // the old run got to its next write before the abort had fenced it).
+    await eventually(async () => {
+      const r = await t.db.query(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+      );
+      return r.rows.length > 0;
+    }, 'the abort waiting for the saga row');
     gates.get('held-1')?.();
     const change = await aborting;
     expect(change.fence).toBeGreaterThan(leased.fence);

@@ -350,6 +350,14 @@ export class RunContext implements SagaContext {
       return result;
     } catch (error) {
       if (error instanceof Suspend || error instanceof LeaseLostError) throw error;
+      // A commit whose answer was lost (the database restarting under it) may have
+      // committed the step and its record: look before recording a failure over it —
+      // a local step run again would apply its effect twice.
+      const stored = (await this.store.steps(this.store.db, this.saga.id)).get(name);
+      if (stored?.state === 'completed') {
+        register(stored.result);
+        return stored.result as T;
+      }
       if (how.undoEvenIfNotCompleted) register(null);
       const terminal = error instanceof TerminalError || attempts >= retry.attempts;
       const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
