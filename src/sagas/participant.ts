@@ -181,16 +181,9 @@ export class Participant {
         'BATON_UNKNOWN_ACTION',
         `no action "${name}" here (known: ${[...this.actions.keys()].join(', ') || 'none'})`,
       );
-    let body: unknown;
-    try {
-      body = await validatePayload(
-        handler.schema ? { [name]: handler.schema } : undefined,
-        name,
-        rawBody,
-      );
-    } catch (error) {
-      return errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message);
-    }
+    const checked = await checkBody(name, handler, rawBody);
+    if ('response' in checked) return checked.response;
+    const body = checked.body;
     return this.inTransaction(async (tx) => {
       const claimed = await tx.query(
         `INSERT INTO ${this.schemaSql}.idempotency_keys (key, action) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
@@ -241,16 +234,9 @@ export class Participant {
           : `no action "${name}" here (known: ${[...this.actions.keys()].join(', ') || 'none'})`,
       );
     const undo = handler.undo;
-    let body: unknown;
-    try {
-      body = await validatePayload(
-        handler.schema ? { [name]: handler.schema } : undefined,
-        name,
-        rawBody,
-      );
-    } catch (error) {
-      return errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message);
-    }
+    const checked = await checkBody(name, handler, rawBody);
+    if ('response' in checked) return checked.response;
+    const body = checked.body;
     const s = this.schemaSql;
     return this.inTransaction(async (tx) => {
       // Never ran: block the key, so the call cannot run after its undo.
@@ -371,5 +357,24 @@ function parseBody(raw: Buffer | undefined): { value: unknown } | { error: HttpR
     return { value };
   } catch {
     return { error: errorResponse(400, 'BATON_BAD_REQUEST', 'the body must be JSON (UTF-8)') };
+  }
+}
+
+/** The action's body checked against its schema, or the 400 that says why not. */
+async function checkBody(
+  name: string,
+  handler: ActionHandler,
+  raw: unknown,
+): Promise<{ body: unknown } | { response: HttpResponseLike }> {
+  try {
+    return {
+      body: await validatePayload(
+        handler.schema ? { [name]: handler.schema } : undefined,
+        name,
+        raw,
+      ),
+    };
+  } catch (error) {
+    return { response: errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message) };
   }
 }
