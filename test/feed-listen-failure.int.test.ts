@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database } from '../src/db/executor.ts';
 import { createBaton, type FeedHandler, type RunningServer, serveHttp } from '../src/index.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
-import { freshDatabase } from './helpers.ts';
+import { databaseWith, freshDatabase } from './helpers.ts';
 
 const TOKEN = 'feed-listen-token-0123456789';
 
@@ -23,16 +22,13 @@ describe('feed long-poll when LISTEN fails', () => {
   beforeAll(async () => {
     database = await freshDatabase('feed_listen_failure');
     const real = database.db;
-    const flaky: Database = {
-      query: (text, values) => real.query(text, values),
-      transaction: (fn) => real.transaction(fn),
+    const flaky = databaseWith(real, {
       listen: async (channel, onNotify) => {
         listenCalls++;
         if (failListen) throw new Error('Connection terminated unexpectedly');
         return real.listen(channel, onNotify);
       },
-      close: async () => {},
-    };
+    });
     const baton = createBaton({ db: flaky, service: 'things' });
     feed = baton.feedHandler({ auth: { type: 'bearer', tokens: [TOKEN] } });
     server = await serveHttp((req, signal) => feed.handle(req, signal));

@@ -1,4 +1,5 @@
 import { inject } from 'vitest';
+import type { Database } from '../src/db/executor.ts';
 import { createTestDatabase, type TestDatabase } from '../src/testing/index.ts';
 
 /** A fresh clone of the migrated template database. */
@@ -24,3 +25,18 @@ export async function eventually(
 }
 
 export const SECRET = 'test-secret-0123456789abcdef';
+
+/**
+ * A real database with some of its methods replaced (fault injection, counting
+ * statements); the rest go to `real`. Closing it leaves `real` open: the test
+ * database's `drop()` closes that.
+ */
+export function databaseWith(real: Database, overrides: Partial<Database>): Database {
+  return {
+    query: (text, values) => real.query(text, values),
+    transaction: (fn) => real.transaction(fn),
+    listen: (channel, onNotify) => real.listen(channel, onNotify),
+    close: async () => {},
+    ...overrides,
+  };
+}

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database } from '../src/db/executor.ts';
 import { type Baton, createBaton, saga } from '../src/index.ts';
 import type { SagaWorker } from '../src/sagas/saga-worker.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
-import { freshDatabase } from './helpers.ts';
+import { databaseWith, freshDatabase } from './helpers.ts';
 
 /*
  * A local step's transaction commits, but its answer is lost (the database
@@ -21,8 +20,7 @@ describe('a local step whose commit answer is lost', () => {
   beforeAll(async () => {
     database = await freshDatabase('saga_lost_commit');
     const real = database.db;
-    const flaky: Database = {
-      query: (text, values) => real.query(text, values),
+    const flaky = databaseWith(real, {
       transaction: async (fn) => {
         const result = await real.transaction(fn);
         if (loseNextCommit) {
@@ -31,9 +29,7 @@ describe('a local step whose commit answer is lost', () => {
         }
         return result;
       },
-      listen: (channel, onNotify) => real.listen(channel, onNotify),
-      close: async () => {},
-    };
+    });
     baton = createBaton({ db: flaky, service: 'orders' });
     await real.query('CREATE TABLE orders (id text PRIMARY KEY, state text NOT NULL)');
     baton.sagas.define(

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database } from '../src/db/executor.ts';
 import { type Baton, createBaton, saga } from '../src/index.ts';
 import type { SagaWorker } from '../src/sagas/saga-worker.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
-import { eventually, freshDatabase } from './helpers.ts';
+import { databaseWith, eventually, freshDatabase } from './helpers.ts';
 
 /*
  * An unkeyed saga started next to an idle worker loop is leased to that
@@ -20,15 +19,12 @@ describe('a saga started next to an idle worker', () => {
   beforeAll(async () => {
     database = await freshDatabase('saga_handoff');
     const real = database.db;
-    const counting: Database = {
+    const counting = databaseWith(real, {
       query: (text, values) => {
         if (text.includes('FOR UPDATE SKIP LOCKED')) claims++;
         return real.query(text, values);
       },
-      transaction: (fn) => real.transaction(fn),
-      listen: (channel, onNotify) => real.listen(channel, onNotify),
-      close: async () => {},
-    };
+    });
     baton = createBaton({ db: counting, service: 'orders' });
     await real.query('CREATE TABLE notes (saga_id text PRIMARY KEY)');
     baton.sagas.define(

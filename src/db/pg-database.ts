@@ -67,23 +67,35 @@ export class PgDatabase implements Database {
     this.pool.on('error', () => {});
   }
 
-  async query<R = Record<string, unknown>>(
-    text: string,
-    values?: unknown[],
-  ): Promise<QueryResult<R>> {
+  query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
+    return this.withClient(
+      async (client) => (await client.query(text, values)) as unknown as QueryResult<R>,
+    );
+  }
+
+  /**
+   * Runs `fn` on a pooled connection and gives it back — discarded instead if
+   * the connection broke on the way. A checked-out client whose connection dies
+   * (server restart, network) emits 'error'; unhandled, that would crash the
+   * process. The failing query rejects on its own; here the client is only
+   * marked to be discarded.
+   */
+  private async withClient<T>(
+    fn: (client: pg.PoolClient, markBroken: () => void) => Promise<T>,
+  ): Promise<T> {
     const client = await this.connect();
     let broken = false;
-    const onError = () => {
+    const markBroken = () => {
       broken = true;
     };
-    client.on('error', onError);
+    client.on('error', markBroken);
     try {
-      return (await client.query(text, values)) as unknown as QueryResult<R>;
+      return await fn(client, markBroken);
     } catch (error) {
       if (isConnectionError(error)) broken = true;
       throw error;
     } finally {
-      client.off('error', onError);
+      client.off('error', markBroken);
       client.release(broken);
     }
   }
@@ -106,37 +118,21 @@ export class PgDatabase implements Database {
     }
   }
 
-  async transaction<T>(fn: (tx: Executor) => Promise<T>): Promise<T> {
-    const client = await this.connect();
-    let broken = false;
-    // A checked-out client whose connection dies (server restart, network)
-    // emits 'error'; unhandled, that would crash the process. The failing
-    // query rejects on its own; here the client is only marked to be discarded.
-    const onError = () => {
-      broken = true;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-      const result = await fn(client as unknown as Executor);
-      // COMMIT of an aborted transaction answers ROLLBACK without an error:
-      // a caller that swallowed a failed statement must not be told it committed.
-      const commit = await client.query('COMMIT');
-      if (commit.command === 'ROLLBACK') {
-        throw new TransactionRolledBackError();
-      }
-      return result;
-    } catch (error) {
+  transaction<T>(fn: (tx: Executor) => Promise<T>): Promise<T> {
+    return this.withClient(async (client, markBroken) => {
       try {
-        await client.query('ROLLBACK');
-      } catch {
-        broken = true;
+        await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+        const result = await fn(client as unknown as Executor);
+        // COMMIT of an aborted transaction answers ROLLBACK without an error:
+        // a caller that swallowed a failed statement must not be told it committed.
+        const commit = await client.query('COMMIT');
+        if (commit.command === 'ROLLBACK') throw new TransactionRolledBackError();
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(markBroken);
+        throw error;
       }
-      throw error;
-    } finally {
-      client.off('error', onError);
-      client.release(broken);
-    }
+    });
   }
 
   async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {

@@ -54,7 +54,8 @@ export class Outbox {
 
   constructor(private readonly options: OutboxOptions) {
     const channel = options.notifyChannel?.replaceAll("'", "''");
-    const notifyColumn = `, (SELECT pg_notify('${channel}', '')) IS NULL AS notified`;
+    const notifyColumn =
+      channel === undefined ? '' : `, (SELECT pg_notify('${channel}', '')) IS NULL AS notified`;
     this.insertSql = {
       notify: this.batchInsertSql(notifyColumn),
       quiet: this.batchInsertSql(''),
