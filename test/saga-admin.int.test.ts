@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Baton, createBaton, NotFoundError, saga, TerminalError } from '../src/index.ts';
+import { PgDatabase } from '../src/pg.ts';
 import {
   abortSaga,
   listSagas,
@@ -177,17 +178,23 @@ describe('saga admin: list, show, retry, abort', () => {
     const leased = await showSaga(t.db, 'held-1');
     expect(leased.leaseOwner).toBe(worker.id);
     // The local step's transaction holds the saga row: abort waits for it to commit, then fences.
-    const aborting = abortSaga(t.db, 'held-1', 'operator says no');
+    // The operator's own connection, so the test can see it wait.
+    const operator = new PgDatabase({
+      connectionString: t.url,
+      max: 1,
+      applicationName: 'operator',
+    });
+    const aborting = abortSaga(operator, 'held-1', 'operator says no');
     // Open the gate only once the abort waits for the row lock (a fixed pause raced under load:
     // the old run got to its next write before the abort had fenced it).
     await eventually(async () => {
       const r = await t.db.query(
-        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'operator' AND wait_event_type = 'Lock'",
       );
       return r.rows.length > 0;
     }, 'the abort waiting for the saga row');
     gates.get('held-1')?.();
-    const change = await aborting;
+    const change = await aborting.finally(() => operator.close());
     expect(change.fence).toBeGreaterThan(leased.fence);
     await waitForState('held-1', 'compensated');
     const detail = await showSaga(t.db, 'held-1');
