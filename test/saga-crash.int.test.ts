@@ -15,6 +15,12 @@ import { startService, type TestService } from './support/services.ts';
  * at its own point; the dead one is restarted and the other takes its sagas
  * over when their leases (1.5 s) expire. In the end every saga is completed
  * or compensated, and no effect was applied twice.
+ *
+ * A process killed at one saga's point also kills the other saga it was
+ * running; if that one had just passed its own point (its commit sent —
+ * PostgreSQL finishes it without the client — and the mark not yet
+ * written), its point is not reached again when it is taken over. Points left so get a fresh saga in another round, until every
+ * point has fired (a point that can no longer be reached fails the test).
  */
 const SCRIPT = 'test/fixtures/saga-orchestrator.ts';
 const LEASE_MS = 1500;
@@ -34,7 +40,8 @@ const COMPLETING_POINTS = [
   'after-state-completing',
   'before-confirm',
   'after-confirm',
-  'after-confirm-mark',
+  // the confirms are marked in the statement that completes the saga
+  'after-state-completed',
 ];
 const COMPENSATING_POINTS = [
   'none',
@@ -46,10 +53,15 @@ const COMPENSATING_POINTS = [
   'after-cancel-mark',
   'in-uncreate',
   'after-uncreate',
+  'after-state-compensated',
 ];
+
+const ROUNDS = 4;
 
 interface Planned {
   id: string;
+  /** The point and the saga's kind, without the number: `after-try.reject`. */
+  case: string;
   input: ShopInput;
   expect: 'completed' | 'compensated';
   crash: boolean;
@@ -61,6 +73,7 @@ function plan(): Planned[] {
   const add = (point: string, suffix: string, input: ShopInput, expected: Planned['expect']) =>
     sagas.push({
       id: `${++n}.${point}${suffix}`,
+      case: `${point}${suffix}`,
       input,
       expect: expected,
       crash: point !== 'none',
@@ -201,9 +214,9 @@ describe('SIGKILLed orchestrators at every saga step boundary', () => {
     }
   }
 
-  it('every saga ends completed or compensated; no effect applied twice; balances add up', async () => {
-    const sagas = plan();
-    for (const s of sagas) await orders.sagas.start('place-order', s.input, { id: s.id });
+  /** Runs the sagas on three supervised orchestrators until every one has finished. */
+  async function runRound(round: Planned[]): Promise<void> {
+    for (const s of round) await orders.sagas.start('place-order', s.input, { id: s.id });
     const processes = ['a', 'b', 'c'].map((x) => orchestrator(`orchestrator-${x}`));
     supervising = true;
     const supervisors = processes.map(supervise);
@@ -211,9 +224,10 @@ describe('SIGKILLed orchestrators at every saga step boundary', () => {
       await eventually(
         async () => {
           const r = await ordersDb.db.query<{ n: number }>(
-            "SELECT count(*)::int AS n FROM baton.sagas WHERE state IN ('completed', 'compensated', 'stuck')",
+            "SELECT count(*)::int AS n FROM baton.sagas WHERE id = ANY($1) AND state IN ('completed', 'compensated', 'stuck')",
+            [round.map((s) => s.id)],
           );
-          return r.rows[0]?.n === sagas.length;
+          return r.rows[0]?.n === round.length;
         },
         'every saga finished',
         90_000,
@@ -225,26 +239,44 @@ describe('SIGKILLed orchestrators at every saga step boundary', () => {
       await Promise.all(supervisors);
       await group.killAll();
     }
-    // The planned crashes happened (each at its point, at most once). On a quiet machine one
-    // point is sometimes not reached (about 1 run in 3; the cause is not found yet — a saga can
-    // finish that stretch without the watched statement being seen). The books below must hold
-    // either way; most points must fire, or the test would prove little.
-    const marks = await ordersDb.db.query<{ saga_id: string; point: string }>(
-      'SELECT saga_id, point FROM fault_marks ORDER BY saga_id',
+  }
+
+  const firedIds = async () =>
+    (await ordersDb.db.query<{ saga_id: string }>('SELECT saga_id FROM fault_marks')).rows.map(
+      (m) => m.saga_id,
     );
-    const planned = sagas.filter((s) => s.crash).map((s) => s.id);
-    const fired = marks.rows.map((m) => m.saga_id);
+
+  it('every saga ends completed or compensated; no effect applied twice; balances add up', async () => {
+    const sagas: Planned[] = [];
+    let round = plan();
+    for (let r = 1; r <= ROUNDS && round.length > 0; r++) {
+      sagas.push(...round);
+      await runRound(round);
+      const fired = new Set(await firedIds());
+      const reached = new Set(sagas.filter((s) => fired.has(s.id)).map((s) => s.case));
+      // a point passed by a collateral kill gets a fresh saga (`<round>-<n>.<point>…`)
+      round = round
+        .filter((s) => s.crash && !reached.has(s.case))
+        .map((s) => ({ ...s, id: `${r + 1}-${s.id}` }));
+      if (round.length > 0)
+        console.log(`saga-crash: round ${r + 1} for ${round.map((s) => s.case)}`);
+    }
+    const planned = sagas.filter((s) => s.crash);
+    const fired = await firedIds();
     expect(new Set(fired).size, 'each crash point fires at most once').toBe(fired.length);
     expect(
-      fired.filter((id) => !planned.includes(id)),
+      fired.filter((id) => !planned.some((s) => s.id === id)),
       'no unplanned crash',
     ).toEqual([]);
+    const unreached = planned.filter(
+      (p) => !planned.some((s) => s.case === p.case && fired.includes(s.id)),
+    );
     expect(
-      fired.length,
-      `crash points fired: ${fired.length} of ${planned.length}`,
-    ).toBeGreaterThanOrEqual(planned.length - 2);
+      unreached.map((s) => s.case),
+      `crash points never reached in ${ROUNDS} rounds`,
+    ).toEqual([]);
     await checkBooks(sagas);
-  }, 120_000);
+  }, 240_000);
 
   it('a crash between a try and its record, then the deadline passes: the hold is still cancelled', async () => {
     const a = orchestrator('orchestrator-deadline');
