@@ -72,7 +72,7 @@ export type { BatonEvent, EventInput } from './messaging/event.ts';
 export type { EventSchemas } from './messaging/event-schemas.ts';
 export { type DeadLetterMode, INBOX_STATES, type InboxState } from './messaging/inbox-states.ts';
 export { Relay, type RelayOptions } from './messaging/relay.ts';
-export { uuidv7 } from './messaging/uuid-v7.ts';
+export { isUuid, uuidv7 } from './messaging/uuid-v7.ts';
 export type {
   EntityDefinition,
   EntityLookup,

@@ -29,6 +29,7 @@ import {
   startShop,
 } from '../examples/shop/launcher.ts';
 import { request } from '../examples/shop/shop-client.ts';
+import { uuidv7 } from '../src/index.ts';
 import { eventually } from './helpers.ts';
 
 type Op = HistoryEntry['op'];
@@ -114,8 +115,11 @@ describe('chaos checker', () => {
     command('cancel', { orderId }, 'orders', 'POST', `/orders/${orderId}/cancel`);
   const remove = (id: string) =>
     command('delete', { id }, 'customers', 'DELETE', `/customers/${id}`);
-  const update = (id: string, address: string) =>
-    command('update', { id, address }, 'customers', 'PATCH', `/customers/${id}`, { address });
+  const update = (id: string, address: string, updateId = uuidv7()) =>
+    command('update', { id, address, updateId }, 'customers', 'PATCH', `/customers/${id}`, {
+      address,
+      updateId,
+    });
 
   const db = () => shop.databaseUrls;
   const openSagas = () =>
@@ -179,7 +183,15 @@ describe('chaos checker', () => {
     expect((await cancel('o1')).outcome).toBe('ok');
     expect((await cancel('o2')).outcome).toBe('ok');
     expect((await cancel('o-none')).outcome).toBe('fail');
+    const older = uuidv7();
     expect((await update('c3', '3 New Street')).outcome).toBe('ok');
+    // The network delivers an older update of c3 late, after the acknowledged one:
+    // the newer update id wins, the replay changes nothing.
+    const late = await request(shop.urls.customers, 'PATCH', '/customers/c3', {
+      address: '3 Old Street',
+      updateId: older,
+    });
+    expect([late.status, late.body]).toEqual([200, { id: 'c3', applied: false }]);
     await eventually(
       async () => (await openSagas()) === 0,
       'both cancel-order sagas ended',

@@ -1,4 +1,5 @@
-import { type ApiRoute, int, json, problem, text } from './http-api.ts';
+import { isUuid } from '../../src/index.ts';
+import { type ApiRoute, json, problem, text } from './http-api.ts';
 import type { ServiceBase } from './service-base.ts';
 
 /**
@@ -16,6 +17,8 @@ export async function declareCustomers(base: ServiceBase): Promise<{ routes: Api
   // retry, a replay on the network) must not bring a deleted customer back.
   await db.query(`CREATE TABLE IF NOT EXISTS customer_registrations (
     id text PRIMARY KEY, registered_at timestamptz NOT NULL DEFAULT now())`);
+  // The newest update applied to the customer (see PATCH below).
+  await db.query('ALTER TABLE customers ADD COLUMN IF NOT EXISTS last_update uuid');
   baton.entity({
     name: 'customer',
     table: 'customers',
@@ -67,16 +70,32 @@ export async function declareCustomers(base: ServiceBase): Promise<{ routes: Api
       },
     },
     {
+      // Update the address. An update may name itself with a time-ordered id
+      // (`updateId`, a UUIDv7 the client makes when it decides on the change):
+      // the newest update wins, and a late duplicate of an older one (a client's
+      // retry, a replay on the network) changes nothing — 200 with applied: false.
+      // Without an id the update is applied as it comes (last to arrive wins).
       method: 'PATCH',
       pattern: /^\/customers\/([^/]+)$/,
       handle: async ({ params, body }) => {
         const address = text(body, 'address');
-        if (!address) return problem(400, 'send { address }');
-        const r = await db.query('UPDATE customers SET address = $2 WHERE id = $1', [
-          params[0],
-          address,
-        ]);
-        return r.rowCount ? json(200, { id: params[0] }) : problem(404, `no customer ${params[0]}`);
+        const updateId = (body as { updateId?: unknown } | null)?.updateId;
+        if (!address) return problem(400, 'send { address } (a non-empty string)');
+        if (updateId !== undefined && !isUuid(updateId))
+          return problem(400, 'updateId must be a UUID (a UUIDv7: ids made later sort later)');
+        const r = await db.query<{ applied: boolean }>(
+          `WITH target AS (SELECT id FROM customers WHERE id = $1),
+           changed AS (
+             UPDATE customers SET address = $2, last_update = coalesce($3::uuid, last_update)
+             WHERE id = $1 AND ($3::uuid IS NULL OR last_update IS NULL OR last_update < $3::uuid)
+             RETURNING id)
+           SELECT EXISTS (SELECT 1 FROM changed) AS applied FROM target`,
+          [params[0], address, updateId ?? null],
+        );
+        const found = r.rows[0];
+        return found
+          ? json(200, { id: params[0], applied: found.applied })
+          : problem(404, `no customer ${params[0]}`);
       },
     },
     {
@@ -89,6 +108,5 @@ export async function declareCustomers(base: ServiceBase): Promise<{ routes: Api
       },
     },
   ];
-  void int;
   return { routes };
 }

@@ -1,3 +1,4 @@
+import { uuidv7 } from '../../../src/index.ts';
 import type { ServiceName } from '../launcher.ts';
 import { type HistoryEntry, type Outcome, outcomeOfAttempts } from './history.ts';
 import type { SeededRandom } from './seeded-random.ts';
@@ -77,7 +78,12 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
       case 'update':
         return {
           op,
-          args: { id: random.pick(customers), address: `${random.int(1, 999)} Moved Avenue` },
+          args: {
+            id: random.pick(customers),
+            address: `${random.int(1, 999)} Moved Avenue`,
+            // time-ordered: a late replay of this update cannot undo a later one
+            updateId: uuidv7(),
+          },
         };
       case 'delete':
         return { op, args: { id: random.pick(customers) } };
@@ -152,7 +158,7 @@ async function send(
                 'customers',
                 'PATCH',
                 `/customers/${encodeURIComponent(String(args.id))}`,
-                { address: args.address },
+                { address: args.address, updateId: args.updateId },
               ]
             : [
                 'customers',
