@@ -17,7 +17,7 @@ import {
 } from '../src/caretaker/set-reconciliation.ts';
 import type { Member } from '../src/caretaker/set-side.ts';
 import { encodeMembersResponse, jsonBytes } from '../src/caretaker/set-side-wire.ts';
-import { type MemberSource, sqlSetSide } from '../src/caretaker/sql-set-side.ts';
+import { fieldsHashSql, type MemberSource, sqlSetSide } from '../src/caretaker/sql-set-side.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { PgDatabase } from '../src/db/pg-database.ts';
@@ -36,15 +36,19 @@ const OWNER: MemberSource = {
   fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
   idSql: 't.id',
   versionSql: 'coalesce(v.version, 0)',
+  fieldsSql: `jsonb_build_object('name', t.name)`,
+  schemaSql: '"baton"',
 };
 const REPLICA: MemberSource = {
   fromSql: 'replica_customer r',
   idSql: 'r.id',
   versionSql: 'r.version',
   whereSql: `r.state <> 'deleted'`,
+  fieldsSql: 'r.fields',
+  schemaSql: '"baton"',
 };
 
-type Kind = 'onlyInOwner' | 'onlyInReplica' | 'versionMismatch';
+type Kind = 'onlyInOwner' | 'onlyInReplica' | 'versionMismatch' | 'fieldsMismatch';
 interface Injected {
   id: string;
   kind: Kind;
@@ -167,7 +171,8 @@ async function load(owner: PgDatabase, replica: PgDatabase, rows: number): Promi
  * 100 divergences, ids drawn with a fixed seed: 25 lost upserts (replica row
  * missing), 25 lost deletes (owner row deleted, replica still active), 25
  * stale replicas (owner version moved on), 15 true orphans (replica ids the
- * owner never had), 10 replica rows edited by hand (version ahead).
+ * owner never had), 5 replica rows edited by hand (version ahead), 5 whose
+ * copied fields were edited by hand (version unchanged).
  */
 async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Promise<Injected[]> {
   const ids = distinctIds(85, rows);
@@ -175,7 +180,8 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
   const lostUpserts = take(25);
   const lostDeletes = take(25);
   const stale = take(25);
-  const edited = take(10);
+  const edited = take(5);
+  const forged = take(5);
   const orphans = Array.from({ length: 15 }, (_, i) => rows + 1000 + i * 17);
   await owner.query('DELETE FROM customers WHERE id = ANY($1::bigint[])', [lostDeletes]);
   await owner.query(
@@ -193,6 +199,10 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
     'UPDATE replica_customer SET version = version + 10 WHERE id = ANY($1::bigint[])',
     [edited],
   );
+  await replica.query(
+    `UPDATE replica_customer SET fields = '{"name": "forged"}' WHERE id = ANY($1::bigint[])`,
+    [forged],
+  );
   await Promise.all([
     owner.query('VACUUM ANALYZE customers, baton.stream_versions'),
     replica.query('VACUUM ANALYZE replica_customer'),
@@ -205,6 +215,7 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
     ...mark(stale, 'versionMismatch', 'stale replica'),
     ...mark(orphans, 'onlyInReplica', 'true orphan'),
     ...mark(edited, 'versionMismatch', 'replica edited by hand'),
+    ...mark(forged, 'fieldsMismatch', 'fields edited by hand'),
   ];
 }
 
@@ -228,12 +239,13 @@ function score(
   for (const m of difference.onlyInOwner) reported.set(m.id, 'onlyInOwner');
   for (const m of difference.onlyInReplica) reported.set(m.id, 'onlyInReplica');
   for (const m of difference.versionMismatch) reported.set(m.id, 'versionMismatch');
+  for (const m of difference.fieldsMismatch) reported.set(m.id, 'fieldsMismatch');
   const found = injected.filter((d) => reported.get(d.id) === d.kind).length;
   return { found, unexpected: reported.size - found };
 }
 
 /**
- * The naive way: stream every (id, version) of both sides and diff in
+ * The naive way: stream every (id, version, fields hash) of both sides and diff in
  * memory. Reads straight from PostgreSQL with a cursor (50,000 rows per
  * fetch): no HTTP, no signing, no JSON in the timed part, so it is a lower
  * bound for any streaming baseline. Its bytes are what the owner's pairs
@@ -263,13 +275,18 @@ async function streamAll(db: PgDatabase, source: MemberSource): Promise<Member[]
   return db.transaction(async (tx) => {
     await tx.query(
       `DECLARE members NO SCROLL CURSOR FOR
-       SELECT (${source.idSql})::text AS id, (${source.versionSql})::bigint AS version
+       SELECT (${source.idSql})::text AS id, (${source.versionSql})::bigint AS version,
+              ${fieldsHashSql(source.fieldsSql as string, source.schemaSql)}::text AS fields
        FROM ${source.fromSql} ${source.whereSql ? `WHERE ${source.whereSql}` : ''}`,
     );
     const members: Member[] = [];
     for (;;) {
-      const batch = await tx.query<{ id: string; version: string }>('FETCH 50000 FROM members');
-      for (const row of batch.rows) members.push({ id: row.id, version: Number(row.version) });
+      const batch = await tx.query<{ id: string; version: string; fields: string }>(
+        'FETCH 50000 FROM members',
+      );
+      for (const row of batch.rows) {
+        members.push({ id: row.id, version: Number(row.version), fields: BigInt(row.fields) });
+      }
       if (batch.rows.length < 50_000) return members;
     }
   });

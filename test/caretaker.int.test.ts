@@ -6,7 +6,8 @@ import { startService, type TestService } from './support/services.ts';
 /**
  * Tampering the caretaker must find and repair: writes that bypassed the
  * triggers, events removed from an outbox before delivery, a replica edited
- * by hand, referencing rows written with constraints disabled. After the
+ * by hand (also only its fields, at an unchanged version), an owner's row
+ * changed with triggers off, referencing rows written with constraints disabled. After the
  * repair pass a second pass finds nothing to do.
  */
 describe('caretaker: finds every divergence, repairs it by policy, then finds nothing', () => {
@@ -31,12 +32,14 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
   beforeAll(async () => {
     customers = await startService('customers');
     orders = await startService('orders');
-    await owner('CREATE TABLE customers (id text PRIMARY KEY, name text NOT NULL)');
+    // Numbers a trip through JavaScript spells otherwise (1.50 → 1.5) must not count as differences.
+    await owner(`CREATE TABLE customers (id text PRIMARY KEY, name text NOT NULL,
+      credit numeric NOT NULL DEFAULT 1.50, prefs jsonb NOT NULL DEFAULT '{"limit": 2.0, "list": [1.10, "x"]}')`);
     customers.baton.entity({
       name: 'customer',
       table: 'customers',
       key: 'id',
-      fields: ['name'],
+      fields: ['name', 'credit', 'prefs'],
       personal: ['name'],
     });
     await customers.baton.install();
@@ -56,7 +59,7 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
     await orders.startConsumers();
     caretaker = orders.baton.caretaker();
     await owner(
-      `INSERT INTO customers SELECT 'c' || n, 'Customer ' || n FROM generate_series(1, 500) n`,
+      `INSERT INTO customers (id, name) SELECT 'c' || n, 'Customer ' || n FROM generate_series(1, 500) n`,
     );
     await eventually(async () => (await replica()).length === 500, '500 customers replicated');
     await referrer(
@@ -77,7 +80,9 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
 
   it('finds each kind of tampering, repairs it by policy, and a second pass makes 0 repairs', async () => {
     // Lost upsert: a customer inserted with the capture trigger off.
-    await bypassing(customers, ["INSERT INTO customers VALUES ('c900', 'Sneaky')"]);
+    await bypassing(customers, ["INSERT INTO customers (id, name) VALUES ('c900', 'Sneaky')"]);
+    // Stale fields: a customer renamed with the trigger off (its version stays).
+    await bypassing(customers, ["UPDATE customers SET name = 'Quietly renamed' WHERE id = 'c7'"]);
     // True orphan: a customer deleted with the trigger off (no tombstone); it has an order (cascade).
     await bypassing(customers, ["DELETE FROM customers WHERE id = 'c2'"]);
     // Lost events: the relay is stopped, changes are made, their outbox rows removed before delivery.
@@ -88,6 +93,9 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
     await customers.relay.start();
     // Replica edited by hand: a bumped version, a removed row, an invented row.
     await referrer("UPDATE baton.replica_customer SET version = version + 5 WHERE id = 'c5'");
+    await referrer(
+      `UPDATE baton.replica_customer SET fields = fields || '{"name": "Forged"}' WHERE id = 'c6'`,
+    );
     await bypassing(orders, [
       "DELETE FROM baton.replica_customer WHERE id = 'c400'",
       "INSERT INTO baton.replica_customer (id, state, version, fields) VALUES ('c777', 'ACTIVE', 1, '{}')",
@@ -103,6 +111,8 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
       c3: 'stale-replica',
       c4: 'lost-delete',
       c5: 'stale-replica',
+      c6: 'stale-replica',
+      c7: 'stale-replica',
       c400: 'lost-upsert',
       c777: 'true-orphan',
     });
@@ -111,8 +121,8 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
     expect(await replica()).toContain('c5:ACTIVE:6'); // the dry run changed nothing
 
     const repaired = await caretaker.run({ repair: true, approve: true });
-    expect(repaired.totals.differences).toBe(7);
-    expect(repaired.totals.repaired).toBe(8); // 7 differences + 1 dangling referencing row
+    expect(repaired.totals.differences).toBe(9);
+    expect(repaired.totals.repaired).toBe(10); // 9 differences + 1 dangling referencing row
     const rows = await replica();
     expect(rows).toContain('c900:ACTIVE:0'); // never announced: the owner has no version for it yet
     expect(rows).toContain('c2:DELETED:2');
@@ -124,6 +134,13 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
       "SELECT fields->>'name' AS name FROM baton.replica_customer WHERE id = 'c3'",
     );
     expect(name.rows[0]?.name).toBe('Renamed');
+    const names = await referrer(
+      "SELECT id, fields->>'name' AS name, version FROM baton.replica_customer WHERE id IN ('c6', 'c7') ORDER BY id",
+    );
+    expect(names.rows).toEqual([
+      { id: 'c6', name: 'Customer 6', version: '1' },
+      { id: 'c7', name: 'Quietly renamed', version: '1' },
+    ]);
     // Cascade applied to the orders of the deleted and orphaned customers and the dangling one.
     const left = await referrer(
       "SELECT customer_id FROM orders WHERE customer_id IN ('c2', 'c4', 'nobody')",

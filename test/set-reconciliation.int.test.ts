@@ -111,7 +111,12 @@ describe('set reconciliation between two PostgreSQL databases', () => {
 
   it('finds nothing between identical sets, after one digest per side', async () => {
     const { stats, ...difference } = await reconcileSets(ownerSide, ownerSide);
-    expect(difference).toEqual({ onlyInOwner: [], onlyInReplica: [], versionMismatch: [] });
+    expect(difference).toEqual({
+      onlyInOwner: [],
+      onlyInReplica: [],
+      versionMismatch: [],
+      fieldsMismatch: [],
+    });
     expect(stats.owner.calls).toBe(1);
   });
 
@@ -256,5 +261,6 @@ function groundTruth(owner: readonly Member[], replica: readonly Member[]): SetD
       .filter((m) => r.has(m.id) && r.get(m.id) !== m.version)
       .map((m) => ({ id: m.id, ownerVersion: m.version, replicaVersion: r.get(m.id) as number }))
       .sort(byId),
+    fieldsMismatch: [],
   };
 }

@@ -46,7 +46,7 @@ export interface EntityReport {
  * 1. Cut: read the owner's watermark and wait (bounded) until this service's
  *    subscription has read past it, with no state event of the entity left
  *    pending — then the replica *should* equal the owner.
- * 2. Set reconciliation of (id, version) over hash buckets (traffic grows with
+ * 2. Set reconciliation of (id, version, fields) over hash buckets (traffic grows with
  *    the difference, not the table).
  * 3. Each difference is re-read by point reads on both sides and classified
  *    (classify.ts); only then is anything changed, one id per transaction.
@@ -77,6 +77,7 @@ export class EntityReconciler {
       ...diff.onlyInOwner.map((m) => m.id),
       ...diff.onlyInReplica.map((m) => m.id),
       ...diff.versionMismatch.map((m) => m.id),
+      ...diff.fieldsMismatch.map((m) => m.id),
     ]);
     const unverified = await this.db.query<{ id: string }>(
       `SELECT id::text AS id FROM ${this.replication.replica.tableSql} WHERE state = 'UNVERIFIED'`,

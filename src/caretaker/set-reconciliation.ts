@@ -125,6 +125,8 @@ export interface SetDifference {
   onlyInOwner: Member[];
   onlyInReplica: Member[];
   versionMismatch: VersionMismatch[];
+  /** Same version on both sides, other fields (a copy edited by hand, an owner written with triggers off). */
+  fieldsMismatch: Member[];
 }
 
 export interface SetReconciliation extends SetDifference {
@@ -288,16 +290,19 @@ async function listAll(
 
 /** The difference of two listings of the same buckets, sorted by id. */
 export function diffListings(owner: readonly Member[], replica: readonly Member[]): SetDifference {
-  const replicaVersions = new Map(replica.map((m) => [m.id, m.version]));
+  const replicaMembers = new Map(replica.map((m) => [m.id, m]));
   const ownerIds = new Set<string>();
   const onlyInOwner: Member[] = [];
   const versionMismatch: VersionMismatch[] = [];
+  const fieldsMismatch: Member[] = [];
   for (const m of owner) {
     ownerIds.add(m.id);
-    const replicaVersion = replicaVersions.get(m.id);
-    if (replicaVersion === undefined) onlyInOwner.push(m);
-    else if (replicaVersion !== m.version) {
-      versionMismatch.push({ id: m.id, ownerVersion: m.version, replicaVersion });
+    const copy = replicaMembers.get(m.id);
+    if (copy === undefined) onlyInOwner.push(m);
+    else if (copy.version !== m.version) {
+      versionMismatch.push({ id: m.id, ownerVersion: m.version, replicaVersion: copy.version });
+    } else if (m.fields !== undefined && copy.fields !== undefined && m.fields !== copy.fields) {
+      fieldsMismatch.push(m);
     }
   }
   const onlyInReplica = replica.filter((m) => !ownerIds.has(m.id));
@@ -306,6 +311,7 @@ export function diffListings(owner: readonly Member[], replica: readonly Member[
     onlyInOwner: onlyInOwner.sort(byId),
     onlyInReplica: onlyInReplica.sort(byId),
     versionMismatch: versionMismatch.sort(byId),
+    fieldsMismatch: fieldsMismatch.sort(byId),
   };
 }
 

@@ -38,9 +38,15 @@ export interface SetSide {
 export interface Member {
   id: string;
   version: number;
+  /**
+   * Hash of the member's fields in canonical form, when the side has fields
+   * (entities and their replicas): it tells a copy edited at an unchanged
+   * version from the original.
+   */
+  fields?: bigint;
 }
 
-/** Count and XOR of the members' (id, version) hashes: equal digests mean equal buckets (false match ≈ 2^-64). */
+/** Count and XOR of the members' (id, version[, fields]) hashes: equal digests mean equal buckets (false match ≈ 2^-64). */
 export interface BucketDigest {
   count: number;
   xor: bigint;

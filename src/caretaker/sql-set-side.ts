@@ -26,6 +26,15 @@ export interface MemberSource {
   versionSql: string;
   /** Optional filter (e.g. live rows only). */
   whereSql?: string;
+  /**
+   * Optional jsonb expression of the member's fields: its canonical form
+   * (`canonical_jsonb` in Baton's schema, numbers as JavaScript reads them)
+   * is hashed into the member, so fields that differ at an equal version are
+   * found too. Both sides of a reconciliation must have it, or neither.
+   */
+  fieldsSql?: string;
+  /** Baton's schema (quoted), where `canonical_jsonb` lives; needed with `fieldsSql`. */
+  schemaSql?: string;
 }
 
 /**
@@ -34,6 +43,8 @@ export interface MemberSource {
  *
  *   bucket hash  h  = hashtextextended(id, 0)
  *   member hash  hv = hashtextextended(id || ':' || version, 1)
+ *               (with fields: id || ':' || version || ':' || f,
+ *                f = hashtextextended(canonical fields::text, 2))
  *
  * and a bucket's digest is (count, bit_xor(hv)) — `bit_xor` needs
  * PostgreSQL 14 or later. Parent buckets are matched with `IN (SELECT
@@ -56,15 +67,17 @@ export function sqlSetSide(
   const snapshotTtlMs = options.snapshotTtlMs ?? 60_000;
   const now = options.now ?? Date.now;
   const id = `(${source.idSql})::text`;
+  const fields = source.fieldsSql ? fieldsHashSql(source.fieldsSql, source.schemaSql) : 'NULL';
   const hashed = `
     SELECT ${id} AS id, (${source.versionSql})::bigint AS version,
-           hashtextextended(${id}, 0) AS h
+           hashtextextended(${id}, 0) AS h, ${fields}::bigint AS f
     FROM ${source.fromSql}
     WHERE ${id} IS NOT NULL${source.whereSql ? ` AND (${source.whereSql})` : ''}`;
   const digestSql = (within: boolean) => `
     SELECT p::text AS p, count(*)::text AS n, bit_xor(hv)::text AS x
     FROM (
-      SELECT h >> $1::int AS p, hashtextextended(id || ':' || version::text, 1) AS hv
+      SELECT h >> $1::int AS p,
+             hashtextextended(id || ':' || version::text || coalesce(':' || f::text, ''), 1) AS hv
       FROM (${hashed}) m
       ${within ? 'WHERE (h >> $2::int) IN (SELECT unnest($3::bigint[]))' : ''}
     ) b
@@ -72,7 +85,7 @@ export function sqlSetSide(
   const digestAll = digestSql(false);
   const digestWithin = digestSql(true);
   const membersSql = `
-    SELECT id, version::text AS version
+    SELECT id, version::text AS version, f::text AS fields
     FROM (${hashed}) m
     WHERE (h >> $1::int) IN (SELECT unnest($2::bigint[]))
       AND ($3::text IS NULL OR id > $3::text COLLATE "C")
@@ -110,7 +123,11 @@ export function sqlSetSide(
     },
 
     async members(request: MembersRequest): Promise<Member[]> {
-      const result = await executor.query<{ id: string; version: string | null }>(membersSql, [
+      const result = await executor.query<{
+        id: string;
+        version: string | null;
+        fields: string | null;
+      }>(membersSql, [
         64 - request.bits,
         request.prefixes.map(String),
         request.after ?? null,
@@ -123,7 +140,9 @@ export function sqlSetSide(
             `member ${JSON.stringify(row.id)} has version ${row.version}: versions must be non-NULL integers within ±2^53`,
           );
         }
-        return { id: row.id, version };
+        return row.fields === null
+          ? { id: row.id, version }
+          : { id: row.id, version, fields: BigInt(row.fields) };
       });
     },
   };
@@ -142,6 +161,16 @@ export interface SqlSetSideOptions {
   snapshotBits?: number;
   snapshotTtlMs?: number;
   now?: () => number;
+}
+
+/**
+ * The hash of a fields expression in canonical form. Most rows hold no
+ * number (text, dates, booleans): they skip the canonicalising function.
+ */
+export function fieldsHashSql(fieldsSql: string, schemaSql = '"baton"'): string {
+  return `(SELECT hashtextextended(
+             CASE WHEN fj @? '$.** ? (@.type() == "number")' THEN ${schemaSql}.canonical_jsonb(fj) ELSE fj END::text, 2)
+           FROM (SELECT (${fieldsSql})::jsonb AS fj) fx)`;
 }
 
 /** Digests at `request.bits` (inside `request.within`) from digests at a finer level. */

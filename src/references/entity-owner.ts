@@ -1,3 +1,4 @@
+import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { InvalidInputError } from '../errors.ts';
@@ -100,15 +101,12 @@ export class EntityOwner {
   async lookup(id: string, executor: Executor = this.db): Promise<EntityLookup> {
     const s = this.schemaSql;
     const d = this.def;
-    const fieldsSql = d.fields.length
-      ? `jsonb_build_object(${d.fields.map((f) => `'${f}', t.${quoteIdent(f)}`).join(', ')})`
-      : `'{}'::jsonb`;
     const live = await executor.query<{
       fields: Record<string, unknown>;
       version: string;
       deleting: boolean;
     }>(
-      `SELECT ${fieldsSql} AS fields, coalesce(v.version, 0) AS version,
+      `SELECT ${this.fieldsSql()} AS fields, coalesce(v.version, 0) AS version,
               EXISTS (SELECT 1 FROM ${s}.delete_fences f WHERE f.entity = $2 AND f.id = $1 AND f.state = 'pending') AS deleting
        FROM ${this.table} t
        LEFT JOIN ${s}.stream_versions v ON v.stream_key = 'baton.entity:' || $2 || ':' || $1
@@ -297,9 +295,19 @@ export class EntityOwner {
     return Number(r.rows[0]?.v);
   }
 
-  /** The owner's (id, version) set, as SQL fragments for the caretaker's set reconciliation. */
-  memberSource(): { fromSql: string; idSql: string; versionSql: string } {
+  /** The row's declared fields as one jsonb value (of the row `t`), as its state events carry them. */
+  private fieldsSql(): string {
+    const fields = this.def.fields;
+    return fields.length
+      ? `jsonb_build_object(${fields.map((f) => `'${f}', t.${quoteIdent(f)}`).join(', ')})`
+      : `'{}'::jsonb`;
+  }
+
+  /** The owner's (id, version, fields) set, as SQL fragments for the caretaker's set reconciliation. */
+  memberSource(): MemberSource {
     return {
+      fieldsSql: this.fieldsSql(),
+      schemaSql: this.schemaSql,
       fromSql: `${this.table} t LEFT JOIN ${this.schemaSql}.stream_versions v ON v.stream_key = '${entityStreamPrefix(this.def.name)}' || t.${this.key}::text`,
       idSql: `t.${this.key}::text`,
       versionSql: 'coalesce(v.version, 0)',

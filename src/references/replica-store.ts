@@ -1,3 +1,4 @@
+import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { InvalidInputError, TerminalError } from '../errors.ts';
@@ -117,9 +118,11 @@ export class ReplicaStore {
     return (r.rowCount ?? 0) > 0;
   }
 
-  /** The replica's (id, version) set of live rows, as SQL fragments for set reconciliation. */
-  memberSource(): { fromSql: string; idSql: string; versionSql: string; whereSql: string } {
+  /** The replica's (id, version, fields) set of live rows, as SQL fragments for set reconciliation. */
+  memberSource(): MemberSource {
     return {
+      fieldsSql: 'r.fields',
+      schemaSql: this.schemaSql,
       fromSql: `${this.tableSql} r`,
       idSql: 'r.id::text',
       versionSql: 'r.version',
