@@ -5,3 +5,4 @@ export {
 } from './db/embedded.ts';
 export { freePort } from './db/free-port.ts';
 export { isConnectionError, PgDatabase, type PgDatabaseOptions } from './db/pg-database.ts';
+export { withoutPreparedStatements } from './db/prepared.ts';

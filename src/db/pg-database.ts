@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { TransactionRolledBackError } from '../errors.ts';
 import type { Database, Executor, QueryResult } from './executor.ts';
+import { type PreparingExecutor, withoutPreparedStatements } from './prepared.ts';
 import { quoteIdent } from './sql.ts';
 
 export interface PgDatabaseOptions {
@@ -18,6 +19,12 @@ export interface PgDatabaseOptions {
    * retried, never a statement.
    */
   connectRetryMs?: number;
+  /**
+   * Run Baton's hot statements as named prepared statements (parsed and
+   * planned once per connection). Default true. Turn off behind a pooler that
+   * cannot keep them (PgBouncer in transaction mode before 1.21).
+   */
+  preparedStatements?: boolean;
 }
 
 /** Errors that mean "no connection yet", not "this statement failed". */
@@ -41,7 +48,7 @@ export function isConnectionError(error: unknown): boolean {
  * connection per database object, shared by all channels, re-established
  * after a connection loss.
  */
-export class PgDatabase implements Database {
+export class PgDatabase implements Database, PreparingExecutor {
   readonly pool: pg.Pool;
   private readonly ownsPool: boolean;
   private listener: pg.Client | undefined;
@@ -49,9 +56,11 @@ export class PgDatabase implements Database {
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
   private closed = false;
   private readonly connectRetryMs: number;
+  private readonly preparedStatements: boolean;
 
   constructor(options: PgDatabaseOptions) {
     this.connectRetryMs = options.connectRetryMs ?? 15_000;
+    this.preparedStatements = options.preparedStatements ?? true;
     if (options.pool) {
       this.pool = options.pool;
       this.ownsPool = false;
@@ -70,6 +79,20 @@ export class PgDatabase implements Database {
   query<R = Record<string, unknown>>(text: string, values?: unknown[]): Promise<QueryResult<R>> {
     return this.withClient(
       async (client) => (await client.query(text, values)) as unknown as QueryResult<R>,
+    );
+  }
+
+  /** Runs a statement by name (prepared once per connection), or plainly if prepared statements are off. */
+  queryPrepared<R = Record<string, unknown>>(
+    name: string,
+    text: string,
+    values: unknown[],
+  ): Promise<QueryResult<R>> {
+    return this.withClient(
+      async (client) =>
+        (await client.query(
+          this.preparedStatements ? { name, text, values } : { text, values },
+        )) as unknown as QueryResult<R>,
     );
   }
 
@@ -101,8 +124,10 @@ export class PgDatabase implements Database {
   }
 
   /** A pooled connection; waits (up to `connectRetryMs`) while the server cannot take one yet. */
-  private connect(): Promise<pg.PoolClient> {
-    return this.whenConnectable(() => this.pool.connect());
+  private async connect(): Promise<pg.PoolClient> {
+    const client = await this.whenConnectable(() => this.pool.connect());
+    // Transactions hand this client to Baton's statements as `tx`.
+    return this.preparedStatements ? client : withoutPreparedStatements(client);
   }
 
   /** Runs `open` again with backoff while it fails because the server cannot take connections yet. */

@@ -1,4 +1,5 @@
 import type { Database, Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import type { IncomingItem } from '../transports/transport.ts';
 import type { BatonEvent } from './event.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
@@ -72,7 +73,8 @@ export class InboxStore {
     source: string,
     types: readonly string[],
   ): Promise<string | undefined> {
-    await db.query(
+    await queryPrepared(
+      db,
       `INSERT INTO ${this.schemaSql}.subscriptions (name, source, types) VALUES ($1, $2, $3)
        ON CONFLICT (name) DO UPDATE SET types = excluded.types, source = excluded.source`,
       [this.subscription, source, types],
@@ -81,7 +83,8 @@ export class InboxStore {
   }
 
   async readCursor(db: Executor): Promise<string | undefined> {
-    const r = await db.query<{ cursor: string | null }>(
+    const r = await queryPrepared<{ cursor: string | null }>(
+      db,
       `SELECT cursor FROM ${this.schemaSql}.subscriptions WHERE name = $1`,
       [this.subscription],
     );
@@ -100,7 +103,8 @@ export class InboxStore {
     to: string,
   ): Promise<boolean> {
     return db.transaction(async (tx) => {
-      const moved = await tx.query(
+      const moved = await queryPrepared(
+        tx,
         `UPDATE ${this.schemaSql}.subscriptions SET cursor = $3, updated_at = now()
          WHERE name = $1 AND cursor IS NOT DISTINCT FROM $2`,
         [this.subscription, from ?? null, to],
@@ -120,7 +124,7 @@ export class InboxStore {
   private async insertRows(tx: Executor, rows: readonly InboxInsert[]): Promise<void> {
     await tx.query('SAVEPOINT baton_ingest');
     try {
-      await tx.query(this.insertSql, [this.subscription, JSON.stringify(rows)]);
+      await queryPrepared(tx, this.insertSql, [this.subscription, JSON.stringify(rows)]);
       await tx.query('RELEASE SAVEPOINT baton_ingest');
       return;
     } catch (error) {
@@ -130,7 +134,7 @@ export class InboxStore {
     for (const row of rows) {
       try {
         await tx.query('SAVEPOINT baton_ingest_row');
-        await tx.query(this.insertSql, [this.subscription, JSON.stringify([row])]);
+        await queryPrepared(tx, this.insertSql, [this.subscription, JSON.stringify([row])]);
         await tx.query('RELEASE SAVEPOINT baton_ingest_row');
       } catch (error) {
         if (!isDataError(error)) throw error;
@@ -140,13 +144,13 @@ export class InboxStore {
           JSON.stringify(row),
           `database refused the event: ${(error as Error).message}`,
         );
-        await tx.query(this.insertSql, [this.subscription, JSON.stringify([refused])]);
+        await queryPrepared(tx, this.insertSql, [this.subscription, JSON.stringify([refused])]);
       }
     }
   }
 
   async claim(tx: Executor, limit: number): Promise<InboxEntry[]> {
-    const result = await tx.query<ClaimRow>(this.claimSql, [this.subscription, limit]);
+    const result = await queryPrepared<ClaimRow>(tx, this.claimSql, [this.subscription, limit]);
     return result.rows.map((r) => ({
       inboxId: r.inbox_id,
       attempts: r.attempts,
@@ -165,7 +169,8 @@ export class InboxStore {
 
   async markHandled(tx: Executor, inboxIds: readonly string[]): Promise<void> {
     if (inboxIds.length === 0) return;
-    await tx.query(
+    await queryPrepared(
+      tx,
       `UPDATE ${this.schemaSql}.inbox SET status = 'handled', handled_at = now(), last_error = NULL
        WHERE id = ANY($1::bigint[])`,
       [inboxIds],
@@ -180,7 +185,8 @@ export class InboxStore {
     dead: boolean,
     retryInMs: number,
   ): Promise<void> {
-    await tx.query(
+    await queryPrepared(
+      tx,
       `UPDATE ${this.schemaSql}.inbox
        SET attempts = attempts + 1, last_error = $2,
            status = CASE WHEN $3 THEN 'dead' ELSE 'pending' END,
@@ -192,7 +198,8 @@ export class InboxStore {
 
   /** How many entries wait (up to `cap`, to stay cheap). */
   async pendingCount(db: Executor, cap: number): Promise<number> {
-    const r = await db.query<{ n: number }>(
+    const r = await queryPrepared<{ n: number }>(
+      db,
       `SELECT count(*)::int AS n FROM (SELECT 1 FROM ${this.schemaSql}.inbox
        WHERE subscription = $1 AND status = 'pending' LIMIT $2) t`,
       [this.subscription, cap],
@@ -202,7 +209,8 @@ export class InboxStore {
 
   /** Deletes handled entries older than the retention (the dedup window for push transports). */
   async prune(db: Executor, retentionMs: number): Promise<number> {
-    const r = await db.query(
+    const r = await queryPrepared(
+      db,
       `DELETE FROM ${this.schemaSql}.inbox WHERE subscription = $1 AND status = 'handled'
        AND handled_at < now() - make_interval(secs => $2::double precision / 1000)`,
       [this.subscription, retentionMs],

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { InvalidInputError, PayloadTooLargeError } from '../errors.ts';
 import type { BatonEvent, EventInput } from './event.ts';
 import { type EventSchemas, validatePayload } from './event-schemas.ts';
@@ -118,7 +119,7 @@ export class Outbox {
     const one = events.length === 1 ? events[0] : undefined;
     const mode = this.takeNotify() ? 'notify' : 'quiet';
     const result = one
-      ? await tx.query<{ id: string; version: string }>(this.insertOneSql[mode], [
+      ? await queryPrepared<{ id: string; version: string }>(tx, this.insertOneSql[mode], [
           one.id,
           one.type,
           one.key,
@@ -127,7 +128,7 @@ export class Outbox {
           one.occurredAt,
           this.options.source,
         ])
-      : await tx.query<{ id: string; version: string }>(this.insertSql[mode], [
+      : await queryPrepared<{ id: string; version: string }>(tx, this.insertSql[mode], [
           JSON.stringify(events),
           this.options.source,
         ]);

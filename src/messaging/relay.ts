@@ -1,4 +1,5 @@
 import type { Database, Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { type Logger, silentLogger } from '../logger.ts';
 import type { SequencedEvent, Transport } from '../transports/transport.ts';
 import { WakeSignal } from './wake-signal.ts';
@@ -149,19 +150,20 @@ export class Relay {
    */
   async runOnce(): Promise<number> {
     return this.o.db.transaction(async (tx) => {
-      const lock = await tx.query<{ got: boolean }>(
+      const lock = await queryPrepared<{ got: boolean }>(
+        tx,
         'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS got',
         [this.lockKey],
       );
       if (!lock.rows[0]?.got) return 0;
       if (this.o.transport?.send)
         await this.dispatch(tx, this.o.transport.send.bind(this.o.transport));
-      const result = await tx.query<{ last_seq: string; n: number }>(this.sequenceSql, [
+      const result = await queryPrepared<{ last_seq: string; n: number }>(tx, this.sequenceSql, [
         this.o.batchSize,
       ]);
       const n = result.rows[0]?.n ?? 0;
       if (n > 0) {
-        await tx.query('SELECT pg_notify($1, $2)', [
+        await queryPrepared(tx, 'SELECT pg_notify($1, $2)', [
           this.o.feedChannel,
           result.rows[0]?.last_seq ?? '',
         ]);
@@ -179,7 +181,8 @@ export class Relay {
   ): Promise<void> {
     const s = this.o.schemaSql;
     for (;;) {
-      const rows = await tx.query<EventRow>(
+      const rows = await queryPrepared<EventRow>(
+        tx,
         `SELECT ${EVENT_COLUMNS} FROM ${s}.outbox
          WHERE seq > (SELECT dispatched_through FROM ${s}.relay_state)
          ORDER BY seq LIMIT $1`,
@@ -189,7 +192,8 @@ export class Relay {
       const events = rows.rows.map(toSequencedEvent);
       await send(events);
       const last = events.at(-1)?.seq ?? 0;
-      await tx.query(
+      await queryPrepared(
+        tx,
         `WITH d AS (UPDATE ${s}.outbox SET dispatched_at = now() WHERE seq <= $1 AND dispatched_at IS NULL)
          UPDATE ${s}.relay_state SET dispatched_through = $1`,
         [last],
@@ -208,7 +212,8 @@ export class Relay {
     this.lastPrune = now;
     const s = this.o.schemaSql;
     const dispatchedOnly = this.o.transport?.send ? 'AND dispatched_at IS NOT NULL' : '';
-    const result = await this.o.db.query<{ n: string }>(
+    const result = await queryPrepared<{ n: string }>(
+      this.o.db,
       `WITH cutoff AS (
          SELECT max(seq) AS seq FROM ${s}.outbox
          WHERE seq IS NOT NULL AND relayed_at < now() - make_interval(secs => $1::double precision / 1000) ${dispatchedOnly}

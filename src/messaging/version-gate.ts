@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 
 /**
  * A max-version register for state events ("customer 7 is now version 12").
@@ -14,7 +15,8 @@ export async function acceptIfNewer(
   key: string,
   version: number,
 ): Promise<boolean> {
-  const result = await tx.query(
+  const result = await queryPrepared(
+    tx,
     `INSERT INTO ${schemaSql}.version_gates AS g (scope, key, version) VALUES ($1, $2, $3)
      ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version WHERE g.version < excluded.version
      RETURNING 1`,

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { tableSql } from './definitions.ts';
 import type { Reference } from './reference.ts';
@@ -44,15 +45,18 @@ export async function applyDeletePolicy(
     case 'cascade':
       affected =
         (
-          await tx.query(`DELETE FROM ${table} WHERE ${column} = $1::text::${ref.replica.idType}`, [
-            id,
-          ])
+          await queryPrepared(
+            tx,
+            `DELETE FROM ${table} WHERE ${column} = $1::text::${ref.replica.idType}`,
+            [id],
+          )
         ).rowCount ?? 0;
       break;
     case 'set-null':
       affected =
         (
-          await tx.query(
+          await queryPrepared(
+            tx,
             `UPDATE ${table} SET ${column} = NULL WHERE ${column} = $1::text::${ref.replica.idType}`,
             [id],
           )
@@ -68,7 +72,8 @@ export async function applyDeletePolicy(
     case 'restrict':
       affected = Number(
         (
-          await tx.query<{ n: string }>(
+          await queryPrepared<{ n: string }>(
+            tx,
             `SELECT count(*) AS n FROM ${table} WHERE ${column} = $1::text::${ref.replica.idType}`,
             [id],
           )
@@ -77,7 +82,8 @@ export async function applyDeletePolicy(
       break;
   }
   if (affected > 0 || ctx.apology) {
-    await tx.query(
+    await queryPrepared(
+      tx,
       `INSERT INTO ${schemaSql}.policy_actions (reference, entity, entity_id, policy, affected, apology, reason)
        VALUES ($1, $2, $3, $4, $5, $6, $7)`,
       [
@@ -113,7 +119,8 @@ async function copySnapshot(
   const mapping = Object.entries(ref.def.snapshotColumns);
   const snapshot = snapshotFor(ref, entity);
   if (mapping.length === 0) {
-    const r = await tx.query<{ n: string }>(
+    const r = await queryPrepared<{ n: string }>(
+      tx,
       `SELECT count(*) AS n FROM ${table} WHERE ${column} = $1::text::${ref.replica.idType}`,
       [entity.id],
     );
@@ -121,7 +128,8 @@ async function copySnapshot(
   }
   const sets = mapping.map(([, target], i) => `${quoteIdent(target)} = $${i + 2}`).join(', ');
   const values = mapping.map(([field]) => snapshot[field] ?? null);
-  const r = await tx.query(
+  const r = await queryPrepared(
+    tx,
     `UPDATE ${table} SET ${sets} WHERE ${column} = $1::text::${ref.replica.idType}`,
     [entity.id, ...values],
   );
@@ -130,7 +138,8 @@ async function copySnapshot(
 
 /** Nulls the personal fields of a deleted entity's replica row: the snapshot Baton keeps must not hold them. */
 async function anonymiseReplica(tx: Executor, ref: Reference, entity: ReplicaRow): Promise<void> {
-  await tx.query(
+  await queryPrepared(
+    tx,
     `UPDATE ${ref.replica.tableSql} SET fields = $2 WHERE id = $1::text::${ref.replica.idType} AND state = 'DELETED'`,
     [entity.id, snapshotFor(ref, entity)],
   );

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { TerminalError } from '../errors.ts';
 import type { BatonEvent, EventInput } from '../messaging/event.ts';
@@ -103,7 +104,8 @@ export class EntityReplication {
   ): Promise<void> {
     let count = 0;
     for (const ref of restrict) {
-      const r = await tx.query<{ n: string }>(
+      const r = await queryPrepared<{ n: string }>(
+        tx,
         `SELECT count(*) AS n FROM ${tableSql(ref.def.table)} WHERE ${quoteIdent(ref.def.column)} = $1::text::${ref.replica.idType}`,
         [id],
       );

@@ -1,5 +1,6 @@
 import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import type { Database, Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { InvalidInputError, TerminalError } from '../errors.ts';
 import type { ReplicaState } from './replica-states.ts';
@@ -72,7 +73,8 @@ export class ReplicaStore {
   /** Reads and locks (FOR UPDATE) one replica row; undefined when the replica never saw the id. */
   async lock(tx: Executor, id: string): Promise<ReplicaRow | undefined> {
     try {
-      const r = await tx.query<RawRow>(
+      const r = await queryPrepared<RawRow>(
+        tx,
         `SELECT id::text AS id, state, version, fields, personal FROM ${this.tableSql} WHERE id = $1::text::${this.idType} FOR UPDATE`,
         [id],
       );
@@ -91,7 +93,8 @@ export class ReplicaStore {
 
   /** Reads one row under a share lock (what a reference check takes). */
   async share(tx: Executor, id: string): Promise<ReplicaRow | undefined> {
-    const r = await tx.query<RawRow>(
+    const r = await queryPrepared<RawRow>(
+      tx,
       `SELECT id::text AS id, state, version, fields, personal FROM ${this.tableSql} WHERE id = $1::text::${this.idType} FOR SHARE`,
       [id],
     );
@@ -107,7 +110,8 @@ export class ReplicaStore {
     const guard = options.force
       ? ''
       : `WHERE ${this.tableSql}.version < excluded.version OR ${this.tableSql}.state = 'UNVERIFIED'`;
-    const r = await tx.query(
+    const r = await queryPrepared(
+      tx,
       `INSERT INTO ${this.tableSql} (id, state, version, fields, personal, updated_at)
        VALUES ($1::text::${this.idType}, $2, $3, $4, $5, now())
        ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version,

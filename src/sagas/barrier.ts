@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 
 export type BarrierOp = 'try' | 'confirm' | 'cancel';
 
@@ -53,7 +54,8 @@ export async function passBarrier(
   // cancel: claim the try's row first; if we get it, the try never ran.
   const blocked = await insertRow(tx, schemaSql, call, 'try', 'blocked');
   if (blocked) {
-    await tx.query(
+    await queryPrepared(
+      tx,
       `UPDATE ${schemaSql}.barrier SET outcome = 'null' WHERE tx_id = $1 AND branch = $2 AND op = 'cancel'`,
       [call.txId, call.branch],
     );
@@ -72,7 +74,8 @@ export async function recordBarrierResult(
   call: { txId: string; branch: string; op: BarrierOp },
   result: unknown,
 ): Promise<void> {
-  await tx.query(
+  await queryPrepared(
+    tx,
     `UPDATE ${schemaSql}.barrier SET result = $4 WHERE tx_id = $1 AND branch = $2 AND op = $3`,
     [call.txId, call.branch, call.op, JSON.stringify(result ?? null)],
   );
@@ -84,7 +87,8 @@ export async function pruneBarrier(
   schemaSql: string,
   retentionMs: number,
 ): Promise<number> {
-  const r = await tx.query(
+  const r = await queryPrepared(
+    tx,
     `DELETE FROM ${schemaSql}.barrier WHERE created_at < now() - make_interval(secs => $1::double precision / 1000)`,
     [retentionMs],
   );
@@ -98,7 +102,8 @@ async function insertRow(
   op: BarrierOp,
   outcome: 'done' | 'blocked',
 ): Promise<boolean> {
-  const r = await tx.query(
+  const r = await queryPrepared(
+    tx,
     `INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (tx_id, branch, op) DO NOTHING`,
     [call.txId, call.branch, op, call.resource, outcome],
@@ -112,7 +117,8 @@ async function readRow(
   call: { txId: string; branch: string },
   op: BarrierOp,
 ): Promise<{ outcome: string; result: unknown } | undefined> {
-  const r = await tx.query<{ outcome: string; result: unknown }>(
+  const r = await queryPrepared<{ outcome: string; result: unknown }>(
+    tx,
     `SELECT outcome, result FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = $3`,
     [call.txId, call.branch, op],
   );

@@ -1,5 +1,6 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import type { Database, Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { BatonError, InvalidInputError, TerminalError } from '../errors.ts';
 import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
 import type { Route } from '../http/service-handler.ts';
@@ -98,7 +99,8 @@ export class Participant {
     if (!(Number.isFinite(retentionMs) && retentionMs > 0))
       throw new InvalidInputError('retentionMs must be a positive number.');
     const barrier = await pruneBarrier(this.db, this.schemaSql, retentionMs);
-    const keys = await this.db.query(
+    const keys = await queryPrepared(
+      this.db,
       `DELETE FROM ${this.schemaSql}.idempotency_keys WHERE created_at < now() - make_interval(secs => $1::double precision / 1000)`,
       [retentionMs],
     );
@@ -185,12 +187,14 @@ export class Participant {
     if ('response' in checked) return checked.response;
     const body = checked.body;
     return this.inTransaction(async (tx) => {
-      const claimed = await tx.query(
+      const claimed = await queryPrepared(
+        tx,
         `INSERT INTO ${this.schemaSql}.idempotency_keys (key, action) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
         [idempotencyKey, name],
       );
       if (claimed.rowCount !== 1) {
-        const stored = await tx.query<{ action: string; result: unknown; state: string }>(
+        const stored = await queryPrepared<{ action: string; result: unknown; state: string }>(
+          tx,
           `SELECT action, result, state FROM ${this.schemaSql}.idempotency_keys WHERE key = $1`,
           [idempotencyKey],
         );
@@ -214,10 +218,11 @@ export class Participant {
         return jsonResponse(200, { outcome: 'duplicate', result: row?.result ?? null });
       }
       const result = await handler.run(tx, body, { idempotencyKey });
-      await tx.query(`UPDATE ${this.schemaSql}.idempotency_keys SET result = $2 WHERE key = $1`, [
-        idempotencyKey,
-        JSON.stringify(result ?? null),
-      ]);
+      await queryPrepared(
+        tx,
+        `UPDATE ${this.schemaSql}.idempotency_keys SET result = $2 WHERE key = $1`,
+        [idempotencyKey, JSON.stringify(result ?? null)],
+      );
       return jsonResponse(200, { outcome: 'done', result: result ?? null });
     });
   }
@@ -240,13 +245,15 @@ export class Participant {
     const s = this.schemaSql;
     return this.inTransaction(async (tx) => {
       // Never ran: block the key, so the call cannot run after its undo.
-      const blocked = await tx.query(
+      const blocked = await queryPrepared(
+        tx,
         `INSERT INTO ${s}.idempotency_keys (key, action, state, undone_at) VALUES ($1, $2, 'blocked', now())
          ON CONFLICT (key) DO NOTHING`,
         [idempotencyKey, name],
       );
       if (blocked.rowCount === 1) return jsonResponse(200, { outcome: 'nothing-to-undo' });
-      const stored = await tx.query<{ action: string; result: unknown; state: string }>(
+      const stored = await queryPrepared<{ action: string; result: unknown; state: string }>(
+        tx,
         `SELECT action, result, state FROM ${s}.idempotency_keys WHERE key = $1 FOR UPDATE`,
         [idempotencyKey],
       );
@@ -260,7 +267,8 @@ export class Participant {
       }
       if (row.state !== 'done') return jsonResponse(200, { outcome: 'duplicate' });
       await undo(tx, body, { idempotencyKey, result: row.result });
-      await tx.query(
+      await queryPrepared(
+        tx,
         `UPDATE ${s}.idempotency_keys SET state = 'undone', undone_at = now() WHERE key = $1`,
         [idempotencyKey],
       );

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { CompensationFailed, LeaseLostError } from '../errors.ts';
 import { type Logger, silentLogger } from '../logger.ts';
 import { backoffDelay } from '../messaging/backoff.ts';
@@ -133,7 +134,8 @@ async function finish(
       const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
       await deps.store.fenced(saga.id, saga.fence, async (tx) => {
         for (const step of confirmed) await deps.store.markStep(tx, saga.id, step, 'confirmed');
-        await tx.query(
+        await queryPrepared(
+          tx,
           `UPDATE ${deps.store.schemaSql}.saga_steps SET compensation_attempts = $3, last_error = $4 WHERE saga_id = $1 AND name = $2`,
           [saga.id, item.step, attempts, message],
         );

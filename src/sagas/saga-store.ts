@@ -1,4 +1,5 @@
 import type { Database, Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { LeaseLostError } from '../errors.ts';
 import type { SagaState, StepKind, StepState } from './saga-states.ts';
 
@@ -59,7 +60,8 @@ export class SagaStore {
     },
   ): Promise<{ created: boolean; row: SagaRow; sameInput: boolean }> {
     const s = this.schemaSql;
-    const inserted = await executor.query<RawSaga>(
+    const inserted = await queryPrepared<RawSaga>(
+      executor,
       `WITH k AS (
          INSERT INTO ${s}.saga_keys AS sk (key, last_seq) SELECT $3, 1 WHERE $3::text IS NOT NULL
          ON CONFLICT (key) DO UPDATE SET last_seq = sk.last_seq + 1
@@ -84,7 +86,8 @@ export class SagaStore {
     );
     if (inserted.rows[0]) return { created: true, row: toSaga(inserted.rows[0]), sameInput: true };
     // jsonb equality: key order and spacing do not matter.
-    const existing = await executor.query<RawSaga & { same: boolean }>(
+    const existing = await queryPrepared<RawSaga & { same: boolean }>(
+      executor,
       `SELECT ${SAGA_COLUMNS}, input = $2::jsonb AS same FROM ${this.schemaSql}.sagas WHERE id = $1`,
       [saga.id, JSON.stringify(saga.input ?? null)],
     );
@@ -93,7 +96,8 @@ export class SagaStore {
   }
 
   async get(executor: Executor, id: string): Promise<SagaRow | undefined> {
-    const r = await executor.query<RawSaga>(
+    const r = await queryPrepared<RawSaga>(
+      executor,
       `SELECT ${SAGA_COLUMNS} FROM ${this.schemaSql}.sagas WHERE id = $1`,
       [id],
     );
@@ -111,7 +115,8 @@ export class SagaStore {
     names: readonly string[],
   ): Promise<SagaRow | undefined> {
     const s = this.schemaSql;
-    const r = await this.db.query<RawSaga>(
+    const r = await queryPrepared<RawSaga>(
+      this.db,
       `UPDATE ${s}.sagas SET lease_owner = $1, lease_until = now() + make_interval(secs => $2::double precision / 1000),
          fence = fence + 1, runs = runs + 1, updated_at = now()
        WHERE id = (
@@ -134,7 +139,8 @@ export class SagaStore {
 
   /** Extends the lease; false when another worker holds the saga now. */
   async renew(id: string, fence: number, leaseMs: number): Promise<boolean> {
-    const r = await this.db.query(
+    const r = await queryPrepared(
+      this.db,
       `UPDATE ${this.schemaSql}.sagas SET lease_until = now() + make_interval(secs => $3::double precision / 1000)
        WHERE id = $1 AND fence = $2`,
       [id, fence, leaseMs],
@@ -143,7 +149,8 @@ export class SagaStore {
   }
 
   async steps(executor: Executor, id: string): Promise<Map<string, StepRow>> {
-    const r = await executor.query<RawStep>(
+    const r = await queryPrepared<RawStep>(
+      executor,
       `SELECT name, kind, ordinal, state, result, attempts, compensation_attempts, last_error, retry_at,
               wait_until, correlation_id
        FROM ${this.schemaSql}.saga_steps WHERE saga_id = $1`,
@@ -161,7 +168,8 @@ export class SagaStore {
   }
 
   async checkFence(tx: Executor, id: string, fence: number): Promise<void> {
-    const r = await tx.query(
+    const r = await queryPrepared(
+      tx,
       `SELECT 1 FROM ${this.schemaSql}.sagas WHERE id = $1 AND fence = $2 FOR UPDATE`,
       [id, fence],
     );
@@ -174,7 +182,7 @@ export class SagaStore {
     sagaId: string,
     step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
   ): Promise<void> {
-    await tx.query(this.putStepSql(false), stepValues(sagaId, step));
+    await queryPrepared(tx, this.putStepSql(false), stepValues(sagaId, step));
   }
 
   /**
@@ -187,7 +195,10 @@ export class SagaStore {
     fence: number,
     step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
   ): Promise<void> {
-    const r = await this.db.query(this.putStepSql(true), [...stepValues(sagaId, step), fence]);
+    const r = await queryPrepared(this.db, this.putStepSql(true), [
+      ...stepValues(sagaId, step),
+      fence,
+    ]);
     if (r.rowCount !== 1) throw new LeaseLostError(sagaId, fence);
   }
 
@@ -224,7 +235,8 @@ export class SagaStore {
     awaitedCommands: readonly string[] = [],
   ): Promise<void> {
     // A reply that arrived while this run was going must not be slept through.
-    await tx.query(
+    await queryPrepared(
+      tx,
       `UPDATE ${this.schemaSql}.sagas SET
          wake_at = CASE WHEN EXISTS (SELECT 1 FROM ${this.schemaSql}.saga_steps st
                           WHERE st.saga_id = $1 AND st.name = ANY($4) AND st.state <> 'pending')
@@ -247,7 +259,8 @@ export class SagaStore {
     correlationId: string,
     reply: { ok: boolean; result?: unknown; error?: string },
   ): Promise<boolean> {
-    const r = await tx.query<{ saga_id: string }>(
+    const r = await queryPrepared<{ saga_id: string }>(
+      tx,
       `UPDATE ${this.schemaSql}.saga_steps SET state = CASE WHEN $2 THEN 'completed' ELSE 'failed' END,
          result = $3, last_error = $4, completed_at = now()
        WHERE correlation_id = $1 AND state = 'pending'
@@ -261,7 +274,9 @@ export class SagaStore {
     );
     const sagaId = r.rows[0]?.saga_id;
     if (!sagaId) return false;
-    await tx.query(`UPDATE ${this.schemaSql}.sagas SET wake_at = now() WHERE id = $1`, [sagaId]);
+    await queryPrepared(tx, `UPDATE ${this.schemaSql}.sagas SET wake_at = now() WHERE id = $1`, [
+      sagaId,
+    ]);
     return true;
   }
 
@@ -271,7 +286,7 @@ export class SagaStore {
     state: SagaState,
     fields: StateFields = {},
   ): Promise<void> {
-    await tx.query(this.setStateSql(false), stateValues(id, state, fields));
+    await queryPrepared(tx, this.setStateSql(false), stateValues(id, state, fields));
   }
 
   /**
@@ -285,7 +300,7 @@ export class SagaStore {
     state: SagaState,
     fields: StateFields = {},
   ): Promise<void> {
-    const r = await this.db.query(this.setStateSql(true), [
+    const r = await queryPrepared(this.db, this.setStateSql(true), [
       ...stateValues(id, state, fields),
       fence,
     ]);
@@ -299,7 +314,8 @@ export class SagaStore {
    */
   async completeFenced(sagaId: string, fence: number, confirmedSteps: string[]): Promise<void> {
     const s = this.schemaSql;
-    const r = await this.db.query(
+    const r = await queryPrepared(
+      this.db,
       `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $10 FOR UPDATE),
        marked AS (UPDATE ${s}.saga_steps SET state = 'confirmed'
                   WHERE saga_id = $1 AND name = ANY($11::text[]) AND EXISTS (SELECT 1 FROM lease))
@@ -323,7 +339,8 @@ export class SagaStore {
     const s = this.schemaSql;
     // A step may have no record (a crash between a remote call and its record):
     // then nothing is marked, and only the lease decides whether that is an error.
-    const r = await this.db.query<{ held: boolean }>(
+    const r = await queryPrepared<{ held: boolean }>(
+      this.db,
       `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $4 FOR UPDATE),
        marked AS (${MARK_STEP_SQL(s)} AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
        SELECT EXISTS (SELECT 1 FROM lease) AS held, (SELECT count(*) FROM marked) AS marked`,
@@ -339,7 +356,7 @@ export class SagaStore {
     step: string,
     state: 'confirmed' | 'compensated',
   ): Promise<void> {
-    await tx.query(MARK_STEP_SQL(this.schemaSql), [sagaId, step, state]);
+    await queryPrepared(tx, MARK_STEP_SQL(this.schemaSql), [sagaId, step, state]);
   }
 
   private setStateSql(fenced: boolean): string {

@@ -1,4 +1,5 @@
 import type { Database } from '../../db/executor.ts';
+import { queryPrepared } from '../../db/prepared.ts';
 import { errorResponse, type HttpResponseLike } from '../../http/http-types.ts';
 import {
   createServiceHandler,
@@ -100,7 +101,7 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
   }
 
   async function readEvents(after: string, limit: number, types: Set<string> | undefined) {
-    const result = await options.db.query<ReadRow>(readSql, [after, limit]);
+    const result = await queryPrepared<ReadRow>(options.db, readSql, [after, limit]);
     const first = result.rows[0];
     const last = first?.last ?? '0';
     const pruned = first?.pruned ?? '0';
