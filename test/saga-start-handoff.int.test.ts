@@ -6,8 +6,10 @@ import { databaseWith, eventually, freshDatabase } from './helpers.ts';
 
 /*
  * An unkeyed saga started next to an idle worker loop is leased to that
- * worker by the start's own INSERT and run without a claim. Keyed sagas, and
- * starts that create nothing, go through the claim as before. The claims are
+ * worker by the start's own INSERT and run without a claim — and the loop
+ * does not claim after it either, unless something may have become due since
+ * its last empty claim. Keyed sagas, and starts that create nothing, go
+ * through the claim as before. The claims are
  * counted on the wire (the claim is the only statement with SKIP LOCKED).
  */
 describe('a saga started next to an idle worker', () => {
@@ -15,6 +17,10 @@ describe('a saga started next to an idle worker', () => {
   let baton: Baton;
   let worker: SagaWorker;
   let claims = 0;
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
 
   beforeAll(async () => {
     database = await freshDatabase('saga_handoff');
@@ -31,6 +37,11 @@ describe('a saga started next to an idle worker', () => {
       saga('note', async (ctx) => {
         await ctx.step('write', async (tx) => {
           await tx.query('INSERT INTO notes VALUES ($1)', [ctx.sagaId]);
+        });
+      }),
+      saga('held', async (ctx) => {
+        await ctx.step('wait', async () => {
+          await held;
         });
       }),
     );
@@ -61,16 +72,18 @@ describe('a saga started next to an idle worker', () => {
   const notes = async () =>
     Number((await database.db.query('SELECT count(*) AS n FROM notes')).rows[0]?.n);
 
-  it('runs an unkeyed saga without claiming it; a keyed one is claimed', async () => {
+  it('runs an unkeyed saga without any claim; a keyed one is claimed', async () => {
     await baton.sagas.start('note', {}, { id: 'unkeyed' });
     await eventually(async () => (await row('unkeyed'))?.state === 'completed', 'unkeyed done');
-    // after the run the loop looks for more work once (one claim), then idles
-    await claimsReach(2, 'the loop’s look for more work after the run');
+    // nothing was left to claim when the loop last looked, and no start came
+    // without a hand-off since: the loop idles after the run, without a claim
+    await claimsReach(1, 'no look for more work after a handed-over run');
     expect(await row('unkeyed')).toEqual({ state: 'completed', fence: '1', runs: 1 });
 
     await baton.sagas.start('note', {}, { id: 'keyed', key: 'k1' });
     await eventually(async () => (await row('keyed'))?.state === 'completed', 'keyed done');
-    await claimsReach(4, 'the claim that ran it and the look after the run');
+    // a keyed start is claimed; a claim that found a saga looks again after its run
+    await claimsReach(3, 'the claim that ran it and the look after the run');
     expect(await row('keyed')).toEqual({ state: 'completed', fence: '1', runs: 1 });
 
     // A start that creates nothing hands the loop nothing: it looks once, finds nothing.
@@ -78,8 +91,25 @@ describe('a saga started next to an idle worker', () => {
       id: 'unkeyed',
       created: false,
     });
-    await claimsReach(5, 'one look for work');
-    expect(claims).toBe(5);
+    await claimsReach(4, 'one look for work');
+    expect(claims).toBe(4);
     expect(await notes()).toBe(2);
+  });
+
+  it('a start while every loop is busy is claimed as soon as a loop is free, not at the next poll', async () => {
+    await baton.sagas.start('held', {}, { id: 'busy' });
+    await eventually(async () => (await row('busy'))?.state === 'running', 'busy running');
+    const before = claims;
+    // no idle loop: the saga is inserted unleased, and the worker is told work may be due
+    await baton.sagas.start('note', {}, { id: 'waiting' });
+    expect((await row('waiting'))?.fence).toBe('0');
+    release();
+    // the poll is a minute away: only the look after the busy run can find it
+    await eventually(
+      async () => (await row('waiting'))?.state === 'completed',
+      'waiting done',
+      5000,
+    );
+    expect(claims).toBeGreaterThan(before);
   });
 });

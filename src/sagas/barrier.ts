@@ -33,6 +33,7 @@ export async function passBarrier(
   schemaSql: string,
   call: { txId: string; branch: string; op: BarrierOp; resource: string },
 ): Promise<BarrierDecision> {
+  if (call.op === 'confirm') return passConfirm(tx, schemaSql, call);
   const mine = await insertRow(tx, schemaSql, call, call.op, 'done');
   if (!mine) {
     const existing = await readRow(tx, schemaSql, call, call.op);
@@ -42,15 +43,6 @@ export async function passBarrier(
     return { run: false, reason: 'duplicate', result: existing?.result ?? null };
   }
   if (call.op === 'try') return { run: true };
-  const tryRow = await readRow(tx, schemaSql, call, 'try');
-  if (call.op === 'confirm') {
-    if (!tryRow || tryRow.outcome === 'blocked')
-      return { run: false, reason: 'no-try', result: null };
-    // Confirming a cancelled reservation would take what was released (e.g. charge points).
-    if (await readRow(tx, schemaSql, call, 'cancel'))
-      return { run: false, reason: 'cancelled', result: null };
-    return { run: true };
-  }
   // cancel: claim the try's row first; if we get it, the try never ran.
   const blocked = await insertRow(tx, schemaSql, call, 'try', 'blocked');
   if (blocked) {
@@ -64,6 +56,41 @@ export async function passBarrier(
   const tried = await readRow(tx, schemaSql, call, 'try');
   if (tried?.outcome === 'blocked')
     return { run: false, reason: 'null-compensation', result: null };
+  return { run: true };
+}
+
+/**
+ * A confirm in one statement (it is on every saga's path): insert its row and,
+ * in the same statement, read whether its try ran and whether a cancel came.
+ * The reads see what committed before the statement began — as separate
+ * statements after the insert would, but for a row committing in between:
+ * the try committed before its answer reached the saga, so before the
+ * confirm was sent.
+ */
+async function passConfirm(
+  tx: Executor,
+  schemaSql: string,
+  call: { txId: string; branch: string; resource: string },
+): Promise<BarrierDecision> {
+  const r = await queryPrepared<{ mine: boolean; try_outcome: string | null; cancelled: boolean }>(
+    tx,
+    `WITH mine AS (
+       INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome) VALUES ($1, $2, 'confirm', $3, 'done')
+       ON CONFLICT (tx_id, branch, op) DO NOTHING RETURNING 1)
+     SELECT EXISTS (SELECT 1 FROM mine) AS mine,
+       (SELECT outcome FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = 'try') AS try_outcome,
+       EXISTS (SELECT 1 FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = 'cancel') AS cancelled`,
+    [call.txId, call.branch, call.resource],
+  );
+  const row = r.rows[0];
+  if (!row?.mine) {
+    const existing = await readRow(tx, schemaSql, call, 'confirm');
+    return { run: false, reason: 'duplicate', result: existing?.result ?? null };
+  }
+  if (row.try_outcome === null || row.try_outcome === 'blocked')
+    return { run: false, reason: 'no-try', result: null };
+  // Confirming a cancelled reservation would take what was released (e.g. charge points).
+  if (row.cancelled) return { run: false, reason: 'cancelled', result: null };
   return { run: true };
 }
 

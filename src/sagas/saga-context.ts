@@ -309,12 +309,12 @@ export class RunContext implements SagaContext {
     this.seen.add(name);
     const ordinal = ++this.ordinal;
     const record = this.steps.get(name);
-    let registered = false;
+    // One entry per step; a later outcome of this run (the step completing after a
+    // retry registered it as "maybe tried") replaces what an earlier one said.
+    let entry: Undo | undefined;
     const register = (result: unknown, state: StepRow['state'] = record?.state ?? 'completed') => {
-      if (registered) return;
-      registered = true;
       const undo = how.undo?.(result as T);
-      this.undos.push({
+      const next: Undo = {
         ordinal,
         step: name,
         kind,
@@ -323,7 +323,12 @@ export class RunContext implements SagaContext {
         undo: undo?.run,
         local: undo?.local ?? false,
         confirm: how.confirm,
-      });
+      };
+      if (entry) Object.assign(entry, next);
+      else {
+        entry = next;
+        this.undos.push(entry);
+      }
     };
     if (record && ['completed', 'confirmed', 'compensated'].includes(record.state)) {
       register(record.result);
@@ -346,7 +351,9 @@ export class RunContext implements SagaContext {
     const attempts = (record?.attempts ?? 0) + 1;
     try {
       const result = await how.execute(ordinal, attempts);
-      register(result);
+      // Completed now, whatever an earlier attempt's record said (a run that
+      // returns is confirmed from these states, without reading them back).
+      register(result, 'completed');
       return result;
     } catch (error) {
       if (error instanceof Suspend || error instanceof LeaseLostError) throw error;
@@ -355,7 +362,7 @@ export class RunContext implements SagaContext {
       // a local step run again would apply its effect twice.
       const stored = (await this.store.steps(this.store.db, this.saga.id)).get(name);
       if (stored?.state === 'completed') {
-        register(stored.result);
+        register(stored.result, 'completed');
         return stored.result as T;
       }
       if (how.undoEvenIfNotCompleted) register(null);

@@ -42,6 +42,8 @@ export async function runSaga(
       await toCompensating(deps, saga, `deadline passed (${saga.deadline.toISOString()})`);
       saga = { ...saga, state: 'compensating' };
     }
+    // The steps a run that returned just went through: confirming needs no replay of them.
+    let returnedSteps: Undo[] | undefined;
     if (saga.state === 'running') {
       const outcome = await forward(definition, saga, deps);
       if (outcome.kind === 'suspended') return;
@@ -53,9 +55,11 @@ export async function runSaga(
           output: outcome.output ?? null,
         });
         saga = { ...saga, state: 'completing' };
+        returnedSteps = outcome.undos;
       }
     }
-    if (saga.state === 'completing') await finish(definition, saga, deps, 'completing');
+    if (saga.state === 'completing')
+      await finish(definition, saga, deps, 'completing', returnedSteps);
     else if (saga.state === 'compensating') await finish(definition, saga, deps, 'compensating');
   } catch (error) {
     if (error instanceof LeaseLostError) {
@@ -70,7 +74,7 @@ export async function runSaga(
 }
 
 type ForwardOutcome =
-  | { kind: 'returned'; output: unknown }
+  | { kind: 'returned'; output: unknown; undos: Undo[] }
   | { kind: 'suspended' }
   | { kind: 'failed'; error: string };
 
@@ -79,10 +83,12 @@ async function forward(
   saga: SagaRow,
   deps: RunDependencies,
 ): Promise<ForwardOutcome> {
-  const steps = await deps.store.steps(deps.store.db, saga.id);
+  // A saga on its first lease has never run, so it has no step records to read.
+  const steps = saga.runs <= 1 ? new Map() : await deps.store.steps(deps.store.db, saga.id);
   const ctx = new RunContext(deps.store, saga, steps, 'forward', deps.publish, deps.random);
   try {
-    return { kind: 'returned', output: await definition.run(ctx, saga.input) };
+    const output = await definition.run(ctx, saga.input);
+    return { kind: 'returned', output, undos: ctx.undos };
   } catch (error) {
     if (error instanceof Suspend) {
       await deps.store.fenced(saga.id, saga.fence, (tx) =>
@@ -110,8 +116,12 @@ async function finish(
   saga: SagaRow,
   deps: RunDependencies,
   phase: 'completing' | 'compensating',
+  /** The steps of the run that just returned (else they are recovered by a replay). */
+  known?: Undo[],
 ): Promise<void> {
-  const undos = await collect(definition, saga, deps);
+  const undos = known
+    ? [...known].sort((a, b) => a.ordinal - b.ordinal)
+    : await collect(definition, saga, deps);
   const todo =
     phase === 'completing'
       ? undos.filter((u) => u.confirm && u.state === 'completed')

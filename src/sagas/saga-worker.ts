@@ -41,6 +41,16 @@ export class SagaWorker {
   private loops: Promise<void>[] = [];
   private stopping = false;
   private readonly o: Required<SagaWorkerOptions>;
+  /**
+   * Bumped whenever a saga may be waiting to be claimed (a start that could
+   * not be handed to a loop, a wake-up, a claim that found one). A loop that
+   * finishes a saga handed to it claims again only if this moved since the
+   * last claim came back empty — otherwise every hand-off would be followed by
+   * a claim that finds nothing (one statement per saga). Timers, replies and
+   * other processes' sagas are found by the idle loops' polls.
+   */
+  private maybeDue = 1;
+  private emptyAt = 0;
 
   constructor(
     private readonly store: SagaStore,
@@ -80,6 +90,7 @@ export class SagaWorker {
 
   /** Every loop looks for work now. */
   wake(): void {
+    this.maybeDue++;
     for (const s of this.signals) s.wake();
   }
 
@@ -89,6 +100,7 @@ export class SagaWorker {
    * every loop is busy — each claims again when it finishes, so nothing waits.
    */
   wakeOne(): boolean {
+    this.maybeDue++;
     const loop = this.idle.shift();
     loop?.signal.wake();
     return loop !== undefined;
@@ -124,7 +136,12 @@ export class SagaWorker {
     while (!this.stopping) {
       let worked = false;
       try {
-        worked = handed ? await this.runLeased(handed) : await this.runOne();
+        if (handed) {
+          await this.runLeased(handed);
+          worked = this.maybeDue !== this.emptyAt;
+        } else {
+          worked = await this.runOne();
+        }
       } catch (error) {
         this.logger.error(
           { err: error, worker: this.id },
@@ -150,8 +167,14 @@ export class SagaWorker {
 
   /** Claims and runs one due saga; false when none was due. */
   async runOne(): Promise<boolean> {
+    const asOf = this.maybeDue;
     const saga = await this.store.claim(this.id, this.o.leaseMs, [...this.definitions.keys()]);
-    if (!saga) return false;
+    if (!saga) {
+      // Nothing was due as of this claim (unless a hint arrived while it ran).
+      this.emptyAt = asOf;
+      return false;
+    }
+    this.maybeDue++;
     return this.runLeased(saga);
   }
 
