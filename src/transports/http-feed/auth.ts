@@ -122,15 +122,33 @@ export class RequestVerifier {
     return undefined;
   }
 
+  /** How many nonces are remembered now (they are forgotten once their window has passed). */
+  get rememberedNonces(): number {
+    return this.seenNonces.size;
+  }
+
   private rememberNonce(nonce: string): boolean {
     const now = this.now();
-    if (this.seenNonces.size > 10_000) {
-      for (const [n, expires] of this.seenNonces) if (expires < now) this.seenNonces.delete(n);
-    }
+    this.forgetExpired(now);
     const expires = this.seenNonces.get(nonce);
     if (expires !== undefined && expires >= now) return false;
+    // Re-inserted at the end, so the map stays in expiry order.
+    this.seenNonces.delete(nonce);
     this.seenNonces.set(nonce, now + 2 * this.windowSeconds * 1000);
     return true;
+  }
+
+  /**
+   * Drops expired nonces from the front. A Map iterates in insertion order and
+   * every nonce gets the same lifetime, so the oldest come first: each call
+   * stops at the first live one — constant work per request, however many
+   * requests the window holds. (A clock stepping back only delays forgetting.)
+   */
+  private forgetExpired(now: number): void {
+    for (const [nonce, expires] of this.seenNonces) {
+      if (expires >= now) return;
+      this.seenNonces.delete(nonce);
+    }
   }
 }
 

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import { authHeaders, RequestVerifier } from '../src/transports/http-feed/auth.ts';
+
+const SECRET = 'unit-secret-0123456789abcdef';
+const PARTS = { method: 'GET', target: '/baton/events?after=0' };
+
+describe('RequestVerifier nonce memory', () => {
+  it('forgets nonces once their window has passed, and only then', () => {
+    let now = 1_000_000_000_000;
+    const verifier = new RequestVerifier(
+      { type: 'hmac', secrets: [SECRET], windowSeconds: 30 },
+      () => now,
+    );
+    const sign = () => authHeaders({ type: 'hmac', secret: SECRET }, PARTS, now);
+    const first = sign();
+    expect(verifier.verify(first, PARTS)).toBeUndefined();
+    for (let i = 0; i < 999; i++) {
+      now += 10;
+      expect(verifier.verify(sign(), PARTS)).toBeUndefined();
+    }
+    expect(verifier.rememberedNonces).toBe(1000);
+    // Still inside the first nonce's memory: its replay is refused however many came after it.
+    now += 20_000;
+    expect(verifier.verify(first, PARTS)).toMatch(/replayed request|signature expired/);
+    expect(verifier.rememberedNonces).toBe(1000);
+    // Two windows after the last one: a new request leaves only itself remembered.
+    now += 61_000;
+    expect(verifier.verify(sign(), PARTS)).toBeUndefined();
+    expect(verifier.rememberedNonces).toBe(1);
+  });
+
+  it('forgets the oldest first: a nonce in the middle of the window is still refused', () => {
+    let now = 2_000_000_000_000;
+    const verifier = new RequestVerifier(
+      { type: 'hmac', secrets: [SECRET], windowSeconds: 30 },
+      () => now,
+    );
+    const sign = () => authHeaders({ type: 'hmac', secret: SECRET }, PARTS, now);
+    const early = sign();
+    expect(verifier.verify(early, PARTS)).toBeUndefined();
+    now += 25_000;
+    const middle = sign();
+    expect(verifier.verify(middle, PARTS)).toBeUndefined();
+    // The early one's memory (2 × 30 s) ends; the middle one's does not.
+    now += 40_000;
+    expect(verifier.verify(sign(), PARTS)).toBeUndefined();
+    expect(verifier.rememberedNonces).toBe(2);
+    now -= 36_000; // back inside the middle request's signature window
+    expect(verifier.verify(middle, PARTS)).toMatch(/replayed request/);
+  });
+});
