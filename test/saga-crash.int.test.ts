@@ -27,14 +27,14 @@ const LEASE_MS = 1500;
 const INITIAL = 100_000;
 
 // Boundaries that are the same moment for the saga are listed once
-// ('after-create' is also 'before-reserve'; 'after-try-record' 'before-accept').
+// ('after-create' is also 'before-reserve'; the try's record commits with the
+// accept step — 'after-try-record' is 'after-accept' when the saga completes).
 const COMPLETING_POINTS = [
   'none',
   'in-create',
   'after-create',
   'before-try',
   'after-try',
-  'after-try-record',
   'in-accept',
   'after-accept',
   'after-state-completing',

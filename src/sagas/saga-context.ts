@@ -12,7 +12,7 @@ import {
   STEP_NAME,
 } from './saga-definition.ts';
 import type { StepKind } from './saga-states.ts';
-import type { SagaRow, SagaStore, StepRow } from './saga-store.ts';
+import type { SagaRow, SagaStore, StepRecord, StepRow } from './saga-store.ts';
 
 /** Thrown inside a saga function to stop this run until `wakeAt` (not an error). */
 export class Suspend {
@@ -66,6 +66,17 @@ export class RunContext implements SagaContext {
   /** Command steps this run waits for (a reply arriving meanwhile must wake it). */
   readonly awaitedCommands: string[] = [];
   private ordinal = 0;
+  /**
+   * The record of a remote step (call, reserve) that completed in this run
+   * but is not written yet: it rides on the run's next write — the next local
+   * step's transaction, or the statement that moves the saga on — saving a
+   * commit per remote step. At most one waits: a remote step writes it before
+   * it calls out. A crash before it is written loses nothing: the step has no
+   * record, so it is called again with the same key (the participant answers
+   * the first outcome), or cancelled by a compensation (the first step without
+   * a record is always cancelled, and it is this one).
+   */
+  deferred: StepRecord | undefined;
   private readonly seen = new Set<string>();
   private readonly startedAt = Date.now();
 
@@ -99,7 +110,7 @@ export class RunContext implements SagaContext {
     const retry = { ...DEFAULT_RETRY, ...options.retry };
     return this.run<T>(name, 'local', retry, {
       execute: (ordinal, attempts) =>
-        this.store.fenced(this.saga.id, this.saga.fence, async (tx) => {
+        this.fencedWithDeferred(async (tx) => {
           // An action that overran its timeout keeps running: once its transaction
           // is given up, its statements must fail, not run on the released connection.
           const guarded = closable(tx, name);
@@ -134,12 +145,9 @@ export class RunContext implements SagaContext {
     const key = this.idempotencyKey(name);
     return this.run<T>(name, 'call', retry, {
       execute: async (ordinal, attempts) => {
+        await this.writeDeferred();
         const result = await withTimeout(action(key), retry.timeoutMs, name);
-        await this.record(name, 'call', ordinal, {
-          state: 'completed',
-          result: result ?? null,
-          attempts,
-        });
+        this.deferred = { name, kind: 'call', ordinal, state: 'completed', result, attempts };
         return result;
       },
       undo:
@@ -164,16 +172,13 @@ export class RunContext implements SagaContext {
     const call = { txId: this.saga.id, branch: name, payload };
     return this.run<T>(name, 'reserve', retry, {
       execute: async (ordinal, attempts) => {
+        await this.writeDeferred();
         const result = (await withTimeout(
           client.reserve('try', resource, call),
           retry.timeoutMs,
           name,
         )) as T;
-        await this.record(name, 'reserve', ordinal, {
-          state: 'completed',
-          result: result ?? null,
-          attempts,
-        });
+        this.deferred = { name, kind: 'reserve', ordinal, state: 'completed', result, attempts };
         return result;
       },
       // A cancel is sent even for a try whose outcome is unknown: the barrier turns it into a no-op if the try never ran.
@@ -223,7 +228,7 @@ export class RunContext implements SagaContext {
       {
         execute: async (ordinal) => {
           const waitUntil = new Date(this.now().getTime() + timeoutMs);
-          await this.store.fenced(this.saga.id, this.saga.fence, async (tx) => {
+          await this.fencedWithDeferred(async (tx) => {
             await this.publish(tx, {
               type: command.type,
               key: command.key,
@@ -382,13 +387,14 @@ export class RunContext implements SagaContext {
     }
   }
 
-  private record(
+  private async record(
     name: string,
     kind: StepKind,
     ordinal: number,
     fields: Partial<StepRow> & Pick<StepRow, 'state'>,
   ): Promise<void> {
-    return this.store.putStepFenced(this.saga.id, this.saga.fence, {
+    await this.writeDeferred();
+    await this.store.putStepFenced(this.saga.id, this.saga.fence, {
       name,
       kind,
       ordinal,
@@ -396,9 +402,33 @@ export class RunContext implements SagaContext {
     });
   }
 
+  /** Writes the deferred remote step record on its own, if there is one. */
+  async writeDeferred(): Promise<void> {
+    const step = this.deferred;
+    if (!step) return;
+    await this.store.putStepFenced(this.saga.id, this.saga.fence, withNullResult(step));
+    this.deferred = undefined;
+  }
+
+  /** A fenced transaction that also writes the deferred remote step record (first: it came first). */
+  private async fencedWithDeferred<R>(fn: (tx: Executor) => Promise<R>): Promise<R> {
+    const step = this.deferred;
+    const result = await this.store.fenced(this.saga.id, this.saga.fence, async (tx) => {
+      if (step) await this.store.putStep(tx, this.saga.id, withNullResult(step));
+      return fn(tx);
+    });
+    if (this.deferred === step) this.deferred = undefined;
+    return result;
+  }
+
   private idempotencyKey(step: string): string {
     return `${this.saga.id}:${step}`;
   }
+}
+
+/** A step record as stored: an undefined result is stored as null. */
+export function withNullResult(step: StepRecord): StepRecord {
+  return { ...step, result: step.result ?? null };
 }
 
 /** `tx` until `close()`, then an executor that refuses every statement. */

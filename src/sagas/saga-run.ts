@@ -4,9 +4,9 @@ import { CompensationFailed, LeaseLostError } from '../errors.ts';
 import { type Logger, silentLogger } from '../logger.ts';
 import { backoffDelay } from '../messaging/backoff.ts';
 import type { EventInput } from '../messaging/event.ts';
-import { RunContext, StepFailed, Suspend, type Undo } from './saga-context.ts';
+import { RunContext, StepFailed, Suspend, type Undo, withNullResult } from './saga-context.ts';
 import type { SagaDefinition } from './saga-definition.ts';
-import type { SagaRow, SagaStore } from './saga-store.ts';
+import type { SagaRow, SagaStore, StepRecord } from './saga-store.ts';
 
 export interface RunDependencies {
   store: SagaStore;
@@ -51,9 +51,19 @@ export async function runSaga(
         await toCompensating(deps, saga, outcome.error);
         saga = { ...saga, state: 'compensating' };
       } else {
-        await deps.store.setStateFenced(saga.id, saga.fence, 'completing', {
-          output: outcome.output ?? null,
-        });
+        const fields = { output: outcome.output ?? null };
+        // The run's last remote step (if its record is still deferred) is recorded with `completing`.
+        if (outcome.deferred) {
+          await deps.store.setStateWithStepFenced(
+            saga.id,
+            saga.fence,
+            'completing',
+            fields,
+            withNullResult(outcome.deferred),
+          );
+        } else {
+          await deps.store.setStateFenced(saga.id, saga.fence, 'completing', fields);
+        }
         saga = { ...saga, state: 'completing' };
         returnedSteps = outcome.undos;
       }
@@ -74,7 +84,7 @@ export async function runSaga(
 }
 
 type ForwardOutcome =
-  | { kind: 'returned'; output: unknown; undos: Undo[] }
+  | { kind: 'returned'; output: unknown; undos: Undo[]; deferred: StepRecord | undefined }
   | { kind: 'suspended' }
   | { kind: 'failed'; error: string };
 
@@ -88,15 +98,17 @@ async function forward(
   const ctx = new RunContext(deps.store, saga, steps, 'forward', deps.publish, deps.random);
   try {
     const output = await definition.run(ctx, saga.input);
-    return { kind: 'returned', output, undos: ctx.undos };
+    return { kind: 'returned', output, undos: ctx.undos, deferred: ctx.deferred };
   } catch (error) {
+    if (error instanceof LeaseLostError) throw error;
+    // Whatever ends the run forward, a remote step that completed in it gets its record.
+    await ctx.writeDeferred();
     if (error instanceof Suspend) {
       await deps.store.fenced(saga.id, saga.fence, (tx) =>
         deps.store.suspend(tx, saga.id, error.wakeAt, error.reason, ctx.awaitedCommands),
       );
       return { kind: 'suspended' };
     }
-    if (error instanceof LeaseLostError) throw error;
     if (error instanceof StepFailed) return { kind: 'failed', error: error.message };
     // The saga function itself threw outside any step: a bug or a terminal decision of its own.
     return {

@@ -177,11 +177,7 @@ export class SagaStore {
   }
 
   /** Upserts a step record. */
-  async putStep(
-    tx: Executor,
-    sagaId: string,
-    step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
-  ): Promise<void> {
+  async putStep(tx: Executor, sagaId: string, step: StepRecord): Promise<void> {
     await queryPrepared(tx, this.putStepSql(false), stepValues(sagaId, step));
   }
 
@@ -190,11 +186,7 @@ export class SagaStore {
    * fence itself — one round trip instead of a fenced transaction's four.
    * @throws LeaseLostError when another worker holds the saga now.
    */
-  async putStepFenced(
-    sagaId: string,
-    fence: number,
-    step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
-  ): Promise<void> {
+  async putStepFenced(sagaId: string, fence: number, step: StepRecord): Promise<void> {
     const r = await queryPrepared(this.db, this.putStepSql(true), [
       ...stepValues(sagaId, step),
       fence,
@@ -203,17 +195,26 @@ export class SagaStore {
   }
 
   private putStepSql(fenced: boolean): string {
-    const s = this.schemaSql;
     const guard = fenced
-      ? `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $13 FOR UPDATE) `
+      ? `WITH lease AS (SELECT 1 FROM ${this.schemaSql}.sagas WHERE id = $1 AND fence = $13 FOR UPDATE) `
       : '';
-    const source = fenced ? 'SELECT' : 'VALUES (';
-    const close = fenced ? ' WHERE EXISTS (SELECT 1 FROM lease)' : ')';
-    return `${guard}INSERT INTO ${s}.saga_steps (saga_id, name, kind, ordinal, state, result, attempts,
+    return guard + this.insertStepSql(fenced, (n) => `$${n}`);
+  }
+
+  /**
+   * The step upsert. `p(n)` is the placeholder of step value n (see
+   * `stepValues`; 1 is the saga id). `guarded`: only if the CTE `lease` found the fence.
+   */
+  private insertStepSql(guarded: boolean, p: (n: number) => string): string {
+    const s = this.schemaSql;
+    const source = guarded ? 'SELECT' : 'VALUES (';
+    const close = guarded ? ' WHERE EXISTS (SELECT 1 FROM lease)' : ')';
+    return `INSERT INTO ${s}.saga_steps (saga_id, name, kind, ordinal, state, result, attempts,
          compensation_attempts, last_error, retry_at, wait_until, correlation_id, completed_at, compensated_at)
-       ${source} $1, $2, $3, $4::int, $5, $6::jsonb, $7::int, $8::int, $9, $10::timestamptz, $11::timestamptz, $12,
-         CASE WHEN $5 IN ('completed', 'failed') THEN now() END,
-         CASE WHEN $5 = 'compensated' THEN now() END${close}
+       ${source} ${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}::int, ${p(5)}, ${p(6)}::jsonb, ${p(7)}::int, ${p(8)}::int, ${p(9)},
+         ${p(10)}::timestamptz, ${p(11)}::timestamptz, ${p(12)},
+         CASE WHEN ${p(5)} IN ('completed', 'failed') THEN now() END,
+         CASE WHEN ${p(5)} = 'compensated' THEN now() END${close}
        ON CONFLICT (saga_id, name) DO UPDATE SET state = excluded.state, result = excluded.result,
          attempts = excluded.attempts, compensation_attempts = excluded.compensation_attempts,
          last_error = excluded.last_error, retry_at = excluded.retry_at, wait_until = excluded.wait_until,
@@ -308,6 +309,32 @@ export class SagaStore {
   }
 
   /**
+   * Records a step and changes the saga's state in one statement that checks
+   * (and locks) the worker's fence — a run's last remote step and its
+   * `completing`, for one round trip and one commit.
+   * @throws LeaseLostError when another worker holds the saga now.
+   */
+  async setStateWithStepFenced(
+    id: string,
+    fence: number,
+    state: SagaState,
+    fields: StateFields,
+    step: StepRecord,
+  ): Promise<void> {
+    const s = this.schemaSql;
+    // $1–$9 the state, $10 the fence, $11–$21 the step's values 2–12 ($1 is the saga id for both).
+    const stepParam = (n: number) => (n === 1 ? '$1' : `$${n + 9}`);
+    const r = await queryPrepared(
+      this.db,
+      `WITH lease AS (SELECT 1 FROM ${s}.sagas WHERE id = $1 AND fence = $10 FOR UPDATE),
+       step AS (${this.insertStepSql(true, stepParam)})
+       ${this.setStateSql(false)} AND EXISTS (SELECT 1 FROM lease)`,
+      [...stateValues(id, state, fields), fence, ...stepValues(id, step).slice(1)],
+    );
+    if (r.rowCount !== 1) throw new LeaseLostError(id, fence);
+  }
+
+  /**
    * Marks the confirmed steps and moves the saga to `completed`, in one
    * statement that checks (and locks) the worker's fence.
    * @throws LeaseLostError when another worker holds the saga now.
@@ -370,6 +397,9 @@ export class SagaStore {
        WHERE id = $1${fenced ? ' AND fence = $10' : ''}`;
   }
 }
+
+/** What a step record holds (the upsert fills in the rest). */
+export type StepRecord = Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>;
 
 interface StateFields {
   output?: unknown;
@@ -460,10 +490,7 @@ function toStep(r: RawStep): StepRow {
   };
 }
 
-function stepValues(
-  sagaId: string,
-  step: Pick<StepRow, 'name' | 'kind' | 'ordinal' | 'state'> & Partial<StepRow>,
-): unknown[] {
+function stepValues(sagaId: string, step: StepRecord): unknown[] {
   return [
     sagaId,
     step.name,
