@@ -107,7 +107,7 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
   });
   printProfile(profiled);
 
-  const ratio = median(roundRatios);
+  const ratio = round(median(roundRatios), 3);
   const figures = {
     sagasPerSec: headline.sagasPerSec,
     p50Ms: headline.p50Ms,
@@ -173,8 +173,8 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
 function merge(results: BatonPassResult[]): { sagasPerSec: number; p50Ms: number; p99Ms: number } {
   return {
     sagasPerSec: round(results.reduce((s, r) => s + r.sagasPerSec, 0) / results.length, 1),
-    p50Ms: median(results.map((r) => r.p50Ms)),
-    p99Ms: median(results.map((r) => r.p99Ms)),
+    p50Ms: round(median(results.map((r) => r.p50Ms)), 1),
+    p99Ms: round(median(results.map((r) => r.p99Ms)), 1),
   };
 }
 
@@ -185,8 +185,8 @@ function mergeBaseline(results: BaselineResult[]): {
 } {
   return {
     ordersPerSec: round(results.reduce((s, r) => s + r.ordersPerSec, 0) / results.length, 1),
-    p50Ms: median(results.map((r) => r.p50Ms)),
-    p99Ms: median(results.map((r) => r.p99Ms)),
+    p50Ms: round(median(results.map((r) => r.p50Ms)), 1),
+    p99Ms: round(median(results.map((r) => r.p99Ms)), 1),
   };
 }
 
