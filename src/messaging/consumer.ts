@@ -56,6 +56,15 @@ export interface ConsumerOptions {
   maxPendingEntries?: number;
   /** Handled entries are deleted after this long. */
   retentionMs?: number;
+  /**
+   * Run the handlers of a fetched batch in the transaction that stores it,
+   * for events whose key has nothing waiting (default true): one
+   * transaction per batch and one inbox write per event. If any handler of
+   * the batch throws, the whole batch is stored for the worker loops instead
+   * (nothing of it applied), which retry and dead-letter event by event. Set
+   * false for handlers that take long: the worker loops run keys in parallel.
+   */
+  handleOnIngest?: boolean;
   logger?: Logger;
   random?: () => number;
 }
@@ -107,6 +116,7 @@ export class Consumer {
       onDeadLetter: 'block-key',
       maxPendingEntries: 20_000,
       retentionMs: 7 * 24 * 3600_000,
+      handleOnIngest: true,
       logger: silentLogger,
       random: Math.random,
       ...stripUndefined(options),
@@ -232,14 +242,20 @@ export class Consumer {
       );
     }
     const rows = toInboxRows(batch.items, new Set(this.subscriptions.keys()));
-    const ok = await this.store.ingest(this.options.db, rows, this.cursor, batch.cursor);
-    if (!ok) {
+    const { moved, pending } = await this.store.ingest(
+      this.options.db,
+      rows,
+      this.cursor,
+      batch.cursor,
+      this.o.handleOnIngest ? this.handleOnIngest : undefined,
+    );
+    if (!moved) {
       // Another process of this service moved the cursor first: its batch is in; read from where it left off.
       this.cursor = await this.store.readCursor(this.options.db);
       return 0;
     }
     this.cursor = batch.cursor;
-    if (rows.length > 0) this.wakeWorkers();
+    if (pending > 0) this.wakeWorkers();
     return rows.length;
   }
 
@@ -324,6 +340,14 @@ export class Consumer {
     }
     return n;
   }
+
+  /** Handlers of a batch being stored, in feed order (see `InboxStore.ingest`). */
+  private readonly handleOnIngest = async (
+    tx: Executor,
+    entries: readonly InboxEntry[],
+  ): Promise<void> => {
+    for (const entry of entries) await this.runHandler(tx, entry);
+  };
 
   private async runHandler(tx: Executor, entry: InboxEntry): Promise<void> {
     const sub = this.subscriptions.get(entry.event.type);

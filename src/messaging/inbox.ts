@@ -5,7 +5,7 @@ import type { BatonEvent } from './event.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 
 /** A row ready to be written to the inbox: an event to handle, or a dead letter from birth. */
-interface InboxInsert {
+export interface InboxInsert {
   position: string;
   id: string | null;
   type: string | null;
@@ -16,8 +16,26 @@ interface InboxInsert {
   occurredAt: string | null;
   source: string | null;
   raw: string | null;
-  status: 'pending' | 'dead';
+  status: 'pending' | 'dead' | 'handled';
   error: string | null;
+}
+
+/** An event about to be stored, as a handler sees it (the same form a claim gives). */
+function toEntry(row: InboxInsert): InboxEntry {
+  return {
+    inboxId: '',
+    attempts: 0,
+    event: {
+      id: row.id as string,
+      type: row.type as string,
+      key: row.key,
+      version: row.version ?? 0,
+      payload: row.payload,
+      headers: row.headers ?? {},
+      occurredAt: new Date(row.occurredAt ?? 0).toISOString(),
+      source: row.source ?? '',
+    },
+  };
 }
 
 /** Claimed inbox entry handed to a handler. */
@@ -27,10 +45,18 @@ export interface InboxEntry {
   event: BatonEvent;
 }
 
+/**
+ * Handles events of a batch inside the transaction that stores it; throws if
+ * any handler fails (the batch is then stored for the worker loops instead).
+ */
+export type HandleOnIngest = (tx: Executor, entries: readonly InboxEntry[]) => Promise<void>;
+
 /** SQL for one subscription's inbox (statements built once, values always parameters). */
 export class InboxStore {
   private readonly insertSql: string;
   private readonly claimSql: string;
+  private readonly alreadyThereSql: string;
+  private readonly deadBlocks: boolean;
 
   constructor(
     readonly schemaSql: string,
@@ -38,16 +64,24 @@ export class InboxStore {
     deadLetterMode: DeadLetterMode,
   ) {
     const s = schemaSql;
+    this.deadBlocks = deadLetterMode === 'block-key';
     this.insertSql = `
       INSERT INTO ${s}.inbox (subscription, position, event_id, type, key, version, payload, headers,
-        occurred_at, source, raw, status, last_error, attempts)
+        occurred_at, source, raw, status, last_error, attempts, handled_at)
       SELECT $1, x->>'position', (x->>'id')::uuid, x->>'type', x->>'key', (x->>'version')::bigint,
         x->'payload', x->'headers', (x->>'occurredAt')::timestamptz, x->>'source', x->>'raw',
-        x->>'status', x->>'error', 0
+        x->>'status', x->>'error', 0, CASE WHEN x->>'status' = 'handled' THEN now() END
       FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, ord)
       ORDER BY ord
       ON CONFLICT (subscription, event_id) DO NOTHING`;
     const blocking = deadLetterMode === 'block-key' ? `('pending', 'dead')` : `('pending')`;
+    // Which of a batch's events the inbox has already, and which of its keys have entries waiting.
+    this.alreadyThereSql = `
+      SELECT
+        (SELECT coalesce(array_agg(event_id::text), '{}') FROM ${s}.inbox
+         WHERE subscription = $1 AND event_id = ANY($2::uuid[])) AS seen,
+        (SELECT coalesce(array_agg(DISTINCT key), '{}') FROM ${s}.inbox
+         WHERE subscription = $1 AND key = ANY($3::text[]) AND status IN ${blocking}) AS waiting`;
     // The head of each key: the oldest open entry. Taking only heads keeps
     // per-key order with any number of workers; SKIP LOCKED lets workers
     // share keys without waiting on each other. Written as `id = (SELECT
@@ -101,7 +135,8 @@ export class InboxStore {
     rows: readonly InboxInsert[],
     from: string | undefined,
     to: string,
-  ): Promise<boolean> {
+    handleOnIngest?: HandleOnIngest,
+  ): Promise<{ moved: boolean; pending: number }> {
     return db.transaction(async (tx) => {
       const moved = await queryPrepared(
         tx,
@@ -109,10 +144,70 @@ export class InboxStore {
          WHERE name = $1 AND cursor IS NOT DISTINCT FROM $2`,
         [this.subscription, from ?? null, to],
       );
-      if (moved.rowCount !== 1) return false;
-      if (rows.length > 0) await this.insertRows(tx, rows);
-      return true;
+      if (moved.rowCount !== 1) return { moved: false, pending: 0 };
+      if (rows.length === 0) return { moved: true, pending: 0 };
+      if (handleOnIngest) {
+        const handled = await this.tryHandlingOnIngest(tx, rows, handleOnIngest);
+        if (handled !== undefined) return { moved: true, pending: rows.length - handled };
+      }
+      await this.insertRows(tx, rows);
+      return { moved: true, pending: rows.length };
     });
+  }
+
+  /**
+   * The fast path: the batch's events whose key has nothing waiting are
+   * handled here, in order, and stored as handled — one transaction and one
+   * row per event, no claim and no second write. Only events new to the
+   * inbox, and of keys with no pending (or, with `block-key`, dead) entry —
+   * in the inbox or earlier in this batch — qualify, so per-key order and
+   * deduplication are the inbox's as always; the subscription row locked by
+   * the cursor update keeps other processes of this subscription out.
+   *
+   * All or nothing: if a handler throws, or the batch cannot be stored, the
+   * savepoint undoes every handler's effect and undefined tells the caller to
+   * store the batch for the worker loops (which retry and dead-letter as
+   * usual). Returns how many events were handled.
+   */
+  private async tryHandlingOnIngest(
+    tx: Executor,
+    rows: readonly InboxInsert[],
+    handle: HandleOnIngest,
+  ): Promise<number | undefined> {
+    const fresh = rows.filter((r) => r.status === 'pending' && r.id !== null);
+    if (fresh.length === 0) return undefined;
+    const there = await queryPrepared<{ seen: string[]; waiting: string[] }>(
+      tx,
+      this.alreadyThereSql,
+      [this.subscription, fresh.map((r) => r.id), [...new Set(fresh.map((r) => r.key))]],
+    );
+    const seen = new Set(there.rows[0]?.seen ?? []);
+    const blocked = new Set(there.rows[0]?.waiting ?? []);
+    const now: InboxEntry[] = [];
+    const stored = rows.map((row) => {
+      const ready =
+        row.status === 'pending' && row.id !== null && !seen.has(row.id) && !blocked.has(row.key);
+      if (!ready) {
+        // What stays behind blocks the later events of its key (a duplicate is already stored).
+        if (row.status === 'pending' ? !seen.has(row.id ?? '') : this.deadBlocks)
+          blocked.add(row.key);
+        return row;
+      }
+      now.push(toEntry(row));
+      return { ...row, status: 'handled' as const };
+    });
+    if (now.length === 0) return undefined;
+    await tx.query('SAVEPOINT baton_on_ingest');
+    try {
+      await handle(tx, now);
+      await queryPrepared(tx, this.insertSql, [this.subscription, JSON.stringify(stored)]);
+      await tx.query('RELEASE SAVEPOINT baton_on_ingest');
+      return now.length;
+    } catch {
+      // The batch goes the careful way: stored pending, handled by the worker loops.
+      await tx.query('ROLLBACK TO SAVEPOINT baton_on_ingest');
+      return undefined;
+    }
   }
 
   /**
