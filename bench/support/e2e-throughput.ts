@@ -11,7 +11,7 @@ import {
   startPipeline,
 } from './pipeline.ts';
 import { heading, say, table } from './report.ts';
-import { round, sleep, wallMs } from './stats.ts';
+import { percentile, round, sleep, wallMs } from './stats.ts';
 
 export interface ThroughputOptions {
   publishers: number;
@@ -50,6 +50,9 @@ export interface ThroughputRun {
   consumerErrors: number;
   experiment: boolean;
   claimRewrites: number;
+  /** Publisher transaction (insert + publish + commit) latency, p50 / p99 ms. */
+  publisherTxP50Ms: number;
+  publisherTxP99Ms: number;
 }
 
 export interface ThroughputResult {
@@ -134,7 +137,7 @@ export async function runE2eThroughput(
     const run = await runPipeline(clusters, options, config, i);
     runs.push(run);
     say(
-      `${config.label}: ${run.overallEventsPerSec} events/s end to end (${run.published} events; handled ${run.steadyEventsPerSec}/s in the window, published ${run.publishedPerSec}/s, drained ${run.drained}, consumer RSS max ${run.rssMbMax} MiB)`,
+      `${config.label}: ${run.overallEventsPerSec} events/s end to end (${run.published} events; handled ${run.steadyEventsPerSec}/s in the window, published ${run.publishedPerSec}/s, publisher tx p50/p99 ${run.publisherTxP50Ms}/${run.publisherTxP99Ms} ms, drained ${run.drained}, consumer RSS max ${run.rssMbMax} MiB)`,
     );
   }
   // The headline is Baton as shipped; experiments are reported beside it.
@@ -290,5 +293,7 @@ async function runPipeline(
     consumerErrors: stopped.consumerErrors,
     experiment: config.claimRewrite ?? false,
     claimRewrites: stopped.claimRewrites,
+    publisherTxP50Ms: round(percentile(load.txLatenciesMs, 50), 1),
+    publisherTxP99Ms: round(percentile(load.txLatenciesMs, 99), 1),
   };
 }
