@@ -8,6 +8,7 @@
  * owner and diff in memory). See bench/README.md, "reconcile".
  */
 import pg from 'pg';
+import { ownerFieldsHashSql } from '../src/caretaker/fields-hash.ts';
 import { httpSetSide, setSideRoute } from '../src/caretaker/http-set-side.ts';
 import {
   diffListings,
@@ -17,7 +18,7 @@ import {
 } from '../src/caretaker/set-reconciliation.ts';
 import type { Member } from '../src/caretaker/set-side.ts';
 import { encodeMembersResponse, jsonBytes } from '../src/caretaker/set-side-wire.ts';
-import { fieldsHashSql, type MemberSource, sqlSetSide } from '../src/caretaker/sql-set-side.ts';
+import { type MemberSource, sqlSetSide } from '../src/caretaker/sql-set-side.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { PgDatabase } from '../src/db/pg-database.ts';
@@ -36,16 +37,15 @@ const OWNER: MemberSource = {
   fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
   idSql: 't.id',
   versionSql: 'coalesce(v.version, 0)',
-  fieldsSql: `jsonb_build_object('name', t.name)`,
-  schemaSql: '"baton"',
+  // what EntityOwner.memberSource() builds for a copied text column `name`
+  fieldsHashSql: ownerFieldsHashSql([{ name: 'name', type: 'text' }], '"baton"'),
 };
 const REPLICA: MemberSource = {
   fromSql: 'replica_customer r',
   idSql: 'r.id',
   versionSql: 'r.version',
-  whereSql: `r.state <> 'deleted'`,
-  fieldsSql: 'r.fields',
-  schemaSql: '"baton"',
+  whereSql: `r.state <> 'DELETED'`,
+  fieldsHashSql: 'r.fields_hash',
 };
 
 type Kind = 'onlyInOwner' | 'onlyInReplica' | 'versionMismatch' | 'fieldsMismatch';
@@ -160,9 +160,10 @@ async function load(owner: PgDatabase, replica: PgDatabase, rows: number): Promi
     replica.query(`
       CREATE TABLE replica_customer (
         id bigint PRIMARY KEY, state text NOT NULL, version bigint NOT NULL,
-        fields jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
+        fields jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+        fields_hash bigint GENERATED ALWAYS AS (baton.fields_hash(fields)) STORED);
       INSERT INTO replica_customer (id, state, version, fields)
-        SELECT g, 'active', 1 + g % 7, jsonb_build_object('name', 'customer ' || g)
+        SELECT g, 'ACTIVE', 1 + g % 7, jsonb_build_object('name', 'customer ' || g)
         FROM generate_series(1, ${rows}) g;`),
   ]);
 }
@@ -192,7 +193,7 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
   await replica.query('DELETE FROM replica_customer WHERE id = ANY($1::bigint[])', [lostUpserts]);
   await replica.query(
     `INSERT INTO replica_customer (id, state, version, fields)
-     SELECT g, 'active', 1, '{}' FROM unnest($1::bigint[]) g`,
+     SELECT g, 'ACTIVE', 1, '{}' FROM unnest($1::bigint[]) g`,
     [orphans],
   );
   await replica.query(
@@ -276,7 +277,7 @@ async function streamAll(db: PgDatabase, source: MemberSource): Promise<Member[]
     await tx.query(
       `DECLARE members NO SCROLL CURSOR FOR
        SELECT (${source.idSql})::text AS id, (${source.versionSql})::bigint AS version,
-              ${fieldsHashSql(source.fieldsSql as string, source.schemaSql)}::text AS fields
+              (${source.fieldsHashSql})::text AS fields
        FROM ${source.fromSql} ${source.whereSql ? `WHERE ${source.whereSql}` : ''}`,
     );
     const members: Member[] = [];

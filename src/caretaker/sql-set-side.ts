@@ -27,14 +27,13 @@ export interface MemberSource {
   /** Optional filter (e.g. live rows only). */
   whereSql?: string;
   /**
-   * Optional jsonb expression of the member's fields: its canonical form
-   * (`canonical_jsonb` in Baton's schema, numbers as JavaScript reads them)
-   * is hashed into the member, so fields that differ at an equal version are
-   * found too. Both sides of a reconciliation must have it, or neither.
+   * Optional bigint expression: the hash of the member's fields, so fields
+   * that differ at an equal version are found too. Both sides of a
+   * reconciliation must have it, or neither, and compute equal hashes for
+   * equal fields: an owner's `ownerFieldsHashSql` over its columns, a
+   * replica's stored `fields_hash(fields)` (see fields-hash.ts).
    */
-  fieldsSql?: string;
-  /** Baton's schema (quoted), where `canonical_jsonb` lives; needed with `fieldsSql`. */
-  schemaSql?: string;
+  fieldsHashSql?: string;
 }
 
 /**
@@ -44,7 +43,7 @@ export interface MemberSource {
  *   bucket hash  h  = hashtextextended(id, 0)
  *   member hash  hv = hashtextextended(id || ':' || version, 1)
  *               (with fields: id || ':' || version || ':' || f,
- *                f = hashtextextended(canonical fields::text, 2))
+ *                f = the source's fields hash)
  *
  * and a bucket's digest is (count, bit_xor(hv)) — `bit_xor` needs
  * PostgreSQL 14 or later. Parent buckets are matched with `IN (SELECT
@@ -67,7 +66,7 @@ export function sqlSetSide(
   const snapshotTtlMs = options.snapshotTtlMs ?? 60_000;
   const now = options.now ?? Date.now;
   const id = `(${source.idSql})::text`;
-  const fields = source.fieldsSql ? fieldsHashSql(source.fieldsSql, source.schemaSql) : 'NULL';
+  const fields = source.fieldsHashSql ?? 'NULL';
   const hashed = `
     SELECT ${id} AS id, (${source.versionSql})::bigint AS version,
            hashtextextended(${id}, 0) AS h, ${fields}::bigint AS f
@@ -161,16 +160,6 @@ export interface SqlSetSideOptions {
   snapshotBits?: number;
   snapshotTtlMs?: number;
   now?: () => number;
-}
-
-/**
- * The hash of a fields expression in canonical form. Most rows hold no
- * number (text, dates, booleans): they skip the canonicalising function.
- */
-export function fieldsHashSql(fieldsSql: string, schemaSql = '"baton"'): string {
-  return `(SELECT hashtextextended(
-             CASE WHEN fj @? '$.** ? (@.type() == "number")' THEN ${schemaSql}.canonical_jsonb(fj) ELSE fj END::text, 2)
-           FROM (SELECT (${fieldsSql})::jsonb AS fj) fx)`;
 }
 
 /** Digests at `request.bits` (inside `request.within`) from digests at a finer level. */

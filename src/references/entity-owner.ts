@@ -1,3 +1,4 @@
+import { type FieldColumn, ownerFieldsHashSql } from '../caretaker/fields-hash.ts';
 import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
@@ -32,6 +33,8 @@ export class EntityOwner {
   private readonly table: string;
   private readonly key: string;
   private keyType: Promise<string> | undefined;
+  /** The copied fields' column types, read at `install()` (the caretaker's fields hash uses them). */
+  private fieldColumns: FieldColumn[] | undefined;
 
   constructor(
     private readonly db: Database,
@@ -51,8 +54,10 @@ export class EntityOwner {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
         `baton:install:${d.name}`,
       ]);
-      const columns = await tx.query<{ name: string }>(
-        `SELECT attname AS name FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      const columns = await tx.query<FieldColumn>(
+        `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, typ.typtype
+         FROM pg_attribute a JOIN pg_type typ ON typ.oid = a.atttypid
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
         [d.table],
       );
       if (columns.rows.length === 0) {
@@ -60,14 +65,15 @@ export class EntityOwner {
           `entity ${d.name}: table "${d.table}" does not exist. Create it before installing the entity.`,
         );
       }
-      const names = new Set(columns.rows.map((r) => r.name));
+      const byName = new Map(columns.rows.map((r) => [r.name, r]));
       for (const column of [d.key, ...d.fields]) {
-        if (!names.has(column)) {
+        if (!byName.has(column)) {
           throw new InvalidInputError(
             `entity ${d.name}: table "${d.table}" has no column "${column}".`,
           );
         }
       }
+      this.fieldColumns = d.fields.map((f) => byName.get(f) as FieldColumn);
       await tx.query(
         `INSERT INTO ${s}.settings (name, value) VALUES ('service', $1), ('outbox_channel', $2), ('max_payload_bytes', $3)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
@@ -305,9 +311,10 @@ export class EntityOwner {
 
   /** The owner's (id, version, fields) set, as SQL fragments for the caretaker's set reconciliation. */
   memberSource(): MemberSource {
+    // Before install() the types are unknown: every field then takes the event's own (slower) path.
+    const columns = this.fieldColumns ?? this.def.fields.map((name) => ({ name, type: 'unknown' }));
     return {
-      fieldsSql: this.fieldsSql(),
-      schemaSql: this.schemaSql,
+      fieldsHashSql: ownerFieldsHashSql(columns, this.schemaSql),
       fromSql: `${this.table} t LEFT JOIN ${this.schemaSql}.stream_versions v ON v.stream_key = '${entityStreamPrefix(this.def.name)}' || t.${this.key}::text`,
       idSql: `t.${this.key}::text`,
       versionSql: 'coalesce(v.version, 0)',

@@ -60,6 +60,19 @@ export class ReplicaStore {
            personal text[] NOT NULL DEFAULT '{}',
            updated_at timestamptz NOT NULL DEFAULT now())`,
       );
+      // The caretaker's hash of the copied fields, kept with the row: a generated
+      // column follows every change of `fields`, also one made by hand with triggers off.
+      // Looked up first: ALTER TABLE would lock the table at every start-up.
+      const hashed = await tx.query(
+        `SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'fields_hash' AND NOT attisdropped`,
+        [this.tableSql],
+      );
+      if (hashed.rows.length === 0) {
+        await tx.query(
+          `ALTER TABLE ${this.tableSql} ADD COLUMN fields_hash bigint
+             GENERATED ALWAYS AS (${this.schemaSql}.fields_hash(fields)) STORED`,
+        );
+      }
       await tx.query(
         `INSERT INTO ${this.schemaSql}.replicas (entity, table_name, id_type, owner, owner_url, subscription)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -125,8 +138,7 @@ export class ReplicaStore {
   /** The replica's (id, version, fields) set of live rows, as SQL fragments for set reconciliation. */
   memberSource(): MemberSource {
     return {
-      fieldsSql: 'r.fields',
-      schemaSql: this.schemaSql,
+      fieldsHashSql: 'r.fields_hash',
       fromSql: `${this.tableSql} r`,
       idSql: 'r.id::text',
       versionSql: 'r.version',
