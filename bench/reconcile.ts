@@ -8,7 +8,6 @@
  * owner and diff in memory). See bench/README.md, "reconcile".
  */
 import pg from 'pg';
-import { ownerFieldsHashSql } from '../src/caretaker/fields-hash.ts';
 import { httpSetSide, setSideRoute } from '../src/caretaker/http-set-side.ts';
 import {
   diffListings,
@@ -24,6 +23,8 @@ import { migrate } from '../src/db/migrate.ts';
 import { PgDatabase } from '../src/db/pg-database.ts';
 import { serveHttp } from '../src/http/node-server.ts';
 import { createServiceHandler } from '../src/http/service-handler.ts';
+import { ownerMemberSource } from '../src/references/entity-owner.ts';
+import { ReplicaStore } from '../src/references/replica-store.ts';
 import type { BenchFlags } from './support/args.ts';
 import { machine } from './support/clusters.ts';
 import { heading, say, table } from './support/report.ts';
@@ -33,20 +34,17 @@ const DEFAULT_ROWS = 1_000_000;
 const QUICK_ROWS = 200_000;
 const SECRET = 'bench-reconcile-secret-0123456789';
 
-const OWNER: MemberSource = {
-  fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
-  idSql: 't.id',
-  versionSql: 'coalesce(v.version, 0)',
-  // what EntityOwner.memberSource() builds for a copied text column `name`
-  fieldsHashSql: ownerFieldsHashSql([{ name: 'name', type: 'text' }], '"baton"'),
-};
-const REPLICA: MemberSource = {
-  fromSql: 'replica_customer r',
-  idSql: 'r.id',
-  versionSql: 'r.version',
-  whereSql: `r.state <> 'DELETED'`,
-  fieldsHashSql: 'r.fields_hash',
-};
+// What EntityOwner.memberSource() gives for entity `customer` on `customers` copying the text column `name`.
+const OWNER: MemberSource = ownerMemberSource({
+  entity: 'customer',
+  tableSql: 'customers',
+  keySql: 'id',
+  columns: [{ name: 'name', type: 'text' }],
+  schemaSql: '"baton"',
+});
+// Baton's own replica table of `customer` (ReplicaStore: the stored fields hash included).
+const REPLICA_STORE = new ReplicaStore('"baton"', 'customer');
+const REPLICA: MemberSource = REPLICA_STORE.memberSource();
 
 type Kind = 'onlyInOwner' | 'onlyInReplica' | 'versionMismatch' | 'fieldsMismatch';
 interface Injected {
@@ -157,14 +155,17 @@ async function load(owner: PgDatabase, replica: PgDatabase, rows: number): Promi
         SELECT g, 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, ${rows}) g;
       INSERT INTO baton.stream_versions
         SELECT 'baton.entity:customer:' || g, 1 + g % 7 FROM generate_series(1, ${rows}) g;`),
-    replica.query(`
-      CREATE TABLE replica_customer (
-        id bigint PRIMARY KEY, state text NOT NULL, version bigint NOT NULL,
-        fields jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
-        fields_hash bigint GENERATED ALWAYS AS (baton.fields_hash(fields)) STORED);
-      INSERT INTO replica_customer (id, state, version, fields)
-        SELECT g, 'ACTIVE', 1 + g % 7, jsonb_build_object('name', 'customer ' || g)
-        FROM generate_series(1, ${rows}) g;`),
+    (async () => {
+      await REPLICA_STORE.install(replica, 'bigint', {
+        name: 'customers',
+        url: 'http://127.0.0.1:1/baton',
+        subscription: 'bench',
+      });
+      await replica.query(`
+        INSERT INTO baton.replica_customer (id, state, version, fields)
+          SELECT g, 'ACTIVE', 1 + g % 7, jsonb_build_object('name', 'customer ' || g)
+          FROM generate_series(1, ${rows}) g`);
+    })(),
   ]);
 }
 
@@ -190,23 +191,25 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
      WHERE stream_key = ANY(SELECT 'baton.entity:customer:' || unnest($1::bigint[]))`,
     [stale],
   );
-  await replica.query('DELETE FROM replica_customer WHERE id = ANY($1::bigint[])', [lostUpserts]);
+  await replica.query('DELETE FROM baton.replica_customer WHERE id = ANY($1::bigint[])', [
+    lostUpserts,
+  ]);
   await replica.query(
-    `INSERT INTO replica_customer (id, state, version, fields)
+    `INSERT INTO baton.replica_customer (id, state, version, fields)
      SELECT g, 'ACTIVE', 1, '{}' FROM unnest($1::bigint[]) g`,
     [orphans],
   );
   await replica.query(
-    'UPDATE replica_customer SET version = version + 10 WHERE id = ANY($1::bigint[])',
+    'UPDATE baton.replica_customer SET version = version + 10 WHERE id = ANY($1::bigint[])',
     [edited],
   );
   await replica.query(
-    `UPDATE replica_customer SET fields = '{"name": "forged"}' WHERE id = ANY($1::bigint[])`,
+    `UPDATE baton.replica_customer SET fields = '{"name": "forged"}' WHERE id = ANY($1::bigint[])`,
     [forged],
   );
   await Promise.all([
     owner.query('VACUUM ANALYZE customers, baton.stream_versions'),
-    replica.query('VACUUM ANALYZE replica_customer'),
+    replica.query('VACUUM ANALYZE baton.replica_customer'),
   ]);
   const mark = (list: number[], kind: Kind, what: string) =>
     list.map((id) => ({ id: String(id), kind, what }));

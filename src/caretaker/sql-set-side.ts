@@ -27,6 +27,16 @@ export interface MemberSource {
   /** Optional filter (e.g. live rows only). */
   whereSql?: string;
   /**
+   * Optional cheaper form for scans that keep a few buckets (the levels below
+   * the whole-set digest, member listings): the same members, but `fromSql`
+   * without the join that supplies the version, and `versionSql` looking it
+   * up per row (a correlated subquery, by index). A whole-set scan joins — one
+   * pass over both tables; a scan that keeps a few rows in a hundred then
+   * reads only theirs (10,000,000 owner rows, 1,600 of 65,536 buckets: 1.9 s
+   * instead of 12 s for the hash join).
+   */
+  subset?: { fromSql: string; versionSql: string };
+  /**
    * Optional bigint expression: the hash of the member's fields, so fields
    * that differ at an equal version are found too. Both sides of a
    * reconciliation must have it, or neither, and compute equal hashes for
@@ -67,17 +77,19 @@ export function sqlSetSide(
   const now = options.now ?? Date.now;
   const id = `(${source.idSql})::text`;
   const fields = source.fieldsHashSql ?? 'NULL';
-  const hashed = `
-    SELECT ${id} AS id, (${source.versionSql})::bigint AS version,
+  const hashedFrom = (from: { fromSql: string; versionSql: string }) => `
+    SELECT ${id} AS id, (${from.versionSql})::bigint AS version,
            hashtextextended(${id}, 0) AS h, ${fields}::bigint AS f
-    FROM ${source.fromSql}
+    FROM ${from.fromSql}
     WHERE ${id} IS NOT NULL${source.whereSql ? ` AND (${source.whereSql})` : ''}`;
+  const hashed = hashedFrom(source);
+  const hashedSubset = hashedFrom(source.subset ?? source);
   const digestSql = (within: boolean) => `
     SELECT p::text AS p, count(*)::text AS n, bit_xor(hv)::text AS x
     FROM (
       SELECT h >> $1::int AS p,
              hashtextextended(id || ':' || version::text || coalesce(':' || f::text, ''), 1) AS hv
-      FROM (${hashed}) m
+      FROM (${within ? hashedSubset : hashed}) m
       ${within ? 'WHERE (h >> $2::int) IN (SELECT unnest($3::bigint[]))' : ''}
     ) b
     GROUP BY p`;
@@ -85,7 +97,7 @@ export function sqlSetSide(
   const digestWithin = digestSql(true);
   const membersSql = `
     SELECT id, version::text AS version, f::text AS fields
-    FROM (${hashed}) m
+    FROM (${hashedSubset}) m
     WHERE (h >> $1::int) IN (SELECT unnest($2::bigint[]))
       AND ($3::text IS NULL OR id > $3::text COLLATE "C")
     ORDER BY id COLLATE "C"

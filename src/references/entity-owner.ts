@@ -313,13 +313,40 @@ export class EntityOwner {
   memberSource(): MemberSource {
     // Before install() the types are unknown: every field then takes the event's own (slower) path.
     const columns = this.fieldColumns ?? this.def.fields.map((name) => ({ name, type: 'unknown' }));
-    return {
-      fieldsHashSql: ownerFieldsHashSql(columns, this.schemaSql),
-      fromSql: `${this.table} t LEFT JOIN ${this.schemaSql}.stream_versions v ON v.stream_key = '${entityStreamPrefix(this.def.name)}' || t.${this.key}::text`,
-      idSql: `t.${this.key}::text`,
-      versionSql: 'coalesce(v.version, 0)',
-    };
+    return ownerMemberSource({
+      entity: this.def.name,
+      tableSql: this.table,
+      keySql: this.key,
+      columns,
+      schemaSql: this.schemaSql,
+    });
   }
+}
+
+/**
+ * An owner's members: its rows, each with the version of its entity stream
+ * (joined for a whole-set scan, looked up per row for a scan of a few
+ * buckets) and the hash of its copied fields.
+ */
+export function ownerMemberSource(o: {
+  entity: string;
+  /** The entity's table and key column, quoted. */
+  tableSql: string;
+  keySql: string;
+  columns: readonly FieldColumn[];
+  schemaSql: string;
+}): MemberSource {
+  const streamKey = `'${entityStreamPrefix(o.entity)}' || t.${o.keySql}::text`;
+  return {
+    fieldsHashSql: ownerFieldsHashSql(o.columns, o.schemaSql),
+    fromSql: `${o.tableSql} t LEFT JOIN ${o.schemaSql}.stream_versions v ON v.stream_key = ${streamKey}`,
+    idSql: `t.${o.keySql}::text`,
+    versionSql: 'coalesce(v.version, 0)',
+    subset: {
+      fromSql: `${o.tableSql} t`,
+      versionSql: `coalesce((SELECT v.version FROM ${o.schemaSql}.stream_versions v WHERE v.stream_key = ${streamKey}), 0)`,
+    },
+  };
 }
 
 /** The version counter of an entity's state events (a stream of its own, apart from the service's other events on the same key). */
