@@ -10,12 +10,10 @@ import { createBaton } from '../../src/baton.ts';
 import { PgDatabase } from '../../src/db/pg-database.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
 import { httpFeedSource } from '../../src/transports/http-feed/feed-source.ts';
-import { withClaimRewrite } from './claim-rewrite.ts';
 import type { ChildMessage, ConsumerChildConfig } from './consumer-config.ts';
 
 const config = JSON.parse(process.env.BENCH_CONSUMER_CONFIG ?? '') as ConsumerChildConfig;
 let errors = 0;
-let claimRewrites = 0;
 
 function send(message: ChildMessage): void {
   process.send?.(message);
@@ -35,10 +33,8 @@ async function main(): Promise<void> {
     connectionString: config.databaseUrl,
     max: tuning.concurrency + 3,
     application_name: 'bench-consumer',
-    ...(config.pgOptions ? { options: config.pgOptions } : {}),
   });
-  const pgDatabase = new PgDatabase({ pool });
-  const db = config.claimRewrite ? withClaimRewrite(pgDatabase, () => claimRewrites++) : pgDatabase;
+  const db = new PgDatabase({ pool });
   const baton = createBaton({ db, service: 'bench-consumer', logger });
   const consumer = baton
     .consumer({
@@ -63,7 +59,7 @@ async function main(): Promise<void> {
     await consumer.stop();
     await db.close();
     await pool.end();
-    send({ type: 'stopped', vmHwmKb: await vmHwmKb(), errors, claimRewrites });
+    send({ type: 'stopped', vmHwmKb: await vmHwmKb(), errors });
     process.disconnect?.();
   });
 }

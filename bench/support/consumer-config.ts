@@ -5,10 +5,6 @@ export interface ConsumerChildConfig {
   secret: string;
   eventType: string;
   tuning: ConsumerTuning;
-  /** Session settings for the consumer's connections (libpq `options`), e.g. `-c enable_nestloop=off`. */
-  pgOptions: string | undefined;
-  /** Experiment: send the rewritten claim statement (see claim-rewrite.ts). */
-  claimRewrite: boolean;
 }
 
 /** The consumer options the benchmark varies. */
@@ -23,7 +19,7 @@ export interface ConsumerTuning {
 /** Messages from the child to the parent (over the fork IPC channel). */
 export type ChildMessage =
   | { type: 'ready' }
-  | { type: 'stopped'; vmHwmKb: number; errors: number; claimRewrites: number }
+  | { type: 'stopped'; vmHwmKb: number; errors: number }
   | { type: 'failed'; message: string };
 
 /** The consumer's table: one row per handled event, stamped with the consumer database's clock. */

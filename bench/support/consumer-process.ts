@@ -12,7 +12,7 @@ export interface ConsumerProcess {
   /** Largest VmRSS seen by sampling so far (MiB). */
   sampledRssMbMax(): number;
   /** Stops the consumer cleanly; returns its peak RSS (VmHWM, MiB) and logged errors. */
-  stop(): Promise<{ vmHwmMb: number; errors: number; claimRewrites: number }>;
+  stop(): Promise<{ vmHwmMb: number; errors: number }>;
   /** Kills the child (for error paths). */
   kill(): void;
 }
@@ -49,7 +49,6 @@ export async function startConsumerProcess(config: ConsumerChildConfig): Promise
       return {
         vmHwmMb: stopped.vmHwmKb / 1024,
         errors: stopped.errors,
-        claimRewrites: stopped.claimRewrites,
       };
     },
     kill() {

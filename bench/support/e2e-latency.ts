@@ -1,7 +1,7 @@
 import type { BenchClusters } from './clusters.ts';
 import type { ConsumerTuning } from './consumer-config.ts';
 import { closeClients, openClients, pacedLoop } from './load.ts';
-import { CLAIM_PLAN_WORKAROUND, EVENT_TYPE, type RelayTuning, startPipeline } from './pipeline.ts';
+import { EVENT_TYPE, type RelayTuning, startPipeline } from './pipeline.ts';
 import { heading, say } from './report.ts';
 import { percentile, round, sleep, wallMs } from './stats.ts';
 
@@ -60,7 +60,6 @@ export async function runE2eLatency(
   const pipeline = await startPipeline(clusters, {
     name: 'bench_latency',
     notifyOnPublish: true,
-    consumerPgOptions: CLAIM_PLAN_WORKAROUND,
     relay: options.relay,
     consumer: options.consumer,
   });

@@ -3,13 +3,7 @@ import { uuidv7 } from '../../src/messaging/uuid-v7.ts';
 import type { BenchClusters } from './clusters.ts';
 import type { ConsumerTuning } from './consumer-config.ts';
 import { type ClosedLoopResult, closeClients, closedLoop, openClients } from './load.ts';
-import {
-  CLAIM_PLAN_WORKAROUND,
-  EVENT_TYPE,
-  ORDERS_TABLE_SQL,
-  type RelayTuning,
-  startPipeline,
-} from './pipeline.ts';
+import { EVENT_TYPE, ORDERS_TABLE_SQL, type RelayTuning, startPipeline } from './pipeline.ts';
 import { heading, say, table } from './report.ts';
 import { percentile, round, sleep, wallMs } from './stats.ts';
 
@@ -30,8 +24,6 @@ export interface ThroughputConfig {
   label: string;
   relay: RelayTuning;
   consumer: ConsumerTuning;
-  /** Experiment: the rewritten claim statement (no planner workaround then). */
-  claimRewrite?: boolean;
 }
 
 export interface ThroughputRun {
@@ -48,8 +40,6 @@ export interface ThroughputRun {
   drained: boolean;
   rssMbMax: number;
   consumerErrors: number;
-  experiment: boolean;
-  claimRewrites: number;
   /** Publisher transaction (insert + publish + commit) latency, p50 / p99 ms. */
   publisherTxP50Ms: number;
   publisherTxP99Ms: number;
@@ -121,9 +111,6 @@ export async function runE2eThroughput(
   say(
     'Baseline: the same clients and tx shape inserting the events into a plain table (no Baton).',
   );
-  say(
-    `Consumer sessions run with "${CLAIM_PLAN_WORKAROUND}" (workaround for the claim plan; see README Findings).`,
-  );
   say('Does not measure: network hops between machines (all on loopback, sharing 2 cores).');
 
   const baseline = await runBaseline(clusters, options);
@@ -140,11 +127,7 @@ export async function runE2eThroughput(
       `${config.label}: ${run.overallEventsPerSec} events/s end to end (${run.published} events; handled ${run.steadyEventsPerSec}/s in the window, published ${run.publishedPerSec}/s, publisher tx p50/p99 ${run.publisherTxP50Ms}/${run.publisherTxP99Ms} ms, drained ${run.drained}, consumer RSS max ${run.rssMbMax} MiB)`,
     );
   }
-  // The headline is Baton as shipped; experiments are reported beside it.
-  const shipped = runs.filter((r) => !r.experiment);
-  const best = (shipped.length > 0 ? shipped : runs).reduce((a, b) =>
-    b.overallEventsPerSec > a.overallEventsPerSec ? b : a,
-  );
+  const best = runs.reduce((a, b) => (b.overallEventsPerSec > a.overallEventsPerSec ? b : a));
   const ratio = round(best.overallEventsPerSec / baselineRowsPerSec, 3);
   table([
     [
@@ -222,8 +205,6 @@ async function runPipeline(
   const pipeline = await startPipeline(clusters, {
     name: `bench_tp${index}`,
     notifyOnPublish: true,
-    consumerPgOptions: config.claimRewrite ? undefined : CLAIM_PLAN_WORKAROUND,
-    claimRewrite: config.claimRewrite ?? false,
     relay: config.relay,
     consumer: config.consumer,
   });
@@ -291,8 +272,6 @@ async function runPipeline(
     drained,
     rssMbMax: round(Math.max(stopped.vmHwmMb, stopped.sampledRssMbMax), 1),
     consumerErrors: stopped.consumerErrors,
-    experiment: config.claimRewrite ?? false,
-    claimRewrites: stopped.claimRewrites,
     publisherTxP50Ms: round(percentile(load.txLatenciesMs, 50), 1),
     publisherTxP99Ms: round(percentile(load.txLatenciesMs, 99), 1),
   };

@@ -24,6 +24,12 @@ export interface OverheadResult {
   /** Same with a NOTIFY in every publishing transaction (notifyMinIntervalMs: 0; before 0.1). */
   notifyEveryTxPerSec: number;
   ratioNotifyEvery: number;
+  /**
+   * The floor: the same transaction with one more plain INSERT instead of the
+   * publish (no Baton) — what any second statement costs here.
+   */
+  secondInsertTxPerSec: number;
+  ratioSecondInsert: number;
   perRound: {
     round: number;
     variant: Variant;
@@ -33,7 +39,12 @@ export interface OverheadResult {
   }[];
 }
 
-type Variant = 'baseline' | 'publish' | 'publish, no NOTIFY' | 'publish, NOTIFY every tx';
+type Variant =
+  | 'baseline'
+  | 'publish'
+  | 'publish, no NOTIFY'
+  | 'publish, NOTIFY every tx'
+  | 'one more INSERT (no Baton)';
 
 const INSERT_ORDER = 'INSERT INTO orders (client, amount, note) VALUES ($1, $2, $3) RETURNING id';
 
@@ -54,7 +65,7 @@ export async function runOutboxOverhead(
   );
   say('  on a durable cluster (fsync on, synchronous_commit on), with the relay running (it');
   say('  sequences the rows concurrently, as in production; it wakes on NOTIFY or polls every');
-  say(`  100 ms). ${options.rounds} rounds × 4 variants × ${options.runMs} ms, rotating order;`);
+  say(`  100 ms). ${options.rounds} rounds × 5 variants × ${options.runMs} ms, rotating order;`);
   say('  ratio = median over rounds of (baseline tx/s ÷ variant tx/s) within the round.');
   say('Does not measure: the feed, consumers, or network latency to a remote database.');
 
@@ -71,12 +82,14 @@ export async function runOutboxOverhead(
   await relay.start();
   const clients = await openClients(url, options.clients);
 
-  const txn = (publish: typeof withNotify.publish | undefined): Txn => {
+  const txn = (publish: typeof withNotify.publish | 'insert' | undefined): Txn => {
     return async (client, index, n) => {
       await client.query('BEGIN');
       const r = await client.query<{ id: string }>(INSERT_ORDER, [index, n % 1000, 'bench order']);
       const id = r.rows[0]?.id ?? '';
-      if (publish) {
+      if (publish === 'insert') {
+        await client.query(INSERT_ORDER, [index, n % 1000, 'second row']);
+      } else if (publish) {
         await publish(client, {
           type: 'order.placed',
           key: `order-${id}`,
@@ -92,6 +105,7 @@ export async function runOutboxOverhead(
     publish: txn((tx, e) => withNotify.publish(tx, e)),
     'publish, no NOTIFY': txn((tx, e) => withoutNotify.publish(tx, e)),
     'publish, NOTIFY every tx': txn((tx, e) => notifyEvery.publish(tx, e)),
+    'one more INSERT (no Baton)': txn('insert'),
   };
   const order = Object.keys(variants) as Variant[];
   const perRound: OverheadResult['perRound'] = [];
@@ -147,6 +161,8 @@ export async function runOutboxOverhead(
     ratioNoNotify: round(pairedRatio('publish, no NOTIFY'), 3),
     notifyEveryTxPerSec: round(notifyEveryTxPerSec, 0),
     ratioNotifyEvery: round(pairedRatio('publish, NOTIFY every tx'), 3),
+    secondInsertTxPerSec: round(med('one more INSERT (no Baton)'), 0),
+    ratioSecondInsert: round(pairedRatio('one more INSERT (no Baton)'), 3),
     perRound,
   };
   table([
@@ -162,7 +178,7 @@ export async function runOutboxOverhead(
     }),
   ]);
   say(
-    `outboxOverheadRatio = ${result.ratioNotify} (defaults: NOTIFY at most every 20 ms), ${result.ratioNoNotify} without NOTIFY, ${result.ratioNotifyEvery} with a NOTIFY in every transaction (target ≤ 1.10).`,
+    `outboxOverheadRatio = ${result.ratioNotify} (defaults: NOTIFY at most every 20 ms), ${result.ratioNoNotify} without NOTIFY, ${result.ratioNotifyEvery} with a NOTIFY in every transaction (target ≤ 1.10); floor: one more plain INSERT instead of the publish costs ${result.ratioSecondInsert}.`,
   );
   return result;
 }

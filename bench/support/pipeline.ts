@@ -4,7 +4,6 @@ import type { PgDatabase } from '../../src/db/pg-database.ts';
 import { type RunningServer, serveHttp } from '../../src/http/node-server.ts';
 import type { Relay } from '../../src/messaging/relay.ts';
 import type { FeedHandler } from '../../src/transports/http-feed/feed-handler.ts';
-import { CLAIM_INDEX_SQL } from './claim-rewrite.ts';
 import type { BenchClusters } from './clusters.ts';
 import { type ConsumerTuning, HANDLED_TABLE_SQL } from './consumer-config.ts';
 import { type ConsumerProcess, startConsumerProcess } from './consumer-process.ts';
@@ -23,19 +22,7 @@ export interface PipelineOptions {
   notifyOnPublish: boolean;
   relay: RelayTuning;
   consumer: ConsumerTuning;
-  /** Session settings for the consumer's connections (see CLAIM_PLAN_WORKAROUND). */
-  consumerPgOptions: string | undefined;
-  /** Experiment: rewritten claim statement plus its index (see claim-rewrite.ts). */
-  claimRewrite?: boolean;
 }
-
-/**
- * The consumer's claim statement gets a quadratic plan whenever statistics
- * say few entries are pending (a caught-up consumer) and then a burst
- * arrives: 20 s per claim with 5,000 pending (bench/README.md, "Findings").
- * Turning nested loops off for the consumer's sessions avoids that plan.
- */
-export const CLAIM_PLAN_WORKAROUND = '-c enable_nestloop=off';
 
 /**
  * The two services of an end-to-end run: the producer (this process: its
@@ -56,7 +43,6 @@ export interface Pipeline {
     vmHwmMb: number;
     sampledRssMbMax: number;
     consumerErrors: number;
-    claimRewrites: number;
   }>;
 }
 
@@ -79,7 +65,6 @@ export async function startPipeline(
   const consumerSide = await clusters.database(clusters.consumer, `${options.name}_consumer`, 2);
   await consumerSide.db.query(HANDLED_TABLE_SQL);
   await createBaton({ db: consumerSide.db, service: 'bench-consumer' }).migrate();
-  if (options.claimRewrite) await consumerSide.db.query(CLAIM_INDEX_SQL);
 
   const relay: Relay = baton.relay(options.relay);
   await relay.start();
@@ -99,8 +84,6 @@ export async function startPipeline(
       secret: SECRET,
       eventType: EVENT_TYPE,
       tuning: options.consumer,
-      pgOptions: options.consumerPgOptions,
-      claimRewrite: options.claimRewrite ?? false,
     });
   } catch (error) {
     await Promise.all([relay.stop(), feed.close(), server.close(), counter.end()]);
@@ -141,7 +124,6 @@ export async function startPipeline(
         vmHwmMb: stopped.vmHwmMb,
         sampledRssMbMax,
         consumerErrors: stopped.errors,
-        claimRewrites: stopped.claimRewrites,
       };
     },
   };
