@@ -211,7 +211,7 @@ export class Reference {
    * like every other violation — instead of aborting it. Text keys skip it.
    */
   private async share(tx: Executor, id: string) {
-    const guarded = !/^(text|character varying)$/.test(this.replica.idType);
+    const guarded = !castCannotFail(this.replica.idType, id);
     if (guarded) await tx.query('SAVEPOINT baton_reference_check');
     try {
       const row = await this.replica.share(tx, id);
@@ -232,6 +232,27 @@ export class Reference {
       throw error;
     }
   }
+}
+
+const INTEGER_RANGES: Record<string, [bigint, bigint]> = {
+  smallint: [-(2n ** 15n), 2n ** 15n - 1n],
+  integer: [-(2n ** 31n), 2n ** 31n - 1n],
+  bigint: [-(2n ** 63n), 2n ** 63n - 1n],
+};
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Whether `id` certainly casts to the key type: text always does; an
+ * integer in range and a canonical UUID do. Only then can the replica read
+ * skip its savepoint (two round trips on every check of an integer or UUID key).
+ */
+function castCannotFail(idType: string, id: string): boolean {
+  if (idType === 'text' || idType === 'character varying') return true;
+  if (idType === 'uuid') return CANONICAL_UUID.test(id);
+  const range = INTEGER_RANGES[idType];
+  if (!range || !/^-?\d{1,19}$/.test(id)) return false;
+  const n = BigInt(id);
+  return n >= range[0] && n <= range[1];
 }
 
 /** Turns the check trigger's error into a `ReferenceViolation` (other errors pass through unchanged). */
