@@ -4,48 +4,50 @@ import { authHeaders, RequestVerifier } from '../src/transports/http-feed/auth.t
 const SECRET = 'unit-secret-0123456789abcdef';
 const PARTS = { method: 'GET', target: '/baton/events?after=0' };
 
+/** A verifier with a 30 s window on a clock the test moves, and a signer on the same clock. */
+function verifierAt(clock: { now: number }) {
+  const verifier = new RequestVerifier(
+    { type: 'hmac', secrets: [SECRET], windowSeconds: 30 },
+    () => clock.now,
+  );
+  const sign = () => authHeaders({ type: 'hmac', secret: SECRET }, PARTS, clock.now);
+  return { verifier, sign };
+}
+
 describe('RequestVerifier nonce memory', () => {
   it('forgets nonces once their window has passed, and only then', () => {
-    let now = 1_000_000_000_000;
-    const verifier = new RequestVerifier(
-      { type: 'hmac', secrets: [SECRET], windowSeconds: 30 },
-      () => now,
-    );
-    const sign = () => authHeaders({ type: 'hmac', secret: SECRET }, PARTS, now);
+    const clock = { now: 1_000_000_000_000 };
+    const { verifier, sign } = verifierAt(clock);
     const first = sign();
     expect(verifier.verify(first, PARTS)).toBeUndefined();
     for (let i = 0; i < 999; i++) {
-      now += 10;
+      clock.now += 10;
       expect(verifier.verify(sign(), PARTS)).toBeUndefined();
     }
     expect(verifier.rememberedNonces).toBe(1000);
     // Still inside the first nonce's memory: its replay is refused however many came after it.
-    now += 20_000;
+    clock.now += 20_000;
     expect(verifier.verify(first, PARTS)).toMatch(/replayed request|signature expired/);
     expect(verifier.rememberedNonces).toBe(1000);
     // Two windows after the last one: a new request leaves only itself remembered.
-    now += 61_000;
+    clock.now += 61_000;
     expect(verifier.verify(sign(), PARTS)).toBeUndefined();
     expect(verifier.rememberedNonces).toBe(1);
   });
 
   it('forgets the oldest first: a nonce in the middle of the window is still refused', () => {
-    let now = 2_000_000_000_000;
-    const verifier = new RequestVerifier(
-      { type: 'hmac', secrets: [SECRET], windowSeconds: 30 },
-      () => now,
-    );
-    const sign = () => authHeaders({ type: 'hmac', secret: SECRET }, PARTS, now);
+    const clock = { now: 2_000_000_000_000 };
+    const { verifier, sign } = verifierAt(clock);
     const early = sign();
     expect(verifier.verify(early, PARTS)).toBeUndefined();
-    now += 25_000;
+    clock.now += 25_000;
     const middle = sign();
     expect(verifier.verify(middle, PARTS)).toBeUndefined();
     // The early one's memory (2 × 30 s) ends; the middle one's does not.
-    now += 40_000;
+    clock.now += 40_000;
     expect(verifier.verify(sign(), PARTS)).toBeUndefined();
     expect(verifier.rememberedNonces).toBe(2);
-    now -= 36_000; // back inside the middle request's signature window
+    clock.now -= 36_000; // back inside the middle request's signature window
     expect(verifier.verify(middle, PARTS)).toMatch(/replayed request/);
   });
 });
