@@ -178,6 +178,16 @@ describe('handling on ingest', () => {
     expect(await effects()).toEqual(['a×1', 'b×1']);
   });
 
+  it('the same event twice in one batch is handled once', async () => {
+    const twice = event('a');
+    const c = consumer(scripted([[twice, { ...twice }, event('b')]]), new Set());
+    await c.start();
+    await c.stop();
+    await c.fetchOnce(0);
+    expect(await inbox()).toEqual(['a:handled', 'b:handled']);
+    expect(await effects()).toEqual(['a×1', 'b×1']);
+  });
+
   it('handleOnIngest: false stores everything for the workers', async () => {
     const c = consumer(scripted([[event('a'), event('b')]]), new Set(), { handleOnIngest: false });
     await c.start();

@@ -194,6 +194,8 @@ export class InboxStore {
         return row;
       }
       now.push(toEntry(row));
+      // The same event twice in one batch (a feed that repeats itself) is handled once.
+      seen.add(row.id as string);
       return { ...row, status: 'handled' as const };
     });
     if (now.length === 0) return undefined;
