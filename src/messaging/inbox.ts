@@ -5,7 +5,7 @@ import type { BatonEvent } from './event.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 
 /** A row ready to be written to the inbox: an event to handle, or a dead letter from birth. */
-export interface InboxInsert {
+interface InboxInsert {
   position: string;
   id: string | null;
   type: string | null;
