@@ -46,7 +46,7 @@ const OWNER: MemberSource = ownerMemberSource({
 const REPLICA_STORE = new ReplicaStore('"baton"', 'customer');
 const REPLICA: MemberSource = REPLICA_STORE.memberSource();
 
-type Kind = 'onlyInOwner' | 'onlyInReplica' | 'versionMismatch' | 'fieldsMismatch';
+type Kind = 'onlyInOwner' | 'onlyInReplica' | 'versionMismatch' | 'contentMismatch';
 interface Injected {
   id: string;
   kind: Kind;
@@ -219,7 +219,7 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
     ...mark(stale, 'versionMismatch', 'stale replica'),
     ...mark(orphans, 'onlyInReplica', 'true orphan'),
     ...mark(edited, 'versionMismatch', 'replica edited by hand'),
-    ...mark(forged, 'fieldsMismatch', 'fields edited by hand'),
+    ...mark(forged, 'contentMismatch', 'fields edited by hand'),
   ];
 }
 
@@ -243,7 +243,7 @@ function score(
   for (const m of difference.onlyInOwner) reported.set(m.id, 'onlyInOwner');
   for (const m of difference.onlyInReplica) reported.set(m.id, 'onlyInReplica');
   for (const m of difference.versionMismatch) reported.set(m.id, 'versionMismatch');
-  for (const m of difference.fieldsMismatch) reported.set(m.id, 'fieldsMismatch');
+  for (const m of difference.contentMismatch) reported.set(m.id, 'contentMismatch');
   const found = injected.filter((d) => reported.get(d.id) === d.kind).length;
   return { found, unexpected: reported.size - found };
 }

@@ -257,12 +257,12 @@ export function createBaton(options: BatonOptions): Baton {
           feed.route,
           ...entityRoutes(options.db, schemaSql, () => registry.owners),
           ...participant.routes(),
-          setSideRoute((name) => {
+          setSideRoute(async (name) => {
             // One side per entity, kept: it reuses its whole-set digest for the deeper levels of a run.
             let side = setSides.get(name);
             const owner = registry.owners.get(name);
             if (!side && owner) {
-              side = sqlSetSide(options.db, owner.memberSource());
+              side = sqlSetSide(options.db, await owner.memberSource());
               setSides.set(name, side);
             }
             return side;

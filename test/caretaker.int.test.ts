@@ -110,9 +110,10 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
       c2: 'true-orphan',
       c3: 'stale-replica',
       c4: 'lost-delete',
-      c5: 'stale-replica',
-      c6: 'stale-replica',
-      c7: 'stale-replica',
+      // At the owner's version or above it, with other content: the owner announces its state again.
+      c5: 'diverged',
+      c6: 'diverged',
+      c7: 'diverged',
       c400: 'lost-upsert',
       c777: 'true-orphan',
     });
@@ -124,10 +125,12 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
     expect(repaired.totals.differences).toBe(9);
     expect(repaired.totals.repaired).toBe(10); // 9 differences + 1 dangling referencing row
     const rows = await replica();
-    expect(rows).toContain('c900:ACTIVE:0'); // never announced: the owner has no version for it yet
+    // Never announced (written with the trigger off): the owner announced it now.
+    expect(rows).toContain('c900:ACTIVE:1');
     expect(rows).toContain('c2:DELETED:2');
     expect(rows).toContain('c4:DELETED:2');
-    expect(rows).toContain('c5:ACTIVE:1');
+    // A repair never moves a replica back: the owner announced above the forged version 6.
+    expect(rows).toContain('c5:ACTIVE:7');
     expect(rows).toContain('c400:ACTIVE:1');
     expect(rows).toContain('c777:DELETED:2');
     const name = await referrer(
@@ -138,8 +141,17 @@ describe('caretaker: finds every divergence, repairs it by policy, then finds no
       "SELECT id, fields->>'name' AS name, version FROM baton.replica_customer WHERE id IN ('c6', 'c7') ORDER BY id",
     );
     expect(names.rows).toEqual([
-      { id: 'c6', name: 'Customer 6', version: '1' },
-      { id: 'c7', name: 'Quietly renamed', version: '1' },
+      { id: 'c6', name: 'Customer 6', version: '2' },
+      { id: 'c7', name: 'Quietly renamed', version: '2' },
+    ]);
+    // The owner's own records agree: tombstones for the orphans it had no record of.
+    const tombstones = await owner(
+      "SELECT id, version FROM baton.tombstones WHERE id IN ('c2', 'c777', 'nobody') ORDER BY id",
+    );
+    expect(tombstones.rows).toEqual([
+      { id: 'c2', version: '2' },
+      { id: 'c777', version: '2' },
+      { id: 'nobody', version: '1' },
     ]);
     // Cascade applied to the orders of the deleted and orphaned customers and the dangling one.
     const left = await referrer(

@@ -169,11 +169,15 @@ describe('baton reconcile and baton status (references), as child processes', ()
     expect(out).toContain('Entity customer (owner customers)');
     expect(out).toMatch(/cut\s+owner watermark \d+, replica cursor \d+, caught up/);
     expect(out).toMatch(
-      /differences\s+7: 2 lost-upsert, 2 stale-replica, 1 lost-delete, 2 true-orphan/,
+      /differences\s+7: 2 lost-upsert, 1 stale-replica, 1 lost-delete, 1 diverged, 2 true-orphan/,
     );
-    expect(out).toMatch(/^\s+c900\s+lost-upsert\s+active v0\s+absent\s+would replay/m);
-    expect(out).toMatch(/^\s+c5\s+stale-replica\s+active v1\s+active v6\s+would replay/m);
-    expect(out).toMatch(/^\s+c4\s+lost-delete\s+deleted v2\s+active v1\s+would replay/m);
+    expect(out).toMatch(
+      /^\s+c900\s+lost-upsert\s+active v0\s+absent\s+would ask the owner to announce/m,
+    );
+    expect(out).toMatch(
+      /^\s+c5\s+diverged\s+active v1\s+active v6\s+would ask the owner to announce its state above v6/m,
+    );
+    expect(out).toMatch(/^\s+c4\s+lost-delete\s+deleted v2\s+active v1\s+would apply/m);
     expect(out).toMatch(/^\s+c777\s+true-orphan\s+absent v0\s+active v1\s+would quarantine/m);
     expect(out).toContain('referencing rows orders.customer_id: 1 with no replica entry');
     expect(out).toMatch(/bytes exchanged\s+\d+(\.\d)? k?B/);
@@ -191,7 +195,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
       c2: 'true-orphan',
       c3: 'stale-replica',
       c4: 'lost-delete',
-      c5: 'stale-replica',
+      c5: 'diverged',
       c100: 'lost-upsert',
       c777: 'true-orphan',
     });
@@ -199,7 +203,13 @@ describe('baton reconcile and baton status (references), as child processes', ()
       differences: 7,
       repaired: 0,
       referencingRowProblems: 1,
-      byClass: { 'lost-upsert': 2, 'stale-replica': 2, 'lost-delete': 1, 'true-orphan': 2 },
+      byClass: {
+        'lost-upsert': 2,
+        'stale-replica': 1,
+        'lost-delete': 1,
+        diverged: 1,
+        'true-orphan': 2,
+      },
     });
     expect(report.totals.bytesExchanged).toBeGreaterThan(0);
     expect(await replica()).toEqual(replicaBefore);
@@ -225,10 +235,10 @@ describe('baton reconcile and baton status (references), as child processes', ()
     expect(repair.stdout).toContain('Result: consistent — nothing left to repair.');
     const rows = await replica();
     for (const row of [
-      'c900:ACTIVE:0',
+      'c900:ACTIVE:1',
       'c2:DELETED:2',
       'c4:DELETED:2',
-      'c5:ACTIVE:1',
+      'c5:ACTIVE:7',
       'c100:ACTIVE:1',
       'c777:DELETED:2',
     ]) {

@@ -19,15 +19,11 @@ import { freshDatabase, SECRET } from './helpers.ts';
 const ROWS = 20_000;
 
 const OWNER_SOURCE = {
-  fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
-  idSql: 't.id',
-  versionSql: 'coalesce(v.version, 0)',
+  sql: `SELECT t.id::text AS id, coalesce(v.version, 0) AS version, NULL AS content
+        FROM customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
 };
 const REPLICA_SOURCE = {
-  fromSql: 'replica_customer r',
-  idSql: 'r.id',
-  versionSql: 'r.version',
-  whereSql: `r.state <> 'purged'`,
+  sql: `SELECT r.id::text AS id, r.version, NULL AS content FROM replica_customer r WHERE r.state <> 'purged'`,
 };
 
 describe('set reconciliation between two PostgreSQL databases', () => {
@@ -115,13 +111,13 @@ describe('set reconciliation between two PostgreSQL databases', () => {
       onlyInOwner: [],
       onlyInReplica: [],
       versionMismatch: [],
-      fieldsMismatch: [],
+      contentMismatch: [],
     });
     expect(stats.owner.calls).toBe(1);
   });
 
   it('finds an empty replica wholly different, by listing (the streaming fallback)', async () => {
-    const empty = sqlSetSide(replicaDb.db, { ...REPLICA_SOURCE, whereSql: 'false' });
+    const empty = sqlSetSide(replicaDb.db, { sql: `${REPLICA_SOURCE.sql} AND false` });
     const { stats, ...difference } = await reconcileSets(ownerSide, empty, { pageSize: 5000 });
     expect(difference.onlyInOwner).toHaveLength(ownerMembers.length);
     expect(difference.onlyInReplica).toEqual([]);
@@ -240,12 +236,9 @@ async function injectDifferences(owner: TestDatabase, replica: TestDatabase): Pr
     UPDATE replica_customer SET version = 9 WHERE id = '9009';`);
 }
 
-async function allMembers(
-  database: TestDatabase,
-  source: { fromSql: string; idSql: string; versionSql: string; whereSql?: string },
-): Promise<Member[]> {
+async function allMembers(database: TestDatabase, source: { sql: string }): Promise<Member[]> {
   const result = await database.db.query<{ id: string; version: string }>(
-    `SELECT (${source.idSql})::text AS id, (${source.versionSql})::text AS version FROM ${source.fromSql} WHERE ${source.whereSql ?? 'true'}`,
+    `SELECT id, version::text AS version FROM (${source.sql}) m`,
   );
   return result.rows.map((r) => ({ id: r.id, version: Number(r.version) }));
 }
@@ -261,6 +254,6 @@ function groundTruth(owner: readonly Member[], replica: readonly Member[]): SetD
       .filter((m) => r.has(m.id) && r.get(m.id) !== m.version)
       .map((m) => ({ id: m.id, ownerVersion: m.version, replicaVersion: r.get(m.id) as number }))
       .sort(byId),
-    fieldsMismatch: [],
+    contentMismatch: [],
   };
 }

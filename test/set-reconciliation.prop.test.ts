@@ -103,7 +103,7 @@ function expectedDifference(owner: readonly Member[], replica: readonly Member[]
       .filter((m) => r.has(m.id) && r.get(m.id) !== m.version)
       .map((m) => ({ id: m.id, ownerVersion: m.version, replicaVersion: r.get(m.id) as number }))
       .sort(byId),
-    fieldsMismatch: [],
+    contentMismatch: [],
   };
 }
 

@@ -148,33 +148,34 @@ async function story(shop: RunningShop): Promise<void> {
   say(`  loyalty still shows grace: ${await balance('grace')} points — the services disagree`);
 
   step('the caretaker compares each replica with its owner, finds grace, and repairs by policy');
-  for (const service of ['orders', 'loyalty'] as const) {
-    const dry = await request<{ totals: { byClass: Record<string, number> } }>(
+  const reconcile = (
+    service: 'orders' | 'loyalty',
+    options: { repair: boolean; approve?: boolean },
+  ) =>
+    request<{ totals: { byClass: Record<string, number>; repaired: number } }>(
       urls[service],
       'POST',
       '/admin/reconcile',
-      { repair: false },
+      options,
       admin,
       60_000,
     );
+  for (const service of ['orders', 'loyalty'] as const) {
+    const dry = await reconcile(service, { repair: false });
     say(
       `  ${service}: dry run finds ${JSON.stringify(Object.fromEntries(Object.entries(dry.body.totals.byClass).filter(([, n]) => n > 0)))}`,
     );
-    const fixed = await request<{ totals: { repaired: number } }>(
-      urls[service],
-      'POST',
-      '/admin/reconcile',
-      { repair: true, approve: true },
-      admin,
-      60_000,
-    );
-    say(
-      `  ${service}: repaired ${fixed.body.totals.repaired} (true orphan confirmed by approval; delete policy applied)`,
-    );
   }
+  const fixed = await reconcile('orders', { repair: true, approve: true });
   say(
-    `  loyalty: grace’s account is gone (cascade): ${(await balance('grace')) === undefined ? 'yes' : 'no'}`,
+    `  orders: repaired ${fixed.body.totals.repaired} (true orphan confirmed by approval): customers announces grace deleted — its missing tombstone written — and orders applies its policy`,
   );
+  await until(async () => (await balance('grace')) === undefined, 'loyalty hears of it');
+  say(
+    `  loyalty hears the announcement like any delete: grace’s account is gone (cascade): ${(await balance('grace')) === undefined ? 'yes' : 'no'}`,
+  );
+  const after = await reconcile('loyalty', { repair: true });
+  say(`  loyalty: its caretaker now finds ${after.body.totals.repaired} to repair`);
 }
 
 main()

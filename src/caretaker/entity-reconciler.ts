@@ -2,7 +2,6 @@ import type { Database, Executor } from '../db/executor.ts';
 import type { EntityLookup, EntityState } from '../references/definitions.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
-import type { ReplicaRow } from '../references/replica-store.ts';
 import { classifyDifference, DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
 import { type ReconcileOptions, reconcileSets } from './set-reconciliation.ts';
 import { sqlSetSide } from './sql-set-side.ts';
@@ -77,7 +76,7 @@ export class EntityReconciler {
       ...diff.onlyInOwner.map((m) => m.id),
       ...diff.onlyInReplica.map((m) => m.id),
       ...diff.versionMismatch.map((m) => m.id),
-      ...diff.fieldsMismatch.map((m) => m.id),
+      ...diff.contentMismatch.map((m) => m.id),
     ]);
     const unverified = await this.db.query<{ id: string }>(
       `SELECT id::text AS id FROM ${this.replication.replica.tableSql} WHERE state = 'UNVERIFIED'`,
@@ -120,13 +119,21 @@ export class EntityReconciler {
     }
   }
 
-  /** Re-reads one id on both sides, classifies it, and (if asked) repairs it. */
+  /**
+   * Re-reads one id on both sides, classifies it, and (if asked) repairs it.
+   * The replica row is locked first and the owner asked after: the owner's
+   * answer is then at least as new as anything the replica can have applied
+   * (an event arriving meanwhile waits for the lock), so a slow answer can
+   * never move the replica back in time. A repair only ever writes a newer
+   * version: the owner's answer when it is newer, otherwise what the owner
+   * announces above the replica's version.
+   */
   private async settle(id: string, options: EntityReconcileOptions): Promise<Finding> {
     const entity = this.replication.replica.entity;
-    const owner = await this.owner.lookup(entity, id);
     return this.db.transaction(async (tx) => {
       const replica = await this.replication.replica.lock(tx, id);
-      const cls = classifyDifference(owner, replica);
+      const owner = await this.owner.lookup(entity, id);
+      const { class: cls, repair } = classifyDifference(owner, replica);
       const finding: Finding = {
         id,
         class: cls,
@@ -134,7 +141,7 @@ export class EntityReconciler {
         replica: replica ? { state: replica.state, version: replica.version } : null,
         action: 'none',
       };
-      if (cls === 'in-flight') {
+      if (repair === 'none') {
         await this.clearQuarantine(tx, id);
         return finding;
       }
@@ -155,32 +162,38 @@ export class EntityReconciler {
           finding.action = `quarantined (seen ${confirmations}×; repaired when confirmed twice or approved)`;
           return finding;
         }
-        await this.replication.apply(
-          tx,
-          orphanTombstone(entity, replica as ReplicaRow),
-          (replica?.version ?? 0) + 1,
-          {
-            apology: true,
-            reason:
-              'caretaker: true orphan (the owner never had it, or lost it without a tombstone)',
-            force: true,
-          },
-        );
-        await this.clearQuarantine(tx, id);
-        finding.action = 'repaired: delete policy applied';
-        return finding;
       }
       if (!options.repair) {
-        finding.action = `would replay the owner's ${owner.state} v${owner.version}`;
+        finding.action =
+          repair === 'apply'
+            ? `would apply the owner's ${owner.state} v${owner.version}`
+            : `would ask the owner to announce its state above v${replica?.version ?? 0}`;
         return finding;
       }
-      await this.replication.apply(tx, lookupToState(owner), owner.version, {
-        apology: cls === 'lost-delete' || cls === 'unverified',
-        reason: `caretaker: ${cls}`,
-        force: true,
-      });
+      let answer = owner;
+      if (repair === 'announce') {
+        try {
+          answer = await this.owner.announce(entity, id, replica?.version ?? 0);
+        } catch (error) {
+          finding.action = `not repaired: the owner could not announce its state (${(error as Error).message})`;
+          return finding;
+        }
+      }
+      // A policy the caretaker has to apply is an apology: something slipped through.
+      // An owner with no record of the id announces it deleted without fields: the
+      // replica's own copy is the best snapshot there is (keep, anonymise).
+      const known = owner.state === 'absent' && replica ? replica.fields : answer.fields;
+      await this.replication.apply(
+        tx,
+        { ...lookupToState(answer), fields: known },
+        answer.version,
+        {
+          apology: true,
+          reason: `caretaker: ${cls}`,
+        },
+      );
       await this.clearQuarantine(tx, id);
-      finding.action = `repaired: replayed the owner's ${owner.state} v${owner.version}`;
+      finding.action = `repaired: applied the owner's ${answer.state} v${answer.version}${repair === 'announce' ? ' (announced)' : ''}`;
       return finding;
     });
   }
@@ -220,23 +233,16 @@ export class EntityReconciler {
 }
 
 function lookupToState(owner: EntityLookup): EntityState {
-  if (owner.state === 'absent') throw new Error('unreachable: absent owners are orphans');
+  if (owner.state === 'absent') {
+    // An owner answers `absent` only to a lookup; what it announces is never absent.
+    throw new Error('unreachable: an absent entity is announced as deleted');
+  }
   return {
     entity: owner.entity,
     id: owner.id,
     state: owner.state,
     fields: owner.fields,
     personal: owner.personal,
-  };
-}
-
-function orphanTombstone(entity: string, replica: ReplicaRow): EntityState {
-  return {
-    entity,
-    id: replica.id,
-    state: 'deleted',
-    fields: replica.fields,
-    personal: replica.personal,
   };
 }
 

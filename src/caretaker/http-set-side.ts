@@ -122,14 +122,16 @@ export async function handleSetSideRequest(
  * first: 401 without any data). 404 for a name `resolve` does not know, 400
  * for a body that is not JSON or not a valid request.
  */
-export function setSideRoute(resolve: (name: string) => SetSide | undefined): Route {
+export function setSideRoute(
+  resolve: (name: string) => SetSide | undefined | Promise<SetSide | undefined>,
+): Route {
   return {
     method: 'POST',
     pattern: /^\/sets\/([A-Za-z0-9_.:-]{1,100})$/,
     describe: '/sets/<entity>',
     async handle(match, _url, request) {
       const name = match[1] as string;
-      const side = resolve(name);
+      const side = await resolve(name);
       if (!side) return errorResponse(404, 'BATON_NOT_FOUND', `no set side named "${name}"`);
       let parsed: unknown;
       try {

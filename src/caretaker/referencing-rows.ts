@@ -1,8 +1,10 @@
 import type { Database } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { tableSql } from '../references/definitions.ts';
+import { applyDeletePolicy } from '../references/delete-policies.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
+import type { Reference } from '../references/reference.ts';
 
 export interface ReferencingRowsReport {
   reference: string;
@@ -14,6 +16,46 @@ export interface ReferencingRowsReport {
   restrictViolations: number;
   repaired: number;
   examples: string[];
+}
+
+/** A referencing value with no replica row: the owner's state of it, or — if it has none — its announced delete. */
+async function settleDangling(
+  db: Database,
+  replication: EntityReplication,
+  owner: OwnerClient,
+  id: string,
+): Promise<void> {
+  const entity = replication.replica.entity;
+  await db.transaction(async (tx) => {
+    await replication.replica.lock(tx, id);
+    let found = await owner.lookup(entity, id);
+    if (found.state === 'absent') found = await owner.announce(entity, id, 0);
+    if (found.state === 'absent') return;
+    await replication.apply(
+      tx,
+      { entity, id, state: found.state, fields: found.fields, personal: found.personal },
+      found.version,
+      { apology: true, reason: 'caretaker: referencing row without a replica entry' },
+    );
+  });
+}
+
+/** A cascade or set-null that did not reach a row pointing at a deleted entity: applied now. */
+async function reapplyPolicy(
+  db: Database,
+  replication: EntityReplication,
+  ref: Reference,
+  id: string,
+): Promise<void> {
+  await db.transaction(async (tx) => {
+    const entity = await replication.replica.lock(tx, id);
+    if (entity?.state !== 'DELETED') return;
+    await applyDeletePolicy(tx, replication.schemaSql, ref, {
+      entity,
+      apology: true,
+      reason: 'caretaker: delete policy had not reached this row',
+    });
+  });
 }
 
 /**
@@ -58,27 +100,8 @@ export async function checkReferencingRows(
       }
       if (report.examples.length < options.examples) report.examples.push(row.id);
       if (!options.repair || ref.def.onDelete === 'restrict') continue;
-      const found = await owner.lookup(replica.entity, row.id);
-      await db.transaction(async (tx) => {
-        const current = await replica.lock(tx, row.id);
-        const deleted = found.state === 'absent' || found.state === 'deleted';
-        await replication.apply(
-          tx,
-          {
-            entity: replica.entity,
-            id: row.id,
-            state: deleted ? 'deleted' : found.state,
-            fields: found.fields,
-            personal: found.personal,
-          },
-          Math.max(found.version, (current?.version ?? 0) + (deleted ? 1 : 0)),
-          {
-            apology: deleted,
-            reason: 'caretaker: referencing row without a valid replica entry',
-            force: true,
-          },
-        );
-      });
+      if (row.state === 'DELETED') await reapplyPolicy(db, replication, ref, row.id);
+      else await settleDangling(db, replication, owner, row.id);
       report.repaired++;
     }
     reports.push(report);

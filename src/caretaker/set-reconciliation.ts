@@ -125,8 +125,8 @@ export interface SetDifference {
   onlyInOwner: Member[];
   onlyInReplica: Member[];
   versionMismatch: VersionMismatch[];
-  /** Same version on both sides, other fields (a copy edited by hand, an owner written with triggers off). */
-  fieldsMismatch: Member[];
+  /** Same version on both sides, other content (state or fields: a copy edited by hand, an owner written with triggers off). */
+  contentMismatch: Member[];
 }
 
 export interface SetReconciliation extends SetDifference {
@@ -294,15 +294,19 @@ export function diffListings(owner: readonly Member[], replica: readonly Member[
   const ownerIds = new Set<string>();
   const onlyInOwner: Member[] = [];
   const versionMismatch: VersionMismatch[] = [];
-  const fieldsMismatch: Member[] = [];
+  const contentMismatch: Member[] = [];
   for (const m of owner) {
     ownerIds.add(m.id);
     const copy = replicaMembers.get(m.id);
     if (copy === undefined) onlyInOwner.push(m);
     else if (copy.version !== m.version) {
       versionMismatch.push({ id: m.id, ownerVersion: m.version, replicaVersion: copy.version });
-    } else if (m.fields !== undefined && copy.fields !== undefined && m.fields !== copy.fields) {
-      fieldsMismatch.push(m);
+    } else if (
+      m.content !== undefined &&
+      copy.content !== undefined &&
+      m.content !== copy.content
+    ) {
+      contentMismatch.push(m);
     }
   }
   const onlyInReplica = replica.filter((m) => !ownerIds.has(m.id));
@@ -311,7 +315,7 @@ export function diffListings(owner: readonly Member[], replica: readonly Member[
     onlyInOwner: onlyInOwner.sort(byId),
     onlyInReplica: onlyInReplica.sort(byId),
     versionMismatch: versionMismatch.sort(byId),
-    fieldsMismatch: fieldsMismatch.sort(byId),
+    contentMismatch: contentMismatch.sort(byId),
   };
 }
 

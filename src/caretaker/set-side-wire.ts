@@ -20,7 +20,7 @@ import {
  *   {"op":"digest","bits":12,"within":{"bits":8,"prefixes":["-3","5"]}}
  *     → {"children":[[244,"j3xQ0pB9e2U"],0, …]}   (per child in order: 0 or [count, checksum])
  *   {"op":"members","bits":16,"prefixes":["-770"],"after":"c17","limit":10000}
- *     → {"members":[["c18",3], …]}               (id, version[, fields checksum])
+ *     → {"members":[["c18",3], …]}               (id, version[, content checksum])
  *
  * Requests are validated strictly (unknown fields, wrong types, values out of
  * range are refused with the reason); so are answers, on the client.
@@ -226,7 +226,7 @@ function decodeChecksum(value: unknown): bigint | undefined {
 export function encodeMembersResponse(members: readonly Member[]): unknown {
   return {
     members: members.map((m) =>
-      m.fields === undefined ? [m.id, m.version] : [m.id, m.version, encodeChecksum(m.fields)],
+      m.content === undefined ? [m.id, m.version] : [m.id, m.version, encodeChecksum(m.content)],
     ),
   };
 }
@@ -244,15 +244,15 @@ export function decodeMembersResponse(body: unknown, request: MembersRequest): M
   let previous = request.after === undefined ? undefined : Buffer.from(request.after, 'utf8');
   for (const row of rows) {
     if (!Array.isArray(row) || row.length < 2 || row.length > 3)
-      throw protocol(`member ${show(row)} is not [id, version] or [id, version, fields]`);
+      throw protocol(`member ${show(row)} is not [id, version] or [id, version, content]`);
     const [id, version, checksum] = row as unknown[];
     if (typeof id !== 'string' || !Number.isSafeInteger(version)) {
       throw protocol(`member ${show(row)} needs a string id and an integer version`);
     }
-    const fields = row.length === 3 ? decodeChecksum(checksum) : undefined;
-    if (row.length === 3 && fields === undefined) {
+    const content = row.length === 3 ? decodeChecksum(checksum) : undefined;
+    if (row.length === 3 && content === undefined) {
       throw protocol(
-        `member ${show(row)} has a fields checksum that is not 11 base64url characters`,
+        `member ${show(row)} has a content checksum that is not 11 base64url characters`,
       );
     }
     const bytes = Buffer.from(id, 'utf8');
@@ -261,9 +261,9 @@ export function decodeMembersResponse(body: unknown, request: MembersRequest): M
     }
     previous = bytes;
     members.push(
-      fields === undefined
+      content === undefined
         ? { id, version: version as number }
-        : { id, version: version as number, fields },
+        : { id, version: version as number, content },
     );
   }
   return members;

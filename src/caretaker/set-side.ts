@@ -39,14 +39,14 @@ export interface Member {
   id: string;
   version: number;
   /**
-   * Hash of the member's fields in canonical form, when the side has fields
-   * (entities and their replicas): it tells a copy edited at an unchanged
-   * version from the original.
+   * Hash of what else must be equal (an entity's state and fields), when the
+   * side has it: it tells a copy edited at an unchanged version from the
+   * original.
    */
-  fields?: bigint;
+  content?: bigint;
 }
 
-/** Count and XOR of the members' (id, version[, fields]) hashes: equal digests mean equal buckets (false match ≈ 2^-64). */
+/** Count and XOR of the members' (id, version[, content]) hashes: equal digests mean equal buckets (false match ≈ 2^-64). */
 export interface BucketDigest {
   count: number;
   xor: bigint;

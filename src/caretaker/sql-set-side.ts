@@ -1,4 +1,4 @@
-import type { Executor } from '../db/executor.ts';
+import type { Database } from '../db/executor.ts';
 import { InvalidInputError } from '../errors.ts';
 import {
   type BucketDigest,
@@ -10,40 +10,31 @@ import {
 } from './set-side.ts';
 
 /**
- * Where a side's members come from, as SQL fragments. They are trusted: built
- * by Baton from declared (validated, quoted) names, never from a request.
+ * Where a side's members come from, as SQL. It is trusted: built by Baton
+ * from declared (validated, quoted) names, never from a request.
  *
  * @example
- * { fromSql: `customers t LEFT JOIN baton.stream_versions v ON v.stream_key = 'baton.entity:customer:' || t.id::text`,
- *   idSql: 't.id::text', versionSql: 'coalesce(v.version, 0)' }
+ * { sql: `SELECT id::text AS id, version, hashtextextended(state, 3) AS content FROM replica` }
  */
 export interface MemberSource {
-  /** A FROM clause (tables, joins). */
-  fromSql: string;
-  /** The member's id; compared as text, so an owner's `bigint` id and a replica's `text` id match. */
-  idSql: string;
-  /** The member's version: an integer expression, never NULL (use `coalesce`). */
-  versionSql: string;
-  /** Optional filter (e.g. live rows only). */
-  whereSql?: string;
+  /**
+   * A SELECT with one row per member and the columns `id` (text: an owner's
+   * `bigint` id and a replica's `text` id compare equal), `version` (an
+   * integer, never NULL) and `content` (a bigint hash of whatever else must
+   * be equal — state and fields — or NULL). Both sides of a reconciliation
+   * must compute equal content for equal members.
+   */
+  sql: string;
   /**
    * Optional cheaper form for scans that keep a few buckets (the levels below
-   * the whole-set digest, member listings): the same members, but `fromSql`
-   * without the join that supplies the version, and `versionSql` looking it
-   * up per row (a correlated subquery, by index). A whole-set scan joins — one
-   * pass over both tables; a scan that keeps a few rows in a hundred then
-   * reads only theirs (10,000,000 owner rows, 1,600 of 65,536 buckets: 1.9 s
-   * instead of 12 s for the hash join).
+   * the whole-set digest, member listings): the same members, with what a
+   * whole-set scan joins looked up per row by index instead (10,000,000
+   * owner rows, 1,600 of 65,536 buckets: 1.9 s instead of 12 s for the hash
+   * join). A filter on the members' id is pushed into it by PostgreSQL.
    */
-  subset?: { fromSql: string; versionSql: string };
-  /**
-   * Optional bigint expression: the hash of the member's fields, so fields
-   * that differ at an equal version are found too. Both sides of a
-   * reconciliation must have it, or neither, and compute equal hashes for
-   * equal fields: an owner's `ownerFieldsHashSql` over its columns, a
-   * replica's stored `fields_hash(fields)` (see fields-hash.ts).
-   */
-  fieldsHashSql?: string;
+  subsetSql?: string;
+  /** Statements to run first in each scan's transaction (e.g. `SET LOCAL` of pinned settings). */
+  setupSql?: string;
 }
 
 /**
@@ -52,8 +43,8 @@ export interface MemberSource {
  *
  *   bucket hash  h  = hashtextextended(id, 0)
  *   member hash  hv = hashtextextended(id || ':' || version, 1)
- *               (with fields: id || ':' || version || ':' || f,
- *                f = the source's fields hash)
+ *               (with content: id || ':' || version || ':' || f,
+ *                f = the member's content hash)
  *
  * and a bucket's digest is (count, bit_xor(hv)) — `bit_xor` needs
  * PostgreSQL 14 or later. Parent buckets are matched with `IN (SELECT
@@ -63,7 +54,7 @@ export interface MemberSource {
  * digests are kept for their sublevels (see `SqlSetSideOptions`).
  */
 export function sqlSetSide(
-  executor: Executor,
+  db: Database,
   source: MemberSource,
   options: SqlSetSideOptions = {},
 ): SetSide {
@@ -75,15 +66,20 @@ export function sqlSetSide(
   }
   const snapshotTtlMs = options.snapshotTtlMs ?? 60_000;
   const now = options.now ?? Date.now;
-  const id = `(${source.idSql})::text`;
-  const fields = source.fieldsHashSql ?? 'NULL';
-  const hashedFrom = (from: { fromSql: string; versionSql: string }) => `
-    SELECT ${id} AS id, (${from.versionSql})::bigint AS version,
-           hashtextextended(${id}, 0) AS h, ${fields}::bigint AS f
-    FROM ${from.fromSql}
-    WHERE ${id} IS NOT NULL${source.whereSql ? ` AND (${source.whereSql})` : ''}`;
-  const hashed = hashedFrom(source);
-  const hashedSubset = hashedFrom(source.subset ?? source);
+  const hashedFrom = (sql: string) => `
+    SELECT m.id, (m.version)::bigint AS version, hashtextextended(m.id, 0) AS h, (m.content)::bigint AS f
+    FROM (${sql}) m
+    WHERE m.id IS NOT NULL`;
+  const hashed = hashedFrom(source.sql);
+  const hashedSubset = hashedFrom(source.subsetSql ?? source.sql);
+  /** One statement, after the source's setup in the same transaction when it has one. */
+  const run = <R>(sql: string, params: unknown[]) =>
+    source.setupSql === undefined
+      ? db.query<R>(sql, params)
+      : db.transaction(async (tx) => {
+          await tx.query(source.setupSql as string);
+          return tx.query<R>(sql, params);
+        });
   const digestSql = (within: boolean) => `
     SELECT p::text AS p, count(*)::text AS n, bit_xor(hv)::text AS x
     FROM (
@@ -96,7 +92,7 @@ export function sqlSetSide(
   const digestAll = digestSql(false);
   const digestWithin = digestSql(true);
   const membersSql = `
-    SELECT id, version::text AS version, f::text AS fields
+    SELECT id, version::text AS version, f::text AS content
     FROM (${hashedSubset}) m
     WHERE (h >> $1::int) IN (SELECT unnest($2::bigint[]))
       AND ($3::text IS NULL OR id > $3::text COLLATE "C")
@@ -107,12 +103,12 @@ export function sqlSetSide(
   async function scan(request: DigestRequest): Promise<Map<bigint, BucketDigest>> {
     const shift = 64 - request.bits;
     const result = request.within
-      ? await executor.query<DigestRow>(digestWithin, [
+      ? await run<DigestRow>(digestWithin, [
           shift,
           64 - request.within.bits,
           request.within.prefixes.map(String),
         ])
-      : await executor.query<DigestRow>(digestAll, [shift]);
+      : await run<DigestRow>(digestAll, [shift]);
     const buckets = new Map<bigint, BucketDigest>();
     for (const row of result.rows) {
       buckets.set(BigInt(row.p), { count: Number(row.n), xor: BigInt(row.x) });
@@ -134,10 +130,10 @@ export function sqlSetSide(
     },
 
     async members(request: MembersRequest): Promise<Member[]> {
-      const result = await executor.query<{
+      const result = await run<{
         id: string;
         version: string | null;
-        fields: string | null;
+        content: string | null;
       }>(membersSql, [
         64 - request.bits,
         request.prefixes.map(String),
@@ -151,9 +147,9 @@ export function sqlSetSide(
             `member ${JSON.stringify(row.id)} has version ${row.version}: versions must be non-NULL integers within ±2^53`,
           );
         }
-        return row.fields === null
+        return row.content === null
           ? { id: row.id, version }
-          : { id: row.id, version, fields: BigInt(row.fields) };
+          : { id: row.id, version, content: BigInt(row.content) };
       });
     },
   };

@@ -1,9 +1,17 @@
-import { type FieldColumn, ownerFieldsHashSql } from '../caretaker/fields-hash.ts';
 import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { InvalidInputError } from '../errors.ts';
 import { type EntityDefinition, type EntityLookup, tableSql } from './definitions.ts';
+import {
+  type EntityColumns,
+  installCapture,
+  lookupFunction,
+  readColumnTypes,
+  versionsTableSql,
+} from './entity-capture.ts';
+import { ownerMemberSource } from './owner-members.ts';
+import { pinnedSetLocal } from './state-form.ts';
 
 /** What `requestDelete` leads to. */
 export type DeleteOutcome =
@@ -22,19 +30,18 @@ export interface DeleteVote {
 }
 
 /**
- * Owner side of one entity. `install()` puts a row trigger on the table, so
- * every insert, update and delete — also plain SQL outside Baton — writes the
- * entity's state event into the outbox in the same transaction. A delete
- * leaves a tombstone. Entities with `restrict` referrers are deleted through
- * `requestDelete` (fence → drain → finalise); the trigger refuses any other
- * delete of them.
+ * Owner side of one entity. `install()` puts a row trigger on the table (see
+ * entity-capture.ts), so every insert, update and delete — also plain SQL
+ * outside Baton — writes the entity's state event into the outbox in the
+ * same transaction. A delete leaves a tombstone. Entities with `restrict`
+ * referrers are deleted through `requestDelete` (fence → drain → finalise);
+ * the trigger refuses any other delete of them.
  */
 export class EntityOwner {
   private readonly table: string;
   private readonly key: string;
-  private keyType: Promise<string> | undefined;
-  /** The copied fields' column types, read at `install()` (the caretaker's fields hash uses them). */
-  private fieldColumns: FieldColumn[] | undefined;
+  /** The key's and copied fields' types, read at `install()` (or on first use). */
+  private columns: Promise<EntityColumns> | undefined;
 
   constructor(
     private readonly db: Database,
@@ -46,7 +53,7 @@ export class EntityOwner {
     this.key = quoteIdent(def.key);
   }
 
-  /** Creates or updates the capture trigger (and one refusing TRUNCATE, which skips row triggers) and Baton's record of the entity. Idempotent. */
+  /** Creates or updates the capture (trigger, versions table) and Baton's record of the entity. Idempotent. */
   async install(): Promise<void> {
     const s = this.schemaSql;
     const d = this.def;
@@ -54,26 +61,11 @@ export class EntityOwner {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
         `baton:install:${d.name}`,
       ]);
-      const columns = await tx.query<FieldColumn>(
-        `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, typ.typtype
-         FROM pg_attribute a JOIN pg_type typ ON typ.oid = a.atttypid
-         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
-        [d.table],
-      );
-      if (columns.rows.length === 0) {
-        throw new InvalidInputError(
-          `entity ${d.name}: table "${d.table}" does not exist. Create it before installing the entity.`,
-        );
-      }
-      const byName = new Map(columns.rows.map((r) => [r.name, r]));
-      for (const column of [d.key, ...d.fields]) {
-        if (!byName.has(column)) {
-          throw new InvalidInputError(
-            `entity ${d.name}: table "${d.table}" has no column "${column}".`,
-          );
-        }
-      }
-      this.fieldColumns = d.fields.map((f) => byName.get(f) as FieldColumn);
+      // The table as the caller's search_path finds it; everything after runs pinned.
+      const columns = await readColumnTypes(tx, d);
+      await requireUniqueKey(tx, d);
+      await tx.query(pinnedSetLocal());
+      this.columns = Promise.resolve(columns);
       await tx.query(
         `INSERT INTO ${s}.settings (name, value) VALUES ('service', $1), ('outbox_channel', $2), ('max_payload_bytes', $3)
          ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
@@ -90,42 +82,38 @@ export class EntityOwner {
            fields = excluded.fields, personal = excluded.personal, restrict_referrers = excluded.restrict_referrers`,
         [d.name, d.table, d.key, d.fields, d.personal, d.restrictReferrers],
       );
-      await tx.query(
-        `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_capture_${d.name}`)}
-         AFTER INSERT OR UPDATE OR DELETE ON ${this.table}
-         FOR EACH ROW EXECUTE FUNCTION ${s}.capture_entity('${d.name}')`,
-      );
-      await tx.query(
-        `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_no_truncate_${d.name}`)}
-         BEFORE TRUNCATE ON ${this.table}
-         FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_entity_truncate('${d.name}')`,
-      );
+      await installCapture(tx, { def: d, schemaSql: s, ...columns });
     });
   }
 
-  /** The entity as the owner knows it now: active/deleting with its fields, deleted (tombstone), or absent. */
+  /** The key's and fields' types (read once; `install()` reads them anyway). */
+  private columnTypes(executor: Executor): Promise<EntityColumns> {
+    this.columns ??= readColumnTypes(executor, this.def);
+    this.columns.catch(() => {
+      this.columns = undefined;
+    });
+    return this.columns;
+  }
+
+  /**
+   * The entity as the owner knows it now: active/deleting with its fields
+   * (in their state form), deleted (tombstone), or absent. Needs `install()`.
+   */
   async lookup(id: string, executor: Executor = this.db): Promise<EntityLookup> {
     const s = this.schemaSql;
     const d = this.def;
     const live = await executor.query<{
       fields: Record<string, unknown>;
-      version: string;
+      version: string | null;
       deleting: boolean;
-    }>(
-      `SELECT ${this.fieldsSql()} AS fields, coalesce(v.version, 0) AS version,
-              EXISTS (SELECT 1 FROM ${s}.delete_fences f WHERE f.entity = $2 AND f.id = $1 AND f.state = 'pending') AS deleting
-       FROM ${this.table} t
-       LEFT JOIN ${s}.stream_versions v ON v.stream_key = 'baton.entity:' || $2 || ':' || $1
-       WHERE t.${await this.keyEquals(executor)}`,
-      [id, d.name],
-    );
+    }>(`SELECT fields, version, deleting FROM ${lookupFunction(s, d.name)}($1)`, [id]);
     const row = live.rows[0];
     if (row) {
       return {
         entity: d.name,
         id,
         state: row.deleting ? 'deleting' : 'active',
-        version: Number(row.version),
+        version: Number(row.version ?? 0),
         fields: row.fields,
         personal: [...d.personal],
       };
@@ -153,6 +141,49 @@ export class EntityOwner {
       fields: {},
       personal: [...d.personal],
     };
+  }
+
+  /**
+   * Announces the entity's state again, at a version above `above`: a
+   * referrer holding a version the owner never issued — its replica edited
+   * by hand, or this database restored from an older backup — would ignore
+   * every event up to that version, so the owner's counter moves past it and
+   * the current state (active, deleting, or deleted — writing a tombstone
+   * for an id it has no record of) goes out to every referrer as an
+   * ordinary state event. Returns what was announced.
+   */
+  async announce(id: string, above: number): Promise<EntityLookup> {
+    const d = this.def;
+    const s = this.schemaSql;
+    return this.db.transaction(async (tx) => {
+      const { key } = await this.columnTypes(tx);
+      // The row's lock orders this announcement with concurrent writes of the same id.
+      await tx.query(
+        `SELECT 1 FROM ${this.table} WHERE ${this.key} = $1::text::${key.type} FOR UPDATE`,
+        [id],
+      );
+      await tx.query(
+        `INSERT INTO ${s}.stream_versions AS sv (stream_key, version) VALUES ($1, $2)
+         ON CONFLICT (stream_key) DO UPDATE SET version = greatest(sv.version, excluded.version)`,
+        [`${d.name}:${id}`, above],
+      );
+      const current = await this.lookup(id, tx);
+      const state = current.state === 'absent' ? 'deleted' : current.state;
+      const r = await tx.query<{ v: string }>(
+        `SELECT ${s}.emit_entity_event($1, $2, $3, $4, $5) AS v`,
+        [d.name, id, state, current.fields, d.personal],
+      );
+      const version = Number(r.rows[0]?.v);
+      await this.recordVersion(tx, id, version, state === 'deleted');
+      if (state === 'deleted') {
+        await tx.query(
+          `INSERT INTO ${s}.tombstones (entity, id, version, fields) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (entity, id) DO UPDATE SET version = excluded.version, fields = excluded.fields`,
+          [d.name, id, version, current.fields],
+        );
+      }
+      return { ...current, state, version } as EntityLookup;
+    });
   }
 
   /**
@@ -267,24 +298,8 @@ export class EntityOwner {
 
   /** `key = $1` with the parameter cast to the key's type, so the primary-key index is used. */
   private async keyEquals(executor: Executor, param = '$1'): Promise<string> {
-    this.keyType ??= executor
-      .query<{ type: string | null }>(
-        `SELECT format_type(atttypid, atttypmod) AS type FROM pg_attribute
-         WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped`,
-        [this.def.table, this.def.key],
-      )
-      .then((r) => {
-        const type = r.rows[0]?.type;
-        if (!type)
-          throw new InvalidInputError(
-            `entity ${this.def.name}: table "${this.def.table}" has no column "${this.def.key}".`,
-          );
-        return type;
-      });
-    this.keyType.catch(() => {
-      this.keyType = undefined;
-    });
-    return `${this.key} = ${param}::text::${await this.keyType}`;
+    const { key } = await this.columnTypes(executor);
+    return `${this.key} = ${param}::text::${key.type}`;
   }
 
   /** Emits the row's current fields with `state` (a version bump); returns the new version. */
@@ -295,61 +310,56 @@ export class EntityOwner {
   ): Promise<number> {
     const current = await this.lookup(id, tx);
     const r = await tx.query<{ v: string }>(
-      `SELECT ${this.schemaSql}.emit_entity_state($1, $2, $3, $4, $5) AS v`,
+      `SELECT ${this.schemaSql}.emit_entity_event($1, $2, $3, $4, $5) AS v`,
       [this.def.name, id, state, current.fields, this.def.personal],
     );
-    return Number(r.rows[0]?.v);
+    const version = Number(r.rows[0]?.v);
+    await this.recordVersion(tx, id, version, false);
+    return version;
   }
 
-  /** The row's declared fields as one jsonb value (of the row `t`), as its state events carry them. */
-  private fieldsSql(): string {
-    const fields = this.def.fields;
-    return fields.length
-      ? `jsonb_build_object(${fields.map((f) => `'${f}', t.${quoteIdent(f)}`).join(', ')})`
-      : `'{}'::jsonb`;
+  /** Records an id's latest state event in the versions table (what the capture trigger does for writes). */
+  private async recordVersion(
+    tx: Executor,
+    id: string,
+    version: number,
+    deleted: boolean,
+  ): Promise<void> {
+    const { key } = await this.columnTypes(tx);
+    await tx.query(
+      `INSERT INTO ${versionsTableSql(this.schemaSql, this.def.name)} (id, version, deleted)
+       VALUES ($1::text::${key.type}, $2, $3)
+       ON CONFLICT (id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted`,
+      [id, version, deleted],
+    );
   }
 
-  /** The owner's (id, version, fields) set, as SQL fragments for the caretaker's set reconciliation. */
-  memberSource(): MemberSource {
-    // Before install() the types are unknown: every field then takes the event's own (slower) path.
-    const columns = this.fieldColumns ?? this.def.fields.map((name) => ({ name, type: 'unknown' }));
+  /** The owner's members (id, version, state and fields), as SQL for the caretaker's set reconciliation. */
+  async memberSource(executor: Executor = this.db): Promise<MemberSource> {
+    const columns = await this.columnTypes(executor);
     return ownerMemberSource({
       entity: this.def.name,
-      tableSql: this.table,
-      keySql: this.key,
-      columns,
+      keyColumn: this.def.key,
+      personal: this.def.personal,
+      ...columns,
       schemaSql: this.schemaSql,
     });
   }
 }
 
-/**
- * An owner's members: its rows, each with the version of its entity stream
- * (joined for a whole-set scan, looked up per row for a scan of a few
- * buckets) and the hash of its copied fields.
- */
-export function ownerMemberSource(o: {
-  entity: string;
-  /** The entity's table and key column, quoted. */
-  tableSql: string;
-  keySql: string;
-  columns: readonly FieldColumn[];
-  schemaSql: string;
-}): MemberSource {
-  const streamKey = `'${entityStreamPrefix(o.entity)}' || t.${o.keySql}::text`;
-  return {
-    fieldsHashSql: ownerFieldsHashSql(o.columns, o.schemaSql),
-    fromSql: `${o.tableSql} t LEFT JOIN ${o.schemaSql}.stream_versions v ON v.stream_key = ${streamKey}`,
-    idSql: `t.${o.keySql}::text`,
-    versionSql: 'coalesce(v.version, 0)',
-    subset: {
-      fromSql: `${o.tableSql} t`,
-      versionSql: `coalesce((SELECT v.version FROM ${o.schemaSql}.stream_versions v WHERE v.stream_key = ${streamKey}), 0)`,
-    },
-  };
-}
-
-/** The version counter of an entity's state events (a stream of its own, apart from the service's other events on the same key). */
-export function entityStreamPrefix(entity: string): string {
-  return `baton.entity:${entity}:`;
+/** Refuses a key that does not identify rows: it must be NOT NULL and unique (a primary key). */
+async function requireUniqueKey(tx: Executor, def: Required<EntityDefinition>): Promise<void> {
+  const r = await tx.query<{ not_null: boolean; unique: boolean }>(
+    `SELECT a.attnotnull AS not_null,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisunique
+               AND i.indpred IS NULL AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum) AS unique
+     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`,
+    [tableSql(def.table), def.key],
+  );
+  const row = r.rows[0];
+  if (!row?.not_null || !row.unique) {
+    throw new InvalidInputError(
+      `entity ${def.name}: its key "${def.key}" must identify one row of ${def.table}: make it the primary key (or NOT NULL with a unique index on it alone).`,
+    );
+  }
 }

@@ -30,7 +30,7 @@ export type ApplyResult = 'applied' | 'ignored';
  */
 export class EntityReplication {
   constructor(
-    private readonly schemaSql: string,
+    readonly schemaSql: string,
     readonly replica: ReplicaStore,
     readonly references: () => readonly Reference[],
     private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
@@ -46,29 +46,35 @@ export class EntityReplication {
     });
   };
 
-  /** Applies one observed state of the entity (from an event, a lookup, or the caretaker). */
+  /**
+   * Applies one observed state of the entity (from an event, a lookup, or
+   * the caretaker) as a max-version register: only a version newer than the
+   * replica's (or any over an UNVERIFIED placeholder) changes anything, so
+   * no source — a late event, a slow lookup, a repair — can move a replica
+   * back in time.
+   */
   async apply(
     tx: Executor,
     state: EntityState,
     version: number,
-    context: { apology: boolean; reason: string; force?: boolean },
+    context: { apology: boolean; reason: string },
   ): Promise<ApplyResult> {
     const before = await this.replica.lock(tx, state.id);
-    const stale = nextReplicaState(before, state.state, version) === undefined;
-    if (stale && !context.force) return 'ignored';
+    if (nextReplicaState(before, state.state, version) === undefined) return 'ignored';
     const row: ReplicaRow = {
       id: state.id,
       state: replicaStateOf(state.state),
       version,
-      fields: state.fields,
+      fields: state.state === 'deleted' ? deletedSnapshot(before, state.fields) : state.fields,
       personal: state.personal,
     };
-    await this.replica.put(tx, row, { force: true });
+    await this.replica.put(tx, row);
     const refs = this.references();
     if (row.state === 'DELETING') {
       const restrict = refs.filter((r) => r.def.onDelete === 'restrict');
       if (restrict.length > 0) await this.vote(tx, restrict, row.id, version);
-    } else if (row.state === 'DELETED') {
+    } else if (row.state === 'DELETED' && before?.state !== 'DELETED') {
+      // (A delete announced again finds the policies applied: the entity refused references since.)
       const apology = context.apology || before?.state === 'UNVERIFIED';
       for (const ref of refs) {
         const affected = await applyDeletePolicy(tx, this.schemaSql, ref, {
@@ -121,6 +127,21 @@ export class EntityReplication {
     };
     await this.publish(tx, { type: DELETE_VOTE_TYPE, key: `${vote.entity}:${id}`, payload: vote });
   }
+}
+
+/**
+ * The fields a deleted replica row keeps. The first delete takes the
+ * tombstone's fields, falling back to the replica's last copy of any field
+ * it does not name (an owner announcing the delete of an id it has no record
+ * of names none). A delete announced again changes nothing: the snapshot the
+ * policies used (anonymised, where the policy is anonymise) stands.
+ */
+function deletedSnapshot(
+  before: ReplicaRow | undefined,
+  fields: Record<string, unknown>,
+): Record<string, unknown> {
+  if (before?.state === 'DELETED') return before.fields;
+  return { ...before?.fields, ...fields };
 }
 
 /** Validates an entity state payload from the wire; a bad one is a dead letter (TerminalError). */

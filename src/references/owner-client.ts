@@ -13,6 +13,11 @@ export interface OwnerClient {
   /** The owner's (id, version) set of `entity`, for the caretaker (HTTP, bytes counted). */
   setSide(entity: string): SetSide & { traffic: SetSideTraffic };
   lookup(entity: string, id: string): Promise<EntityLookup>;
+  /**
+   * Asks the owner to announce the entity's state again at a version above
+   * `above` (see `EntityOwner.announce`); returns what it announced.
+   */
+  announce(entity: string, id: string, above: number): Promise<EntityLookup>;
   /** The owner's last relayed feed position: a cut for reconciliation. */
   watermark(): Promise<string>;
   /** Signed POST of a JSON body to a path under the owner's base URL; counts bytes. */
@@ -26,6 +31,10 @@ export interface OwnerClientOptions {
   url: string;
   auth: ClientAuth;
   timeoutMs?: number;
+}
+
+function entityPath(entity: string, id: string): string {
+  return `entities/${encodeURIComponent(entity)}/${encodeURIComponent(id)}`;
 }
 
 /**
@@ -76,6 +85,18 @@ export function ownerClient(options: OwnerClientOptions): OwnerClient {
     return { status: response.status, body: parsed, bytes };
   }
 
+  /** A lookup's answer, checked; anything else is a non-retryable failure saying what came back. */
+  function asLookup(r: { status: number; body: unknown }, what: string): EntityLookup {
+    const b = r.body as Partial<EntityLookup>;
+    if (r.status !== 200 || typeof b?.state !== 'string' || typeof b.version !== 'number') {
+      throw new TransportError(
+        `owner ${options.name} ${what}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`,
+        { retryable: false },
+      );
+    }
+    return b as EntityLookup;
+  }
+
   return {
     name: options.name,
     url: base.toString().replace(/\/$/, ''),
@@ -85,20 +106,12 @@ export function ownerClient(options: OwnerClientOptions): OwnerClient {
         auth: options.auth,
       }),
     async lookup(entity, id) {
-      const r = await call(
-        'GET',
-        `entities/${encodeURIComponent(entity)}/${encodeURIComponent(id)}`,
-      );
-      const b = r.body as Partial<EntityLookup>;
-      if (r.status !== 200 || typeof b?.state !== 'string' || typeof b.version !== 'number') {
-        throw new TransportError(
-          `owner ${options.name} could not look up ${entity} ${id}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`,
-          {
-            retryable: false,
-          },
-        );
-      }
-      return b as EntityLookup;
+      const r = await call('GET', entityPath(entity, id));
+      return asLookup(r, `could not look up ${entity} ${id}`);
+    },
+    async announce(entity, id, above) {
+      const r = await call('POST', `${entityPath(entity, id)}/announce`, { above });
+      return asLookup(r, `could not announce ${entity} ${id}`);
     },
     async watermark() {
       const r = await call('GET', 'watermark');

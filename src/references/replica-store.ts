@@ -3,6 +3,7 @@ import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { InvalidInputError, TerminalError } from '../errors.ts';
+import { DELETED_CONTENT_SQL, liveContentSql } from './owner-members.ts';
 import type { ReplicaState } from './replica-states.ts';
 
 export interface ReplicaRow {
@@ -116,13 +117,10 @@ export class ReplicaStore {
 
   /**
    * Writes a row as a max-version register: only over an older version (or
-   * an UNVERIFIED placeholder). `force` overwrites whatever is there (the
-   * caretaker repairing a hand-edited row). Returns whether it wrote.
+   * an UNVERIFIED placeholder). Returns whether it wrote.
    */
-  async put(tx: Executor, row: ReplicaRow, options: { force?: boolean } = {}): Promise<boolean> {
-    const guard = options.force
-      ? ''
-      : `WHERE ${this.tableSql}.version < excluded.version OR ${this.tableSql}.state = 'UNVERIFIED'`;
+  async put(tx: Executor, row: ReplicaRow): Promise<boolean> {
+    const guard = `WHERE ${this.tableSql}.version < excluded.version OR ${this.tableSql}.state = 'UNVERIFIED'`;
     const r = await queryPrepared(
       tx,
       `INSERT INTO ${this.tableSql} (id, state, version, fields, personal, updated_at)
@@ -135,14 +133,20 @@ export class ReplicaStore {
     return (r.rowCount ?? 0) > 0;
   }
 
-  /** The replica's (id, version, fields) set of live rows, as SQL fragments for set reconciliation. */
+  /**
+   * The replica's members for the caretaker: every row but UNVERIFIED
+   * placeholders (checked one by one), with its version and a content hash
+   * of its state and — while it lives — its fields (the stored
+   * `fields_hash`, which follows every change of `fields`, triggers or not).
+   * Equal to the owner's members (owner-members.ts) when the copy is right.
+   */
   memberSource(): MemberSource {
+    const letter = `CASE r.state WHEN 'ACTIVE' THEN 'A' WHEN 'DELETING' THEN 'G' ELSE 'D' END`;
     return {
-      fieldsHashSql: 'r.fields_hash',
-      fromSql: `${this.tableSql} r`,
-      idSql: 'r.id::text',
-      versionSql: 'r.version',
-      whereSql: `r.state <> 'DELETED'`,
+      sql: `SELECT (r.id)::text AS id, r.version,
+              CASE WHEN r.state = 'DELETED' THEN ${DELETED_CONTENT_SQL}
+                   ELSE ${liveContentSql(letter, 'r.fields_hash', 'r.personal')} END AS content
+            FROM ${this.tableSql} r WHERE r.state <> 'UNVERIFIED'`,
     };
   }
 }

@@ -4,19 +4,17 @@ import { feedsOf } from './subscriptions.ts';
 
 /**
  * Per-key event order: in each subscription's inbox, the handled events of
- * one key and one version stream, in inbox id order (the order they were
- * received and handled in), have strictly increasing versions. A key can
- * carry two streams: the entity's state events (`baton.entity.*`, their own
- * counter) and the events the service publishes itself on the same key. A
- * repeated event id counts once (the duplicate check reports repeats).
+ * one key, in inbox id order (the order they were received and handled in),
+ * have strictly increasing versions — whichever source wrote them: the
+ * entity's state events (`baton.entity.*`, from the capture trigger) and the
+ * events the service publishes itself on the same key count on one counter.
+ * A repeated event id counts once (the duplicate check reports repeats).
  */
 export function perKeyEventOrder(view: ShopView): CheckResult {
   const found = new Anomalies('per-key-event-order');
   for (const feed of feedsOf(view)) {
     const handled = feed.inbox.filter((r) => r.status === 'handled' && r.version !== null);
-    const stream = (type: string | null) =>
-      type?.startsWith('baton.entity.') ? 'entity' : 'published';
-    for (const [key, rows] of groupBy(handled, (r) => `${r.key} (${stream(r.type)})`)) {
+    for (const [key, rows] of groupBy(handled, (r) => r.key)) {
       const seen = new Set<string>();
       let previous: (typeof rows)[number] | undefined;
       for (const row of [...rows].sort((a, b) => a.id - b.id)) {

@@ -12,9 +12,9 @@ const ENTITY_EVENT = 'baton.entity.customer';
  * - a tombstone ⇒ replica DELETED;
  * - a replica row with neither ⇒ an orphan (the caretaker should have
  *   quarantined and removed it);
- * - version: exactly the entity's version (its own stream,
- *   `baton.entity:customer:<id>`, which only state events bump); the last
- *   entity event in the outbox must carry the same version.
+ * - version: exactly the version of the entity's latest state event (the
+ *   owner's versions table); the last entity event in the outbox must carry
+ *   the same version.
  */
 export function replicasEqualOwners(view: ShopView): CheckResult {
   const found = new Anomalies('replicas-equal-owners');
@@ -27,8 +27,8 @@ export function replicasEqualOwners(view: ShopView): CheckResult {
       );
   const versionRange = (id: string): [number, number] => {
     const key = `customer:${id}`;
-    const stream = view.snapshot.customers.streamVersions.get(key) ?? 0;
-    return [lastEntityVersion.get(key) ?? stream, stream];
+    const latest = view.snapshot.customers.entityVersions.get(key) ?? 0;
+    return [lastEntityVersion.get(key) ?? latest, latest];
   };
   for (const [referrer, replica] of [
     ['orders', view.ordersReplica],

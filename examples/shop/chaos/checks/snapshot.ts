@@ -99,7 +99,8 @@ export interface ShopSnapshot {
   customers: {
     rows: { id: string; name: string; address: string }[];
     tombstones: { id: string; version: number }[];
-    streamVersions: Map<string, number>;
+    /** The version of each customer's latest state event, by event key (`customer:<id>`). */
+    entityVersions: Map<string, number>;
   };
   orders: {
     orders: OrderRow[];
@@ -134,8 +135,8 @@ export async function readSnapshot(urls: Record<ShopDatabase, string>): Promise<
         address: String(r.address),
       })),
       tombstones: c.tombstones!.map((r) => ({ id: String(r.id), version: Number(r.version) })),
-      streamVersions: new Map(
-        c.stream_versions!.map((r) => [String(r.stream_key), Number(r.version)]),
+      entityVersions: new Map(
+        c.entity_versions!.map((r) => [String(r.stream_key), Number(r.version)]),
       ),
     },
     orders: {
@@ -209,8 +210,7 @@ const QUERIES: Record<ShopDatabase, Record<string, string>> = {
     ...MESSAGING,
     customers: 'SELECT id, name, address FROM customers',
     tombstones: "SELECT id, version FROM baton.tombstones WHERE entity = 'customer'",
-    stream_versions:
-      "SELECT substr(stream_key, length('baton.entity:') + 1) AS stream_key, version FROM baton.stream_versions WHERE stream_key LIKE 'baton.entity:customer:%'",
+    entity_versions: "SELECT 'customer:' || id AS stream_key, version FROM baton.versions_customer",
   },
   orders: {
     ...MESSAGING,

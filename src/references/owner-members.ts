@@ -1,0 +1,77 @@
+import type { MemberSource } from '../caretaker/sql-set-side.ts';
+import { quoteIdent } from '../db/sql.ts';
+import type { EntityColumns } from './entity-capture.ts';
+import { versionsTableSql } from './entity-capture.ts';
+import { fieldsHashSql, pinnedSetLocal } from './state-form.ts';
+
+/*
+ * A member's content is a hash of what decides how a referrer treats the id:
+ * its state letter (A active, G deleting: no new references, D deleted) and,
+ * while it lives, its fields and which of them are personal (what anonymise
+ * removes).
+ */
+
+/**
+ * SQL: a live member's content hash, from its state letter (A or G), its
+ * fields hash and its personal fields (a text[]).
+ */
+export function liveContentSql(stateLetter: string, fieldsHash: string, personal: string): string {
+  return `hashtextextended(${stateLetter} || (${fieldsHash})::text || array_to_json(${personal})::text, 3)`;
+}
+
+/** SQL: a deleted member's content hash (its fields are not compared: anonymise rewrites a replica's). */
+export const DELETED_CONTENT_SQL = `hashtextextended('D', 3)`;
+
+/**
+ * An owner's members: every live row of its table — its key, the version
+ * of its latest state event (0 if it was never announced: written with the
+ * trigger off), its state (deleting while a coordinated delete fences it)
+ * and its fields — and every deleted id (its tombstone's version). Scans run
+ * under the pinned settings, so fields hash as the state events carry them.
+ *
+ * The whole-set scan joins the table with the versions table on the key (one
+ * pass over each); scans that keep a few buckets look each row's version and
+ * fence up by index instead.
+ */
+export function ownerMemberSource(
+  o: EntityColumns & {
+    entity: string;
+    keyColumn: string;
+    /** The declared personal fields, in the order the state events list them. */
+    personal: readonly string[];
+    schemaSql: string;
+  },
+): MemberSource {
+  const s = o.schemaSql;
+  const key = `t.${quoteIdent(o.keyColumn)}`;
+  const versions = versionsTableSql(s, o.entity);
+  const entity = `'${o.entity}'`;
+  const fields = fieldsHashSql(o.fields, 't', s);
+  const personal = `ARRAY[${o.personal.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}]::text[]`;
+  const deleted = `
+    SELECT (v.id)::text AS id, v.version, ${DELETED_CONTENT_SQL} AS content
+    FROM ${versions} v
+    WHERE v.deleted AND NOT EXISTS (SELECT 1 FROM ${o.table} t WHERE ${key} = v.id)`;
+  const live = `
+    SELECT (${key})::text AS id, coalesce(v.version, 0) AS version,
+           ${liveContentSql(`CASE WHEN f.id IS NULL THEN 'A' ELSE 'G' END`, fields, personal)} AS content
+    FROM ${o.table} t
+    LEFT JOIN ${versions} v ON v.id = ${key}
+    LEFT JOIN (SELECT id FROM ${s}.delete_fences WHERE entity = ${entity} AND state = 'pending') f
+      ON f.id = (${key})::text`;
+  const liveByIndex = `
+    SELECT (${key})::text AS id,
+           coalesce((SELECT v.version FROM ${versions} v WHERE v.id = ${key}), 0) AS version,
+           ${liveContentSql(
+             `CASE WHEN EXISTS (SELECT 1 FROM ${s}.delete_fences f WHERE f.entity = ${entity}
+                                AND f.id = (${key})::text AND f.state = 'pending') THEN 'G' ELSE 'A' END`,
+             fields,
+             personal,
+           )} AS content
+    FROM ${o.table} t`;
+  return {
+    sql: `${live} UNION ALL ${deleted}`,
+    subsetSql: `${liveByIndex} UNION ALL ${deleted}`,
+    setupSql: pinnedSetLocal(),
+  };
+}
