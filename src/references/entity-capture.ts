@@ -87,11 +87,7 @@ export async function installCapture(tx: Executor, entity: CapturedEntity): Prom
   const known = existing.rows[0]?.type;
   if (known === undefined) {
     await tx.query(
-      `CREATE TABLE ${versions} (
-         id ${key.type} PRIMARY KEY,
-         version bigint NOT NULL CHECK (version > 0),
-         -- the latest state event was 'deleted' (the id has a tombstone)
-         deleted boolean NOT NULL DEFAULT false)`,
+      `CREATE TABLE ${versions} (id ${key.type} PRIMARY KEY, version bigint NOT NULL CHECK (version > 0))`,
     );
     await adoptEarlierVersions(tx, entity);
   } else if (known !== key.type) {
@@ -194,8 +190,8 @@ export function captureFunctionSql(entity: CapturedEntity): string {
         v_version := ${s}.emit_entity_event(${name}, v_old_id, 'deleted', v_old, ${personal});
         INSERT INTO ${s}.tombstones (entity, id, version, fields) VALUES (${name}, v_old_id, v_version, v_old)
         ON CONFLICT (entity, id) DO UPDATE SET version = excluded.version, fields = excluded.fields, deleted_at = now();
-        INSERT INTO ${versions} (id, version, deleted) VALUES (OLD.${key}, v_version, true)
-        ON CONFLICT (id) DO UPDATE SET version = excluded.version, deleted = true;
+        INSERT INTO ${versions} (id, version) VALUES (OLD.${key}, v_version)
+        ON CONFLICT (id) DO UPDATE SET version = excluded.version;
         IF TG_OP = 'DELETE' THEN RETURN NULL; END IF;
       END IF;
       DELETE FROM ${s}.tombstones WHERE entity = ${name} AND id = v_new_id;
@@ -204,7 +200,7 @@ export function captureFunctionSql(entity: CapturedEntity): string {
                  THEN 'deleting' ELSE 'active' END;
       v_version := ${s}.emit_entity_event(${name}, v_new_id, v_state, v_new, ${personal});
       INSERT INTO ${versions} (id, version) VALUES (NEW.${key}, v_version)
-      ON CONFLICT (id) DO UPDATE SET version = excluded.version, deleted = false;
+      ON CONFLICT (id) DO UPDATE SET version = excluded.version;
       RETURN NULL;
     END $capture$`;
 }
@@ -228,8 +224,8 @@ async function adoptEarlierVersions(tx: Executor, entity: CapturedEntity): Promi
     [oldPrefix],
   );
   await tx.query(
-    `INSERT INTO ${versions} (id, version, deleted)
-     SELECT (tb.id)::${key.type}, tb.version, true FROM ${s}.tombstones tb WHERE tb.entity = $1
+    `INSERT INTO ${versions} (id, version)
+     SELECT (tb.id)::${key.type}, tb.version FROM ${s}.tombstones tb WHERE tb.entity = $1
      ON CONFLICT (id) DO NOTHING`,
     [def.name],
   );

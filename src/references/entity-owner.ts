@@ -174,7 +174,7 @@ export class EntityOwner {
         [d.name, id, state, current.fields, d.personal],
       );
       const version = Number(r.rows[0]?.v);
-      await this.recordVersion(tx, id, version, state === 'deleted');
+      await this.recordVersion(tx, id, version);
       if (state === 'deleted') {
         await tx.query(
           `INSERT INTO ${s}.tombstones (entity, id, version, fields) VALUES ($1, $2, $3, $4)
@@ -314,23 +314,18 @@ export class EntityOwner {
       [this.def.name, id, state, current.fields, this.def.personal],
     );
     const version = Number(r.rows[0]?.v);
-    await this.recordVersion(tx, id, version, false);
+    await this.recordVersion(tx, id, version);
     return version;
   }
 
   /** Records an id's latest state event in the versions table (what the capture trigger does for writes). */
-  private async recordVersion(
-    tx: Executor,
-    id: string,
-    version: number,
-    deleted: boolean,
-  ): Promise<void> {
+  private async recordVersion(tx: Executor, id: string, version: number): Promise<void> {
     const { key } = await this.columnTypes(tx);
     await tx.query(
-      `INSERT INTO ${versionsTableSql(this.schemaSql, this.def.name)} (id, version, deleted)
-       VALUES ($1::text::${key.type}, $2, $3)
-       ON CONFLICT (id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted`,
-      [id, version, deleted],
+      `INSERT INTO ${versionsTableSql(this.schemaSql, this.def.name)} (id, version)
+       VALUES ($1::text::${key.type}, $2)
+       ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
+      [id, version],
     );
   }
 

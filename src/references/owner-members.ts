@@ -48,10 +48,13 @@ export function ownerMemberSource(
   const entity = `'${o.entity}'`;
   const fields = fieldsHashSql(o.fields, 't', s);
   const personal = `ARRAY[${o.personal.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}]::text[]`;
+  // Deleted ids: those with a tombstone (what a lookup answers) and no live row — found
+  // through the versions table, which has the key's type, so the anti-join uses the index.
   const deleted = `
-    SELECT (v.id)::text AS id, v.version, ${DELETED_CONTENT_SQL} AS content
+    SELECT tb.id, tb.version, ${DELETED_CONTENT_SQL} AS content
     FROM ${versions} v
-    WHERE v.deleted AND NOT EXISTS (SELECT 1 FROM ${o.table} t WHERE ${key} = v.id)`;
+    JOIN ${s}.tombstones tb ON tb.entity = ${entity} AND tb.id = (v.id)::text
+    WHERE NOT EXISTS (SELECT 1 FROM ${o.table} t WHERE ${key} = v.id)`;
   const live = `
     SELECT (${key})::text AS id, coalesce(v.version, 0) AS version,
            ${liveContentSql(`CASE WHEN f.id IS NULL THEN 'A' ELSE 'G' END`, fields, personal)} AS content

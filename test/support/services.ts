@@ -74,3 +74,25 @@ export async function startService(name: string): Promise<TestService> {
     },
   };
 }
+
+/**
+ * Whether `referrer` has handled everything `owner` has committed so far:
+ * every outbox row sequenced, the subscription's cursor at the owner's last
+ * position, nothing pending in the inbox.
+ */
+export async function caughtUp(owner: TestService, referrer: TestService): Promise<boolean> {
+  const o = await owner.database.db.query<{ unsequenced: number; last: string }>(
+    `SELECT (SELECT count(*)::int FROM baton.outbox WHERE seq IS NULL) AS unsequenced,
+            (SELECT last_seq::text FROM baton.relay_state) AS last`,
+  );
+  const r = await referrer.database.db.query<{ cursor: string | null; pending: number }>(
+    `SELECT (SELECT cursor FROM baton.subscriptions WHERE source = $1) AS cursor,
+            (SELECT count(*)::int FROM baton.inbox WHERE status = 'pending') AS pending`,
+    [owner.name],
+  );
+  return (
+    o.rows[0]?.unsequenced === 0 &&
+    (r.rows[0]?.cursor ?? '0') === o.rows[0]?.last &&
+    r.rows[0]?.pending === 0
+  );
+}
