@@ -12,7 +12,7 @@ import { quoteIdent } from '../db/sql.ts';
  * | text, varchar, char, name, citext, uuid, enums       | JSON string (char keeps its padding)|
  * | boolean                                              | true / false                       |
  * | smallint, integer                                    | JSON number                        |
- * | real, double precision                               | JSON number (shortest exact); "NaN", "Infinity", "-Infinity" |
+ * | real, double precision                               | JSON number (shortest exact) inside ±2^53; beyond it, NaN and ±Infinity a string |
  * | date, time, timestamp, timestamptz (in UTC), timetz  | ISO 8601 string                    |
  * | bigint, numeric, money                               | exact decimal string ("12.50")     |
  * | json, jsonb                                          | string holding the JSON text       |
@@ -67,6 +67,10 @@ export function pinnedSetLocal(): string {
   return PINNED_SETTINGS.map(([name, value]) => `SET LOCAL ${name} = ${value}`).join('; ');
 }
 
+const FLOAT = new Set(['float4', 'float8']);
+/** 2^53: the first integer JavaScript cannot tell from its neighbour. */
+const SAFE_LIMIT = '9007199254740992';
+
 /** Types whose text form is their JSON string as it is (no padding, no settings). */
 const PLAIN_TEXT = new Set(['text', 'varchar', 'name', 'citext', 'uuid']);
 /** Types `to_jsonb` writes as JSON values that every consumer reads exactly. */
@@ -95,21 +99,38 @@ export function stateFormOf(column: ColumnType): StateForm {
   return 'text';
 }
 
+/** SQL of a column's state form: a text value (a JSON string in the event) or a jsonb value. */
+function stateValue(column: ColumnType, alias: string): { sql: string; jsonb: boolean } {
+  const value = `${alias}.${quoteIdent(column.name)}`;
+  if (column.baseType === 'money') return { sql: `(${value})::numeric::text`, jsonb: false };
+  if (FLOAT.has(column.baseType)) {
+    // Past 2^53 JavaScript reads a number as an integer it cannot hold exactly, which every
+    // consumer refuses; NaN and the infinities are no JSON numbers: those go as strings.
+    return {
+      sql: `CASE WHEN abs(${value}) < ${SAFE_LIMIT} THEN to_jsonb(${value}) ELSE to_jsonb((${value})::text) END`,
+      jsonb: true,
+    };
+  }
+  // Text forms, and plain text types (their JSON string is their text), go in as text.
+  if (
+    stateFormOf(column) === 'text' ||
+    PLAIN_TEXT.has(column.baseType) ||
+    column.typtype === 'e'
+  ) {
+    return { sql: `(${value})::text`, jsonb: false };
+  }
+  return { sql: `to_jsonb(${value})`, jsonb: true };
+}
+
 /** SQL: the column's value in its state form (a value for `jsonb_build_object`), of row `alias`. */
 export function stateValueSql(column: ColumnType, alias: string): string {
-  const value = `${alias}.${quoteIdent(column.name)}`;
-  if (column.baseType === 'money') return `(${value})::numeric::text`;
-  if (stateFormOf(column) === 'text') return `(${value})::text`;
-  // Plain text types go in as text (the JSON string is the same); the rest through to_jsonb.
-  return PLAIN_TEXT.has(column.baseType) || column.typtype === 'e'
-    ? `(${value})::text`
-    : `to_jsonb(${value})`;
+  return stateValue(column, alias).sql;
 }
 
 /** SQL: the column's state form as a jsonb value, of row `alias`. */
 export function stateJsonbSql(column: ColumnType, alias: string): string {
-  const value = stateValueSql(column, alias);
-  return value.startsWith('to_jsonb(') ? value : `to_jsonb(${value})`;
+  const { sql, jsonb } = stateValue(column, alias);
+  return jsonb ? sql : `to_jsonb(${sql})`;
 }
 
 /** SQL: the row's copied fields as one jsonb object, in their state form. */
@@ -140,12 +161,12 @@ export function memberTextSql(column: ColumnType, alias: string, schemaSql: stri
   else if (base === 'bool') form = `'b' || (${value})::text`;
   else if (base === 'int2' || base === 'int4')
     form = `'n' || hashfloat8extended((${value})::float8, 0)`;
-  else if (base === 'float4' || base === 'float8') {
+  else if (FLOAT.has(base)) {
     // The event holds the shortest decimal that reads back as the value; JavaScript reads it
     // as the double nearest that decimal (for real: not the float4's own bits).
     const asDouble = base === 'float4' ? `((${value})::text)::float8` : `(${value})::float8`;
-    form = `CASE WHEN (${value}) IN ('NaN', 'Infinity', '-Infinity') THEN ${stringForm(`(${value})::text`)}
-      ELSE 'n' || hashfloat8extended(${asDouble}, 0) END`;
+    form = `CASE WHEN abs(${value}) < ${SAFE_LIMIT} THEN 'n' || hashfloat8extended(${asDouble}, 0)
+      ELSE ${stringForm(`(${value})::text`)} END`;
   } else {
     return `coalesce(${schemaSql}.member_text(${stateJsonbSql(column, alias)}), '~')`;
   }
