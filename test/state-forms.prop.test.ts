@@ -267,7 +267,10 @@ describe('state forms', () => {
         const dead = await orders.database.db.query(
           "SELECT last_error FROM baton.inbox WHERE status = 'dead'",
         );
-        expect(dead.rows.map((r) => r.last_error), 'state events turned dead letters').toEqual([]);
+        expect(
+          dead.rows.map((r) => r.last_error),
+          'state events turned dead letters',
+        ).toEqual([]);
         for (const id of ids) expect(await unfaithful(id), id).toEqual([]);
         const report = await caretaker.run({ examples: 50 });
         expect(report.entities[0]?.error).toBeUndefined();

@@ -97,6 +97,7 @@ export async function targetsFromDatabase(
       () => references,
       publish,
       service ?? '',
+      (id) => owner.lookup(row.entity, id),
     );
     return { replication, owner, subscription: row.subscription };
   });

@@ -3,7 +3,7 @@ import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
 import { TerminalError } from '../errors.ts';
 import type { BatonEvent, EventInput } from '../messaging/event.ts';
-import { type EntityState, tableSql } from './definitions.ts';
+import { type EntityLookup, type EntityState, tableSql } from './definitions.ts';
 import { applyDeletePolicy } from './delete-policies.ts';
 import type { DeleteVote } from './entity-owner.ts';
 import type { Reference } from './reference.ts';
@@ -35,15 +35,31 @@ export class EntityReplication {
     readonly references: () => readonly Reference[],
     private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
     private readonly service: string,
+    /** The owner's current answer about an id (to verify a placeholder; see `handle`). */
+    private readonly lookup?: (id: string) => Promise<EntityLookup>,
   ) {}
 
-  /** The consumer handler for `baton.entity.<name>` events. */
+  /**
+   * The consumer handler for `baton.entity.<name>` events. An event about an
+   * id the replica holds as an UNVERIFIED placeholder (a reference accepted
+   * while the owner could not be asked) does not verify it: the reference
+   * may be younger than the event. The owner is asked instead, and its
+   * current state applied — a delete then applies its policy as an apology.
+   * If the owner cannot be asked, the event fails and is retried.
+   */
   readonly handle = async (event: BatonEvent, tx: Executor): Promise<void> => {
-    const state = parseEntityState(event.payload, this.replica.entity);
-    await this.apply(tx, state, event.version, {
-      apology: false,
-      reason: `${state.state} event v${event.version}`,
-    });
+    let state = parseEntityState(event.payload, this.replica.entity);
+    let version = event.version;
+    let reason = `${state.state} event v${event.version}`;
+    if (this.lookup && (await this.replica.lock(tx, state.id))?.state === 'UNVERIFIED') {
+      const current = await this.lookup(state.id);
+      if (current.state !== 'absent' && current.version >= version) {
+        state = { ...current, state: current.state };
+        version = current.version;
+        reason = `${current.state} v${current.version} (the owner's answer, verifying a reference accepted unverified)`;
+      }
+    }
+    await this.apply(tx, state, version, { apology: false, reason });
   };
 
   /**

@@ -68,6 +68,7 @@ export class ReferenceRegistry {
       () => this.references.filter((r) => r.def.entity === options.entity),
       this.publish,
       this.service,
+      (id) => options.owner.lookup(options.entity, id),
     );
     options.consumer.subscribe(entityEventType(options.entity), replication.handle);
     this.replications.set(options.entity, {

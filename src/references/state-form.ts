@@ -112,11 +112,7 @@ function stateValue(column: ColumnType, alias: string): { sql: string; jsonb: bo
     };
   }
   // Text forms, and plain text types (their JSON string is their text), go in as text.
-  if (
-    stateFormOf(column) === 'text' ||
-    PLAIN_TEXT.has(column.baseType) ||
-    column.typtype === 'e'
-  ) {
+  if (stateFormOf(column) === 'text' || PLAIN_TEXT.has(column.baseType) || column.typtype === 'e') {
     return { sql: `(${value})::text`, jsonb: false };
   }
   return { sql: `to_jsonb(${value})`, jsonb: true };
