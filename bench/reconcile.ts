@@ -23,7 +23,7 @@ import { migrate } from '../src/db/migrate.ts';
 import { PgDatabase } from '../src/db/pg-database.ts';
 import { serveHttp } from '../src/http/node-server.ts';
 import { createServiceHandler } from '../src/http/service-handler.ts';
-import { ownerMemberSource } from '../src/references/entity-owner.ts';
+import { ownerMemberSource } from '../src/references/owner-members.ts';
 import { ReplicaStore } from '../src/references/replica-store.ts';
 import type { BenchFlags } from './support/args.ts';
 import { machine } from './support/clusters.ts';
@@ -37,9 +37,11 @@ const SECRET = 'bench-reconcile-secret-0123456789';
 // What EntityOwner.memberSource() gives for entity `customer` on `customers` copying the text column `name`.
 const OWNER: MemberSource = ownerMemberSource({
   entity: 'customer',
-  tableSql: 'customers',
-  keySql: 'id',
-  columns: [{ name: 'name', type: 'text' }],
+  table: 'public.customers',
+  keyColumn: 'id',
+  key: { name: 'id', type: 'bigint', baseType: 'int8', elementType: null, typtype: 'b' },
+  fields: [{ name: 'name', type: 'text', baseType: 'text', elementType: null, typtype: 'b' }],
+  personal: [],
   schemaSql: '"baton"',
 });
 // Baton's own replica table of `customer` (ReplicaStore: the stored fields hash included).
@@ -142,7 +144,7 @@ interface Measured {
 /**
  * Loads with one INSERT … SELECT generate_series per table. Owner: a
  * `customers` table (no capture trigger: this measures the comparison, not
- * the writes) with versions in baton.stream_versions, as Baton's entity
+ * the writes) with its versions in baton.versions_customer, as Baton's entity
  * capture keeps them. Replica: Baton's replica shape (id, state, version,
  * copied fields). VACUUM ANALYZE afterwards, as a long-lived table would be.
  */
@@ -153,8 +155,8 @@ async function load(owner: PgDatabase, replica: PgDatabase, rows: number): Promi
       CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL);
       INSERT INTO customers
         SELECT g, 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, ${rows}) g;
-      INSERT INTO baton.stream_versions
-        SELECT 'baton.entity:customer:' || g, 1 + g % 7 FROM generate_series(1, ${rows}) g;`),
+      CREATE TABLE baton.versions_customer (id bigint PRIMARY KEY, version bigint NOT NULL);
+      INSERT INTO baton.versions_customer SELECT g, 1 + g % 7 FROM generate_series(1, ${rows}) g;`),
     (async () => {
       await REPLICA_STORE.install(replica, 'bigint', {
         name: 'customers',
@@ -187,8 +189,7 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
   const orphans = Array.from({ length: 15 }, (_, i) => rows + 1000 + i * 17);
   await owner.query('DELETE FROM customers WHERE id = ANY($1::bigint[])', [lostDeletes]);
   await owner.query(
-    `UPDATE baton.stream_versions SET version = version + 1
-     WHERE stream_key = ANY(SELECT 'baton.entity:customer:' || unnest($1::bigint[]))`,
+    'UPDATE baton.versions_customer SET version = version + 1 WHERE id = ANY($1::bigint[])',
     [stale],
   );
   await replica.query('DELETE FROM baton.replica_customer WHERE id = ANY($1::bigint[])', [
@@ -208,7 +209,7 @@ async function inject(owner: PgDatabase, replica: PgDatabase, rows: number): Pro
     [forged],
   );
   await Promise.all([
-    owner.query('VACUUM ANALYZE customers, baton.stream_versions'),
+    owner.query('VACUUM ANALYZE customers, baton.versions_customer'),
     replica.query('VACUUM ANALYZE baton.replica_customer'),
   ]);
   const mark = (list: number[], kind: Kind, what: string) =>
@@ -277,19 +278,18 @@ async function naiveBaseline(
 
 async function streamAll(db: PgDatabase, source: MemberSource): Promise<Member[]> {
   return db.transaction(async (tx) => {
+    if (source.setupSql) await tx.query(source.setupSql);
     await tx.query(
       `DECLARE members NO SCROLL CURSOR FOR
-       SELECT (${source.idSql})::text AS id, (${source.versionSql})::bigint AS version,
-              (${source.fieldsHashSql})::text AS fields
-       FROM ${source.fromSql} ${source.whereSql ? `WHERE ${source.whereSql}` : ''}`,
+       SELECT id, version::bigint AS version, content::text AS content FROM (${source.sql}) m`,
     );
     const members: Member[] = [];
     for (;;) {
-      const batch = await tx.query<{ id: string; version: string; fields: string }>(
+      const batch = await tx.query<{ id: string; version: string; content: string }>(
         'FETCH 50000 FROM members',
       );
       for (const row of batch.rows) {
-        members.push({ id: row.id, version: Number(row.version), fields: BigInt(row.fields) });
+        members.push({ id: row.id, version: Number(row.version), content: BigInt(row.content) });
       }
       if (batch.rows.length < 50_000) return members;
     }
