@@ -16,6 +16,7 @@ import { Outbox } from './messaging/outbox.ts';
 import { Relay, type RelayOptions } from './messaging/relay.ts';
 import { acceptIfNewer } from './messaging/version-gate.ts';
 import type { EntityDefinition, ReferenceDefinition } from './references/definitions.ts';
+import { versionsTableSql } from './references/entity-capture.ts';
 import type { EntityOwner } from './references/entity-owner.ts';
 import type { EntityReplication } from './references/entity-replication.ts';
 import { entityRoutes } from './references/entity-routes.ts';
@@ -227,19 +228,25 @@ export function createBaton(options: BatonOptions): Baton {
       invariants.push(def);
     },
     caretaker: () =>
-      new Caretaker(
-        options.db,
+      new Caretaker({
+        db: options.db,
         schemaSql,
-        () =>
+        targets: () =>
           [...registry.replications.values()].map((r) => ({
             replication: r.replication,
             owner: r.owner,
             subscription: r.consumer.name,
           })),
-        () => invariants,
+        invariants: () => invariants,
+        owned: () =>
+          [...registry.owners.values()].map((owner) => ({
+            name: owner.def.name,
+            versionsTable: versionsTableSql(schemaSql, owner.def.name),
+            announce: (id, above) => owner.announce(id, above),
+          })),
         publish,
         logger,
-      ),
+      }),
     referenceError: (error) => asReferenceViolation(error),
     httpHandler: (httpOptions) => {
       const setSides = new Map<string, SetSide>();

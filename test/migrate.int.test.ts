@@ -67,6 +67,7 @@ const BATON_TABLES = [
   'subscriptions',
   'tombstones',
   'version_gates',
+  'version_skips',
 ];
 
 describe('migrate on an empty database', () => {

@@ -5,6 +5,12 @@ import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
 import { DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
 import { EntityReconciler, type EntityReport, emptyEntityReport } from './entity-reconciler.ts';
+import {
+  checkIntegrity,
+  type FeedReport,
+  type IntegrityReport,
+  type OwnedEntity,
+} from './integrity.ts';
 import { type InvariantDefinition, type InvariantReport, runInvariant } from './invariants.ts';
 import { checkReferencingRows, type ReferencingRowsReport } from './referencing-rows.ts';
 
@@ -21,6 +27,12 @@ export interface CaretakerRunOptions {
   repair?: boolean;
   /** Repair suspected true orphans now instead of after a second confirmation. */
   approve?: boolean;
+  /**
+   * With `repair`: rows of this service's own tables changed outside Baton
+   * whose original cannot be restored are taken as they are and sealed again
+   * (an operator has looked at them); otherwise they are reported on every run.
+   */
+  acceptAltered?: boolean;
   /** Only this entity (and no invariants). */
   entity?: string;
   cutTimeoutMs?: number;
@@ -37,6 +49,8 @@ export interface CaretakerReport {
   skipped: boolean;
   entities: (EntityReport & { referencingRows: ReferencingRowsReport[] })[];
   invariants: InvariantReport[];
+  /** This service's own tables against their seals, and its feed's positions (not with `entity`). */
+  integrity: { tables: IntegrityReport[]; feed: FeedReport } | null;
   totals: {
     differences: number;
     byClass: Record<DifferenceClass, number>;
@@ -45,7 +59,22 @@ export interface CaretakerReport {
     bytesExchanged: number;
     invariantViolations: number;
     referencingRowProblems: number;
+    /** Rows changed outside Baton, and positions of the feed whose events are gone. */
+    integrityProblems: number;
   };
+}
+
+/** What a caretaker works on: one service's database and declarations. */
+export interface CaretakerOptions {
+  db: Database;
+  schemaSql: string;
+  /** The replicated entities to compare with their owners. */
+  targets: () => readonly ReconcileTarget[];
+  invariants: () => readonly InvariantDefinition[];
+  /** The entities this service owns (their versions tables are checked too). */
+  owned: () => readonly OwnedEntity[];
+  publish: (tx: Executor, events: EventInput[]) => Promise<unknown>;
+  logger?: Logger;
 }
 
 /**
@@ -55,14 +84,15 @@ export interface CaretakerReport {
  * report is stored in `reconcile_runs` for `baton status`.
  */
 export class Caretaker {
-  constructor(
-    private readonly db: Database,
-    private readonly schemaSql: string,
-    private readonly targets: () => readonly ReconcileTarget[],
-    private readonly invariants: () => readonly InvariantDefinition[],
-    private readonly publish: (tx: Executor, events: EventInput[]) => Promise<unknown>,
-    private readonly logger?: Logger,
-  ) {}
+  private readonly db: Database;
+  private readonly schemaSql: string;
+  private readonly logger: Logger | undefined;
+
+  constructor(private readonly o: CaretakerOptions) {
+    this.db = o.db;
+    this.schemaSql = o.schemaSql;
+    this.logger = o.logger;
+  }
 
   async run(options: CaretakerRunOptions = {}): Promise<CaretakerReport> {
     const started = Date.now();
@@ -75,6 +105,7 @@ export class Caretaker {
       skipped: false,
       entities: [],
       invariants: [],
+      integrity: null,
       totals: {
         differences: 0,
         byClass: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
@@ -86,6 +117,7 @@ export class Caretaker {
         bytesExchanged: 0,
         invariantViolations: 0,
         referencingRowProblems: 0,
+        integrityProblems: 0,
       },
     };
     const lease = await this.takeLease();
@@ -136,11 +168,12 @@ export class Caretaker {
     repair: boolean,
     examples: number,
   ): Promise<void> {
-    const targets = this.targets().filter(
-      (t) => !options.entity || t.replication.replica.entity === options.entity,
-    );
-    const invariants = options.entity ? [] : this.invariants();
-    const total = targets.length + invariants.length;
+    const targets = this.o
+      .targets()
+      .filter((t) => !options.entity || t.replication.replica.entity === options.entity);
+    const invariants = options.entity ? [] : this.o.invariants();
+    const integrity = options.entity === undefined;
+    const total = targets.length + invariants.length + (integrity ? 1 : 0);
     let done = 0;
     for (const target of targets) {
       options.onProgress?.({ done, total, what: `entity ${target.replication.replica.entity}` });
@@ -156,8 +189,17 @@ export class Caretaker {
     for (const invariant of invariants) {
       options.onProgress?.({ done, total, what: `invariant ${invariant.name}` });
       report.invariants.push(
-        await runInvariant(this.db, invariant, this.publish, { remedy: repair, examples }),
+        await runInvariant(this.db, invariant, this.o.publish, { remedy: repair, examples }),
       );
+      done++;
+    }
+    if (integrity) {
+      options.onProgress?.({ done, total, what: "this service's own tables" });
+      report.integrity = await checkIntegrity(this.db, this.schemaSql, this.o.owned(), {
+        repair,
+        acceptAltered: options.acceptAltered ?? false,
+        examples,
+      });
       done++;
     }
     options.onProgress?.({ done, total, what: 'done' });
@@ -233,4 +275,17 @@ function summarise(report: CaretakerReport): void {
     );
   }
   for (const i of report.invariants) t.invariantViolations += i.violations;
+  if (report.integrity) {
+    const { tables, feed } = report.integrity;
+    for (const table of tables) {
+      t.integrityProblems += table.altered;
+      t.repaired += table.repaired;
+    }
+    t.integrityProblems +=
+      feed.missingPositions +
+      feed.missingVersions +
+      feed.countersBehind +
+      (feed.lastPositionBehind ? 1 : 0);
+    t.repaired += feed.repaired;
+  }
 }

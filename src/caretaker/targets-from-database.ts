@@ -4,13 +4,20 @@ import { schemaIdent } from '../db/sql.ts';
 import { InvalidInputError } from '../errors.ts';
 import type { EventInput } from '../messaging/event.ts';
 import { Outbox } from '../messaging/outbox.ts';
-import { type OnDeletePolicy, validateReference } from '../references/definitions.ts';
+import {
+  type OnDeletePolicy,
+  validateEntity,
+  validateReference,
+} from '../references/definitions.ts';
+import { versionsTableSql } from '../references/entity-capture.ts';
+import { EntityOwner } from '../references/entity-owner.ts';
 import { EntityReplication } from '../references/entity-replication.ts';
 import { ownerClient } from '../references/owner-client.ts';
 import { Reference } from '../references/reference.ts';
 import { ReplicaStore } from '../references/replica-store.ts';
 import type { ClientAuth } from '../transports/http-feed/auth.ts';
 import type { ReconcileTarget } from './caretaker.ts';
+import type { OwnedEntity } from './integrity.ts';
 
 export interface DatabaseTargetsOptions {
   schema: string;
@@ -28,6 +35,8 @@ export interface DatabaseTargetsOptions {
 
 export interface DatabaseTargets {
   targets: ReconcileTarget[];
+  /** The entities this service owns, as recorded (their versions tables are checked). */
+  owned: OwnedEntity[];
   /**
    * The service name used for published events. Undefined when the database
    * does not record it and none was given: then `publish` throws, so only a
@@ -101,7 +110,45 @@ export async function targetsFromDatabase(
     );
     return { replication, owner, subscription: row.subscription };
   });
-  return { targets, service, publish };
+  return { targets, owned: await ownedEntities(db, schemaSql, service), service, publish };
+}
+
+/** The entities the service recorded owning, able to announce their state again. */
+async function ownedEntities(
+  db: Database,
+  schemaSql: string,
+  service: string | undefined,
+): Promise<OwnedEntity[]> {
+  const rows = await db.query<{
+    name: string;
+    table_name: string;
+    key_column: string;
+    fields: string[];
+    personal: string[];
+    restrict_referrers: string[];
+  }>(
+    `SELECT name, table_name, key_column, fields, personal, restrict_referrers FROM ${schemaSql}.entities ORDER BY name`,
+  );
+  return rows.rows.map((row) => {
+    const owner = new EntityOwner(
+      db,
+      schemaSql,
+      validateEntity({
+        name: row.name,
+        table: row.table_name,
+        key: row.key_column,
+        fields: row.fields,
+        personal: row.personal,
+        restrictReferrers: row.restrict_referrers,
+      }),
+      { service: service ?? 'unknown', outboxChannel: '' },
+    );
+    return {
+      name: row.name,
+      versionsTable: versionsTableSql(schemaSql, row.name),
+      announce: (id, above) => owner.announce(id, above),
+    };
+  });
 }
 
 async function recordedService(db: Database, schemaSql: string): Promise<string | undefined> {

@@ -79,19 +79,24 @@ export class Outbox {
       ), counts AS (
         SELECT e->>'key' AS key, count(*) AS n FROM input GROUP BY 1
       ), bumped AS (
-        INSERT INTO ${s}.stream_versions AS sv (stream_key, version)
-        SELECT key, n FROM counts ORDER BY key
-        ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + excluded.version
+        INSERT INTO ${s}.stream_versions AS sv (stream_key, version, seal)
+        SELECT key, n, ${s}.counter_seal(key, n) FROM counts ORDER BY key
+        ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + excluded.version,
+          seal = ${s}.counter_seal(sv.stream_key, sv.version + excluded.version)
         RETURNING stream_key, version
+      ), numbered AS (
+        SELECT (i.e->>'id')::uuid AS event_id, i.e->>'type' AS type, i.e->>'key' AS key,
+               b.version - c.n + row_number() OVER (PARTITION BY i.e->>'key' ORDER BY i.ord) AS version,
+               i.e->'payload' AS payload, i.e->'headers' AS headers,
+               (i.e->>'occurredAt')::timestamptz AS occurred_at, i.ord
+        FROM input i
+        JOIN bumped b ON b.stream_key = i.e->>'key'
+        JOIN counts c ON c.key = i.e->>'key'
       )
-      INSERT INTO ${s}.outbox (event_id, type, key, version, payload, headers, occurred_at, source)
-      SELECT (i.e->>'id')::uuid, i.e->>'type', i.e->>'key',
-             b.version - c.n + row_number() OVER (PARTITION BY i.e->>'key' ORDER BY i.ord),
-             i.e->'payload', i.e->'headers', (i.e->>'occurredAt')::timestamptz, $2
-      FROM input i
-      JOIN bumped b ON b.stream_key = i.e->>'key'
-      JOIN counts c ON c.key = i.e->>'key'
-      ORDER BY i.ord
+      INSERT INTO ${s}.outbox (event_id, type, key, version, payload, headers, occurred_at, source, seal)
+      SELECT event_id, type, key, version, payload, headers, occurred_at, $2,
+             ${s}.outbox_seal(event_id, type, key, version, payload, headers, $2)
+      FROM numbered ORDER BY ord
       RETURNING event_id::text AS id, version${notify}`;
   }
 
@@ -103,12 +108,16 @@ export class Outbox {
     const s = this.options.schemaSql;
     return `
       WITH bumped AS (
-        INSERT INTO ${s}.stream_versions AS sv (stream_key, version) VALUES ($3, 1)
-        ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + 1
+        INSERT INTO ${s}.stream_versions AS sv (stream_key, version, seal)
+        VALUES ($3, 1, ${s}.counter_seal($3, 1))
+        ON CONFLICT (stream_key) DO UPDATE SET version = sv.version + 1,
+          seal = ${s}.counter_seal(sv.stream_key, sv.version + 1)
         RETURNING version
       )
-      INSERT INTO ${s}.outbox (event_id, type, key, version, payload, headers, occurred_at, source)
-      SELECT $1::uuid, $2, $3, b.version, $4::jsonb, $5::jsonb, $6::timestamptz, $7 FROM bumped b
+      INSERT INTO ${s}.outbox (event_id, type, key, version, payload, headers, occurred_at, source, seal)
+      SELECT $1::uuid, $2, $3, b.version, $4::jsonb, $5::jsonb, $6::timestamptz, $7,
+             ${s}.outbox_seal($1::uuid, $2, $3, b.version, $4::jsonb, $5::jsonb, $7)
+      FROM bumped b
       RETURNING event_id::text AS id, version${notify}`;
   }
 

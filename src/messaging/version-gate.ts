@@ -17,8 +17,10 @@ export async function acceptIfNewer(
 ): Promise<boolean> {
   const result = await queryPrepared(
     tx,
-    `INSERT INTO ${schemaSql}.version_gates AS g (scope, key, version) VALUES ($1, $2, $3)
-     ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version WHERE g.version < excluded.version
+    `INSERT INTO ${schemaSql}.version_gates AS g (scope, key, version, seal)
+     VALUES ($1, $2, $3, ${schemaSql}.gate_seal($1, $2, $3))
+     ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version, seal = excluded.seal
+       WHERE g.version < excluded.version
      RETURNING 1`,
     [scope, key, version],
   );

@@ -87,7 +87,10 @@ export async function installCapture(tx: Executor, entity: CapturedEntity): Prom
   const known = existing.rows[0]?.type;
   if (known === undefined) {
     await tx.query(
-      `CREATE TABLE ${versions} (id ${key.type} PRIMARY KEY, version bigint NOT NULL CHECK (version > 0))`,
+      `CREATE TABLE ${versions} (
+         id ${key.type} PRIMARY KEY,
+         version bigint NOT NULL CHECK (version > 0),
+         seal bigint)`,
     );
     await adoptEarlierVersions(tx, entity);
   } else if (known !== key.type) {
@@ -190,8 +193,9 @@ export function captureFunctionSql(entity: CapturedEntity): string {
         v_version := ${s}.emit_entity_event(${name}, v_old_id, 'deleted', v_old, ${personal});
         INSERT INTO ${s}.tombstones (entity, id, version, fields) VALUES (${name}, v_old_id, v_version, v_old)
         ON CONFLICT (entity, id) DO UPDATE SET version = excluded.version, fields = excluded.fields, deleted_at = now();
-        INSERT INTO ${versions} (id, version) VALUES (OLD.${key}, v_version)
-        ON CONFLICT (id) DO UPDATE SET version = excluded.version;
+        INSERT INTO ${versions} (id, version, seal)
+        VALUES (OLD.${key}, v_version, ${s}.entity_version_seal(${name}, v_old_id, v_version))
+        ON CONFLICT (id) DO UPDATE SET version = excluded.version, seal = excluded.seal;
         IF TG_OP = 'DELETE' THEN RETURN NULL; END IF;
       END IF;
       DELETE FROM ${s}.tombstones WHERE entity = ${name} AND id = v_new_id;
@@ -199,8 +203,9 @@ export function captureFunctionSql(entity: CapturedEntity): string {
                                    WHERE f.entity = ${name} AND f.id = v_new_id AND f.state = 'pending')
                  THEN 'deleting' ELSE 'active' END;
       v_version := ${s}.emit_entity_event(${name}, v_new_id, v_state, v_new, ${personal});
-      INSERT INTO ${versions} (id, version) VALUES (NEW.${key}, v_version)
-      ON CONFLICT (id) DO UPDATE SET version = excluded.version;
+      INSERT INTO ${versions} (id, version, seal)
+      VALUES (NEW.${key}, v_version, ${s}.entity_version_seal(${name}, v_new_id, v_version))
+      ON CONFLICT (id) DO UPDATE SET version = excluded.version, seal = excluded.seal;
       RETURN NULL;
     END $capture$`;
 }
@@ -217,22 +222,25 @@ async function adoptEarlierVersions(tx: Executor, entity: CapturedEntity): Promi
   const keyColumn = quoteIdent(def.key);
   const oldPrefix = `baton.entity:${def.name}:`;
   await tx.query(
-    `INSERT INTO ${versions} (id, version)
-     SELECT t.${keyColumn}, v.version FROM ${table} t
+    `INSERT INTO ${versions} (id, version, seal)
+     SELECT t.${keyColumn}, v.version, ${s}.entity_version_seal($2, (t.${keyColumn})::text, v.version)
+     FROM ${table} t
      JOIN ${s}.stream_versions v ON v.stream_key = $1 || (t.${keyColumn})::text
      ON CONFLICT (id) DO NOTHING`,
-    [oldPrefix],
+    [oldPrefix, def.name],
   );
   await tx.query(
-    `INSERT INTO ${versions} (id, version)
-     SELECT (tb.id)::${key.type}, tb.version FROM ${s}.tombstones tb WHERE tb.entity = $1
+    `INSERT INTO ${versions} (id, version, seal)
+     SELECT (tb.id)::${key.type}, tb.version, ${s}.entity_version_seal($1, tb.id, tb.version)
+     FROM ${s}.tombstones tb WHERE tb.entity = $1
      ON CONFLICT (id) DO NOTHING`,
     [def.name],
   );
   await tx.query(
-    `INSERT INTO ${s}.stream_versions AS sv (stream_key, version)
-     SELECT $1 || (id)::text, version FROM ${versions}
-     ON CONFLICT (stream_key) DO UPDATE SET version = greatest(sv.version, excluded.version)`,
+    `INSERT INTO ${s}.stream_versions AS sv (stream_key, version, seal)
+     SELECT $1 || (id)::text, version, ${s}.counter_seal($1 || (id)::text, version) FROM ${versions}
+     ON CONFLICT (stream_key) DO UPDATE SET version = greatest(sv.version, excluded.version),
+       seal = ${s}.counter_seal(sv.stream_key, greatest(sv.version, excluded.version))`,
     [`${def.name}:`],
   );
   await tx.query(`DELETE FROM ${s}.stream_versions WHERE starts_with(stream_key, $1)`, [oldPrefix]);

@@ -162,11 +162,7 @@ export class EntityOwner {
         `SELECT 1 FROM ${this.table} WHERE ${this.key} = $1::text::${key.type} FOR UPDATE`,
         [id],
       );
-      await tx.query(
-        `INSERT INTO ${s}.stream_versions AS sv (stream_key, version) VALUES ($1, $2)
-         ON CONFLICT (stream_key) DO UPDATE SET version = greatest(sv.version, excluded.version)`,
-        [`${d.name}:${id}`, above],
-      );
+      await raiseCounter(tx, s, `${d.name}:${id}`, above, "announced above a referrer's version");
       const current = await this.lookup(id, tx);
       const state = current.state === 'absent' ? 'deleted' : current.state;
       const r = await tx.query<{ v: string }>(
@@ -321,11 +317,12 @@ export class EntityOwner {
   /** Records an id's latest state event in the versions table (what the capture trigger does for writes). */
   private async recordVersion(tx: Executor, id: string, version: number): Promise<void> {
     const { key } = await this.columnTypes(tx);
+    const s = this.schemaSql;
     await tx.query(
-      `INSERT INTO ${versionsTableSql(this.schemaSql, this.def.name)} (id, version)
-       VALUES ($1::text::${key.type}, $2)
-       ON CONFLICT (id) DO UPDATE SET version = excluded.version`,
-      [id, version],
+      `INSERT INTO ${versionsTableSql(s, this.def.name)} (id, version, seal)
+       VALUES ($1::text::${key.type}, $2, ${s}.entity_version_seal($3, $1, $2))
+       ON CONFLICT (id) DO UPDATE SET version = excluded.version, seal = excluded.seal`,
+      [id, version, this.def.name],
     );
   }
 
@@ -357,4 +354,31 @@ async function requireUniqueKey(tx: Executor, def: Required<EntityDefinition>): 
       `entity ${def.name}: its key "${def.key}" must identify one row of ${def.table}: make it the primary key (or NOT NULL with a unique index on it alone).`,
     );
   }
+}
+
+/**
+ * Moves a key's counter up to at least `to` (the next event gets a higher
+ * version) and records the versions it passes over, so that the caretaker
+ * does not take them for deleted events.
+ */
+export async function raiseCounter(
+  tx: Executor,
+  schemaSql: string,
+  key: string,
+  to: number,
+  reason: string,
+): Promise<void> {
+  await tx.query(
+    `WITH before AS (
+       SELECT coalesce((SELECT version FROM ${schemaSql}.stream_versions WHERE stream_key = $1 FOR UPDATE), 0) AS v),
+     skipped AS (
+       INSERT INTO ${schemaSql}.version_skips (key, from_version, to_version, reason)
+       SELECT $1, b.v + 1, $2, $3 FROM before b WHERE $2 > b.v
+       ON CONFLICT (key, from_version) DO UPDATE SET to_version = greatest(version_skips.to_version, excluded.to_version))
+     INSERT INTO ${schemaSql}.stream_versions AS sv (stream_key, version, seal)
+     VALUES ($1, $2, ${schemaSql}.counter_seal($1, $2))
+     ON CONFLICT (stream_key) DO UPDATE SET version = greatest(sv.version, excluded.version),
+       seal = ${schemaSql}.counter_seal(sv.stream_key, greatest(sv.version, excluded.version))`,
+    [key, to, reason],
+  );
 }

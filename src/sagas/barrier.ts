@@ -48,7 +48,9 @@ export async function passBarrier(
   if (blocked) {
     await queryPrepared(
       tx,
-      `UPDATE ${schemaSql}.barrier SET outcome = 'null' WHERE tx_id = $1 AND branch = $2 AND op = 'cancel'`,
+      `UPDATE ${schemaSql}.barrier SET outcome = 'null',
+         seal = ${schemaSql}.barrier_seal(tx_id, branch, op, resource, 'null', result)
+       WHERE tx_id = $1 AND branch = $2 AND op = 'cancel'`,
       [call.txId, call.branch],
     );
     return { run: false, reason: 'null-compensation', result: null };
@@ -75,7 +77,8 @@ async function passConfirm(
   const r = await queryPrepared<{ mine: boolean; try_outcome: string | null; cancelled: boolean }>(
     tx,
     `WITH mine AS (
-       INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome) VALUES ($1, $2, 'confirm', $3, 'done')
+       INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome, seal)
+       VALUES ($1, $2, 'confirm', $3, 'done', ${schemaSql}.barrier_seal($1, $2, 'confirm', $3, 'done', NULL))
        ON CONFLICT (tx_id, branch, op) DO NOTHING RETURNING 1)
      SELECT EXISTS (SELECT 1 FROM mine) AS mine,
        (SELECT outcome FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = 'try') AS try_outcome,
@@ -103,7 +106,9 @@ export async function recordBarrierResult(
 ): Promise<void> {
   await queryPrepared(
     tx,
-    `UPDATE ${schemaSql}.barrier SET result = $4 WHERE tx_id = $1 AND branch = $2 AND op = $3`,
+    `UPDATE ${schemaSql}.barrier SET result = $4,
+       seal = ${schemaSql}.barrier_seal(tx_id, branch, op, resource, outcome, $4::jsonb)
+     WHERE tx_id = $1 AND branch = $2 AND op = $3`,
     [call.txId, call.branch, call.op, JSON.stringify(result ?? null)],
   );
 }
@@ -131,7 +136,8 @@ async function insertRow(
 ): Promise<boolean> {
   const r = await queryPrepared(
     tx,
-    `INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome) VALUES ($1, $2, $3, $4, $5)
+    `INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome, seal)
+     VALUES ($1, $2, $3, $4, $5, ${schemaSql}.barrier_seal($1, $2, $3, $4, $5, NULL))
      ON CONFLICT (tx_id, branch, op) DO NOTHING`,
     [call.txId, call.branch, op, call.resource, outcome],
   );

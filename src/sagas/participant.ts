@@ -189,7 +189,9 @@ export class Participant {
     return this.inTransaction(async (tx) => {
       const claimed = await queryPrepared(
         tx,
-        `INSERT INTO ${this.schemaSql}.idempotency_keys (key, action) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`,
+        `INSERT INTO ${this.schemaSql}.idempotency_keys (key, action, seal)
+         VALUES ($1, $2, ${this.schemaSql}.idempotency_seal($1, $2, 'done', NULL))
+         ON CONFLICT (key) DO NOTHING`,
         [idempotencyKey, name],
       );
       if (claimed.rowCount !== 1) {
@@ -220,7 +222,9 @@ export class Participant {
       const result = await handler.run(tx, body, { idempotencyKey });
       await queryPrepared(
         tx,
-        `UPDATE ${this.schemaSql}.idempotency_keys SET result = $2 WHERE key = $1`,
+        `UPDATE ${this.schemaSql}.idempotency_keys SET result = $2,
+           seal = ${this.schemaSql}.idempotency_seal(key, action, state, $2::jsonb)
+         WHERE key = $1`,
         [idempotencyKey, JSON.stringify(result ?? null)],
       );
       return jsonResponse(200, { outcome: 'done', result: result ?? null });
@@ -247,7 +251,8 @@ export class Participant {
       // Never ran: block the key, so the call cannot run after its undo.
       const blocked = await queryPrepared(
         tx,
-        `INSERT INTO ${s}.idempotency_keys (key, action, state, undone_at) VALUES ($1, $2, 'blocked', now())
+        `INSERT INTO ${s}.idempotency_keys (key, action, state, undone_at, seal)
+         VALUES ($1, $2, 'blocked', now(), ${s}.idempotency_seal($1, $2, 'blocked', NULL))
          ON CONFLICT (key) DO NOTHING`,
         [idempotencyKey, name],
       );
@@ -269,7 +274,9 @@ export class Participant {
       await undo(tx, body, { idempotencyKey, result: row.result });
       await queryPrepared(
         tx,
-        `UPDATE ${s}.idempotency_keys SET state = 'undone', undone_at = now() WHERE key = $1`,
+        `UPDATE ${s}.idempotency_keys SET state = 'undone', undone_at = now(),
+           seal = ${s}.idempotency_seal(key, action, 'undone', result)
+         WHERE key = $1`,
         [idempotencyKey],
       );
       return jsonResponse(200, { outcome: 'done' });

@@ -145,7 +145,7 @@ async function reconcile(
   auth: ClientAuth,
   io: CliIo,
 ): Promise<ReconcileResult> {
-  const { targets, service, publish } = await targetsFromDatabase(db, {
+  const { targets, owned, service, publish } = await targetsFromDatabase(db, {
     schema,
     auth,
     ...(local.service === undefined ? {} : { service: local.service }),
@@ -167,13 +167,14 @@ async function reconcile(
       );
     }
   }
-  const caretaker = new Caretaker(
+  const caretaker = new Caretaker({
     db,
-    schemaIdent(schema),
-    () => targets,
-    () => [],
+    schemaSql: schemaIdent(schema),
+    targets: () => targets,
+    invariants: () => [],
+    owned: () => owned,
     publish,
-  );
+  });
   const progress = terminalProgress(io, local.repair ? 'reconcile --repair' : 'reconcile');
   try {
     const report = await caretaker.run({
