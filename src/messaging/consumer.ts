@@ -12,6 +12,7 @@ import type { EventSource } from '../transports/transport.ts';
 import { type BackoffPolicy, backoffDelay } from './backoff.ts';
 import type { BatonEvent } from './event.ts';
 import { validatePayload } from './event-schemas.ts';
+import { FetchGate } from './fetch-gate.ts';
 import { type InboxEntry, InboxStore, toInboxRows } from './inbox.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 import { WakeSignal } from './wake-signal.ts';
@@ -52,7 +53,12 @@ export interface ConsumerOptions {
   maxAttempts?: number;
   backoff?: BackoffPolicy;
   onDeadLetter?: DeadLetterMode;
-  /** Stop fetching while this many entries wait to be handled (backpressure). */
+  /**
+   * Stop fetching while this many entries can be handled (backpressure).
+   * Entries that wait behind a dead letter (`block-key`) or behind a failed
+   * entry's retry do not count: they cannot run, and other keys must keep
+   * flowing past them (`baton status` shows them as blocked).
+   */
   maxPendingEntries?: number;
   /** Handled entries are deleted after this long. */
   retentionMs?: number;
@@ -94,6 +100,7 @@ interface Subscription {
 export class Consumer {
   private readonly o: Required<Omit<ConsumerOptions, 'source' | 'db'>>;
   private readonly store: InboxStore;
+  private readonly gate: FetchGate;
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly workerSignals: WakeSignal[] = [];
   private readonly fetchSignal = new WakeSignal();
@@ -128,6 +135,7 @@ export class Consumer {
     }
     if (!(this.o.maxAttempts >= 1)) throw new InvalidInputError('maxAttempts must be at least 1.');
     this.store = new InboxStore(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
+    this.gate = new FetchGate(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
   }
 
   /** The subscription's name. */
@@ -199,10 +207,7 @@ export class Consumer {
           lastPrune = Date.now();
           await this.store.prune(this.options.db, this.o.retentionMs);
         }
-        if (
-          (await this.store.pendingCount(this.options.db, this.o.maxPendingEntries)) >=
-          this.o.maxPendingEntries
-        ) {
+        if ((await this.gate.read(this.options.db, this.o.maxPendingEntries)).full) {
           await this.fetchSignal.wait(200);
           continue;
         }

@@ -4,6 +4,7 @@ import {
   type ReferencesStatus,
   readStatus,
   type SagasStatus,
+  type SubscriptionStatus,
 } from '../../status.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
@@ -67,7 +68,17 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
     lines.push('  none (no consumer has started against this database)');
   } else {
     const table = formatTable(
-      ['NAME', 'SOURCE', 'CURSOR', 'PENDING', 'OLDEST PENDING', 'DEAD', 'UPDATED'],
+      [
+        'NAME',
+        'SOURCE',
+        'CURSOR',
+        'PENDING',
+        'OLDEST PENDING',
+        'DEAD',
+        'BLOCKED KEYS',
+        'BEHIND THEM',
+        'UPDATED',
+      ],
       status.subscriptions.map((s) => [
         s.name,
         s.source,
@@ -75,10 +86,13 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
         String(s.pending),
         s.pending > 0 ? formatDuration(s.oldestPendingAgeSeconds) : '-',
         String(s.deadLetters),
+        String(s.blockedKeys),
+        String(s.blockedEntries),
         formatTime(s.updatedAt),
       ]),
     );
     lines.push(...table.map((l) => `  ${l}`));
+    for (const s of status.subscriptions) lines.push(...blockedWarning(s));
   }
   lines.push(
     '',
@@ -89,6 +103,14 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
   if (status.references.installed) lines.push('', ...renderReferences(status.references));
   if (status.sagas.installed) lines.push('', ...renderSagas(status.sagas));
   return lines;
+}
+
+/** Entries piling up behind blocked keys: they hold back nothing else, so only this shows them. */
+function blockedWarning(s: SubscriptionStatus): string[] {
+  if (s.blockedEntries === 0) return [];
+  return [
+    `  ! ${s.name}: ${plural(s.blockedEntries, 'entry waits', 'entries wait')} behind ${plural(s.blockedKeys, 'blocked key')} (a dead letter, or a failed entry waiting for its retry); other keys keep flowing, but these grow until the cause is fixed (dead letters: \`baton dlq list --subscription ${s.name}\`).`,
+  ];
 }
 
 /** Sagas by state, the stuck ones with their error, the oldest still active. */
