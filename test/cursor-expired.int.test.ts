@@ -1,7 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Consumer, createBaton, httpFeedSource } from '../src/index.ts';
+import {
+  type Consumer,
+  createBaton,
+  httpFeedSource,
+  resetSubscriptionCursor,
+} from '../src/index.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { eventually, freshDatabase, SECRET } from './helpers.ts';
+import { baton } from './support/baton-cli.ts';
 import { startService, type TestService } from './support/services.ts';
 
 /*
@@ -145,6 +151,63 @@ describe('a running consumer whose producer pruned past its cursor (410)', () =>
       'the events after the reset handled by the running consumer',
       BOUND_MS,
     );
+    expect(await handled(s.consumerDb)).toEqual(['read-1', 'read-2', 'after-1', 'after-2']);
+  });
+
+  it('resumes within seconds when moved on with `baton consumers reset --to-oldest --yes`, the gap recorded', async () => {
+    const s = await stuckConsumer();
+    await eventually(
+      async () =>
+        (
+          await baton(['consumers', 'list', '--json'], { BATON_DATABASE_URL: s.consumerDb.url })
+        ).stdout.includes(`"oldestRetained": "${s.oldest}"`),
+      'the consumer recorded the oldest retained position',
+      BOUND_MS,
+    );
+    await publish(s.producer, ['after-1', 'after-2']);
+    const reset = await baton(['consumers', 'reset', SUBSCRIPTION, '--to-oldest', '--yes'], {
+      BATON_DATABASE_URL: s.consumerDb.url,
+    });
+    expect(reset.code, reset.stderr).toBe(0);
+    expect(reset.stdout).toContain(`from ${s.cursor} to ${s.oldest}`);
+    await eventually(
+      async () => (await handled(s.consumerDb)).length === 4,
+      'the events after the reset handled by the running consumer',
+      BOUND_MS,
+    );
+    expect(await handled(s.consumerDb)).toEqual(['read-1', 'read-2', 'after-1', 'after-2']);
+    const loss = await s.consumerDb.db.query(
+      'SELECT from_position, to_position FROM baton.data_loss WHERE subscription = $1',
+      [SUBSCRIPTION],
+    );
+    expect(loss.rows).toEqual([{ from_position: s.cursor, to_position: s.oldest }]);
+  });
+
+  it('a reset cuts a long-poll short: moved back by resetSubscriptionCursor, it re-reads at once, each event handled once', async () => {
+    const s = await stuckConsumer({ fetchWaitMs: 25_000 });
+    await s.consumerDb.db.query('UPDATE baton.subscriptions SET cursor = $2 WHERE name = $1', [
+      SUBSCRIPTION,
+      s.oldest,
+    ]);
+    await publish(s.producer, ['after-1', 'after-2']);
+    await eventually(async () => (await handled(s.consumerDb)).length === 4, 'caught up', BOUND_MS);
+    const end = await storedCursor(s.consumerDb);
+    // Caught up and inside a 25 s long-poll: only the reset's NOTIFY can make it look within the bound.
+    await new Promise((r) => setTimeout(r, 1_000));
+    const reset = await resetSubscriptionCursor(s.consumerDb.db, SUBSCRIPTION, { to: s.oldest });
+    expect(reset).toMatchObject({
+      from: end,
+      direction: 'backward',
+      applied: true,
+      dataLoss: null,
+    });
+    expect(reset.warnings.join(' ')).toContain('read again');
+    await eventually(
+      async () => (await storedCursor(s.consumerDb)) === end,
+      'the consumer re-read the events after the moved-back cursor',
+      BOUND_MS,
+    );
+    // Read twice, handled once: the inbox still holds them.
     expect(await handled(s.consumerDb)).toEqual(['read-1', 'read-2', 'after-1', 'after-2']);
   });
 });

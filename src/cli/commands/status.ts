@@ -4,7 +4,6 @@ import {
   type ReferencesStatus,
   readStatus,
   type SagasStatus,
-  type SubscriptionStatus,
 } from '../../status.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
@@ -19,6 +18,7 @@ import {
   printJson,
   printLines,
 } from '../output.ts';
+import { blockedLines, dataLossLines, stuckLines } from '../subscription-lines.ts';
 
 /** A relay that leaves events waiting this long is probably not running. */
 const STALLED_RELAY_SECONDS = 60;
@@ -28,7 +28,7 @@ export function registerStatus(program: Command, io: CliIo): void {
   program
     .command('status')
     .description(
-      'show the outbox backlog, relay lag, subscriptions, dead letters, pending deletes, quarantined orphans, the last reconcile run and sagas (stuck ones first of all)',
+      'show the outbox backlog, relay lag, subscriptions (stuck ones, blocked keys, unreconciled data loss), dead letters, pending deletes, quarantined orphans, the last reconcile run and sagas (stuck ones first of all)',
     )
     .action(async (_local: object, command: Command) => {
       const options = command.optsWithGlobals<GlobalOptions>();
@@ -92,7 +92,10 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
       ]),
     );
     lines.push(...table.map((l) => `  ${l}`));
-    for (const s of status.subscriptions) lines.push(...blockedWarning(s));
+    for (const s of status.subscriptions) {
+      const notes = [...stuckLines(s), ...blockedLines(s), ...dataLossLines(s)];
+      lines.push(...notes.map((l) => `  ${l}`));
+    }
   }
   lines.push(
     '',
@@ -103,14 +106,6 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
   if (status.references.installed) lines.push('', ...renderReferences(status.references));
   if (status.sagas.installed) lines.push('', ...renderSagas(status.sagas));
   return lines;
-}
-
-/** Entries piling up behind blocked keys: they hold back nothing else, so only this shows them. */
-function blockedWarning(s: SubscriptionStatus): string[] {
-  if (s.blockedEntries === 0) return [];
-  return [
-    `  ! ${s.name}: ${plural(s.blockedEntries, 'entry waits', 'entries wait')} behind ${plural(s.blockedKeys, 'blocked key')} (a dead letter, or a failed entry waiting for its retry); other keys keep flowing, but these grow until the cause is fixed (dead letters: \`baton dlq list --subscription ${s.name}\`).`,
-  ];
 }
 
 /** Sagas by state, the stuck ones with their error, the oldest still active. */
