@@ -107,7 +107,14 @@ interface Subscription {
  * - A failing event is retried with exponential backoff and jitter; after
  *   `maxAttempts` (or a `TerminalError`) it becomes a dead letter, with its
  *   error, and waits for an operator. Only its own key waits (`block-key`),
- *   or not even that (`skip`).
+ *   or not even that (`skip`); entries waiting behind it do not count
+ *   toward `maxPendingEntries`, so other keys keep flowing.
+ * - A cursor moved in the database (an operator's reset, by SQL or
+ *   `baton consumers reset`) is followed before the next fetch, and a
+ *   reset's NOTIFY cuts a long-poll short. A producer that pruned past the
+ *   cursor (410) is recorded on the subscription row (stuck, with the
+ *   oldest retained position) and asked again every 2 s; the consumer never
+ *   skips the gap by itself.
  */
 export class Consumer {
   private readonly o: Required<Omit<ConsumerOptions, 'source' | 'db' | 'cursorChannel'>>;
