@@ -3,6 +3,7 @@ import { setSideRoute } from './caretaker/http-set-side.ts';
 import { type InvariantDefinition, validateInvariant } from './caretaker/invariants.ts';
 import type { SetSide } from './caretaker/set-side.ts';
 import { sqlSetSide } from './caretaker/sql-set-side.ts';
+import { channelsFor } from './channels.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
@@ -94,7 +95,9 @@ export interface Baton {
     maxWaitMs?: number;
   }): FeedHandler;
   /** A consumer of another service's events; add handlers with `subscribe`, then `start`. */
-  consumer(options: Omit<ConsumerOptions, 'db' | 'schemaSql' | 'logger'>): Consumer;
+  consumer(
+    options: Omit<ConsumerOptions, 'db' | 'schemaSql' | 'logger' | 'cursorChannel'>,
+  ): Consumer;
   /**
    * For state events: true (and recorded) only if `event.version` is newer
    * than the last version accepted for its key in `scope`. Call inside the
@@ -142,10 +145,7 @@ export interface Baton {
   }): ServiceHandler;
 }
 
-/** The NOTIFY channels of one Baton schema. */
-export function channelsFor(schema: string): { outbox: string; feed: string } {
-  return { outbox: `baton_outbox_${schema}`, feed: `baton_feed_${schema}` };
-}
+export { channelsFor };
 
 /** Creates Baton for one service. Options are validated here, once. */
 export function createBaton(options: BatonOptions): Baton {
@@ -212,7 +212,13 @@ export function createBaton(options: BatonOptions): Baton {
     feedHandler: (feedOptions) =>
       createFeedHandler({ db: options.db, schemaSql, feedChannel: channels.feed, ...feedOptions }),
     consumer: (consumerOptions) =>
-      new Consumer({ db: options.db, schemaSql, logger, ...consumerOptions }),
+      new Consumer({
+        db: options.db,
+        schemaSql,
+        logger,
+        cursorChannel: channels.cursor,
+        ...consumerOptions,
+      }),
     acceptIfNewer: (tx, scope, event) =>
       acceptIfNewer(tx, schemaSql, scope, event.key, event.version),
     entity: (definition) => registry.entity(definition),

@@ -77,15 +77,24 @@ export class AuthenticationError extends BatonError {
   }
 }
 
-/** A feed cursor points before the oldest retained event: events were pruned before this consumer read them. */
+/**
+ * A feed cursor lies before the oldest position the producer still serves:
+ * events after it were pruned before this consumer read them (HTTP 410).
+ */
 export class CursorExpiredError extends BatonError {
   constructor(
+    /** The cursor the producer refused. */
     readonly cursor: string,
-    readonly oldestRetained: string,
+    /**
+     * The oldest position the producer serves in full: a cursor there reads
+     * every event it still has, and loses the ones between `cursor` and it.
+     * Undefined if the producer did not say.
+     */
+    readonly oldestRetained: string | undefined,
   ) {
     super(
       'BATON_CURSOR_EXPIRED',
-      `cursor ${cursor} is older than the oldest retained event (${oldestRetained}): events were pruned before this consumer read them. Raise the producer's outbox retention; then reset the cursor deliberately and reconcile.`,
+      `cursor ${cursor} lies before the oldest position the producer still serves (${oldestRetained ?? 'the producer did not say which'}): the events after it were pruned before this consumer read them. Raise the producer's outbox retention; then move the subscription's cursor deliberately (\`baton consumers reset <subscription> --to-oldest\`) and reconcile what it missed.`,
     );
   }
 }

@@ -55,6 +55,14 @@ export {
   type HandlerContext,
 } from './messaging/consumer.ts';
 export {
+  type CursorReset,
+  type CursorResetOptions,
+  type CursorTarget,
+  NoOldestRetainedError,
+  type PlannedDataLoss,
+  resetSubscriptionCursor,
+} from './messaging/cursor-reset.ts';
+export {
   type DeadLetterDetail,
   type DeadLetterList,
   type DeadLetterOptions,
@@ -72,6 +80,12 @@ export type { BatonEvent, EventInput } from './messaging/event.ts';
 export type { EventSchemas } from './messaging/event-schemas.ts';
 export { type DeadLetterMode, INBOX_STATES, type InboxState } from './messaging/inbox-states.ts';
 export { Relay, type RelayOptions } from './messaging/relay.ts';
+export {
+  type DataLossRecord,
+  listSubscriptions,
+  type StuckCursor,
+  SubscriptionPositionsNotInstalledError,
+} from './messaging/subscription-status.ts';
 export { isUuid, uuidv7 } from './messaging/uuid-v7.ts';
 export type {
   EntityDefinition,

@@ -2,6 +2,7 @@ import type { Executor } from './db/executor.ts';
 import { loadMigrations } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
 import { BatonError } from './errors.ts';
+import { readSubscriptions, type SubscriptionStatus } from './messaging/subscription-status.ts';
 import { SAGA_STATES, type SagaState } from './sagas/saga-states.ts';
 
 /**
@@ -125,19 +126,7 @@ export interface LastReconcile {
   failedEntities: number;
 }
 
-export interface SubscriptionStatus {
-  name: string;
-  source: string;
-  /** Position in the source the next fetch starts after (null before the first batch). */
-  cursor: string | null;
-  /** Inbox entries waiting for their handler (including ones waiting for a retry). */
-  pending: number;
-  /** Seconds since the oldest pending entry was received (0 when none). */
-  oldestPendingAgeSeconds: number;
-  deadLetters: number;
-  /** When the cursor last moved (or the subscription was created). */
-  updatedAt: string;
-}
+export type { SubscriptionStatus };
 
 /** Baton's tables are not in this database (or not in this schema). */
 export class SchemaNotInstalledError extends BatonError {
@@ -170,19 +159,8 @@ export async function readStatus(
        r.last_seq, r.pruned_through
      FROM ${s}.relay_state r`,
   );
-  const subscriptions = await db.query<SubscriptionRow>(
-    `SELECT s.name, s.source, s.cursor, s.updated_at,
-       count(*) FILTER (WHERE i.status = 'pending') AS pending,
-       count(*) FILTER (WHERE i.status = 'dead') AS dead,
-       coalesce(greatest(extract(epoch FROM now() - min(i.received_at)
-         FILTER (WHERE i.status = 'pending')), 0), 0)::float8 AS oldest_pending
-     FROM ${s}.subscriptions s
-     LEFT JOIN ${s}.inbox i ON i.subscription = s.name AND i.status IN ('pending', 'dead')
-     GROUP BY s.name
-     ORDER BY s.name`,
-  );
   const o = outbox.rows[0];
-  const subs = subscriptions.rows.map(toSubscriptionStatus);
+  const subs = await readSubscriptions(db, s);
   return {
     schema,
     migrations: { applied, latest },
@@ -363,16 +341,6 @@ interface OutboxRow {
   pruned_through: string;
 }
 
-interface SubscriptionRow {
-  name: string;
-  source: string;
-  cursor: string | null;
-  updated_at: Date;
-  pending: string;
-  dead: string;
-  oldest_pending: number;
-}
-
 interface PendingDeleteRow {
   entity: string;
   id: string;
@@ -426,18 +394,6 @@ function toLastReconcile(row: LastRunRow): LastReconcile {
     quarantined: Number(totals.quarantined ?? 0),
     referencingRowProblems: Number(totals.referencingRowProblems ?? 0),
     failedEntities: Number(row.failed),
-  };
-}
-
-function toSubscriptionStatus(row: SubscriptionRow): SubscriptionStatus {
-  return {
-    name: row.name,
-    source: row.source,
-    cursor: row.cursor,
-    pending: Number(row.pending),
-    oldestPendingAgeSeconds: roundSeconds(row.oldest_pending),
-    deadLetters: Number(row.dead),
-    updatedAt: row.updated_at.toISOString(),
   };
 }
 

@@ -474,11 +474,15 @@ describe('the feed endpoint given bad requests', () => {
   it('410 when after lies before the pruned events, and the consumer gets CursorExpiredError', async () => {
     await database.db.query('UPDATE baton.relay_state SET pruned_through = 2');
     try {
-      await expectError(
+      const expired = await expectError(
         '/baton/events?after=1',
         410,
-        /cursor 1 is older than the oldest retained event \(position 2\)/,
+        /cursor 1 lies before the oldest retained position \(2\): the events after 1 up to 2 were pruned/,
       );
+      // The position as a value, for the consumer to record and the operator's reset to use.
+      expect(JSON.parse(expired.text)).toMatchObject({
+        error: { code: 'BATON_CURSOR_EXPIRED', oldestRetained: '2' },
+      });
       await expectError('/baton/events?after=0', 410, /were pruned/);
       const ok = await send('/baton/events?after=2');
       expect(ok.status).toBe(200);
@@ -495,7 +499,12 @@ describe('the feed endpoint given bad requests', () => {
           types: [],
           signal: new AbortController().signal,
         }),
-      ).rejects.toMatchObject({ name: 'CursorExpiredError', code: 'BATON_CURSOR_EXPIRED' });
+      ).rejects.toMatchObject({
+        name: 'CursorExpiredError',
+        code: 'BATON_CURSOR_EXPIRED',
+        cursor: '1',
+        oldestRetained: '2',
+      });
     } finally {
       await database.db.query('UPDATE baton.relay_state SET pruned_through = 0');
     }
@@ -511,7 +520,7 @@ describe('the feed endpoint given bad requests', () => {
     await expectError(
       '/baton/events?after=0',
       410,
-      /older than the oldest retained event \(position 4\)/,
+      /lies before the oldest retained position \(4\)/,
     );
     const answer = await send('/baton/events?after=4');
     expect(answer.status).toBe(200);

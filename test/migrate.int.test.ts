@@ -46,6 +46,7 @@ async function tablesIn(db: Database, schema: string): Promise<string[]> {
 /** Every table the shipped migrations create (messaging, references, sagas), plus the migrations record. */
 const BATON_TABLES = [
   'barrier',
+  'data_loss',
   'delete_fences',
   'delete_votes',
   'entities',

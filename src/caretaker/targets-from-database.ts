@@ -1,4 +1,4 @@
-import { channelsFor } from '../baton.ts';
+import { channelsFor } from '../channels.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
 import { InvalidInputError } from '../errors.ts';

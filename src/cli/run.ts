@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { BatonError, InvalidInputError } from '../errors.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, OperationalError, UsageError } from './cli-errors.ts';
+import { registerConsumers } from './commands/consumers.ts';
 import { registerDlq } from './commands/dlq.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { ExitStatus, registerReconcile } from './commands/reconcile.ts';
@@ -13,7 +14,7 @@ import { type CliIo, processIo } from './output.ts';
 export function buildProgram(io: CliIo): Command {
   const program = new Command('baton')
     .description(
-      "Baton's operator commands: migrate the schema, watch the outbox, subscriptions and references, resolve dead letters, reconcile replicas with their owners.",
+      "Baton's operator commands: migrate the schema, watch the outbox, subscriptions and references, move a stuck subscription on, resolve dead letters, reconcile replicas with their owners.",
     )
     // Settings before .command(): subcommands inherit them.
     .exitOverride()
@@ -27,6 +28,7 @@ export function buildProgram(io: CliIo): Command {
   );
   registerMigrate(program, io);
   registerStatus(program, io);
+  registerConsumers(program, io);
   registerDlq(program, io);
   registerReconcile(program, io);
   registerSagas(program, io);

@@ -22,7 +22,15 @@ export function jsonResponse(status: number, value: unknown): HttpResponseLike {
   };
 }
 
-/** A 4xx/5xx body: `{ error: { code, message } }`; the message says what to do. */
-export function errorResponse(status: number, code: string, message: string): HttpResponseLike {
-  return jsonResponse(status, { error: { code, message } });
+/**
+ * A 4xx/5xx body: `{ error: { code, message, ...details } }`; the message
+ * says what to do, `details` carry what a client needs as values.
+ */
+export function errorResponse(
+  status: number,
+  code: string,
+  message: string,
+  details: Readonly<Record<string, string | number>> = {},
+): HttpResponseLike {
+  return jsonResponse(status, { error: { ...details, code, message } });
 }

@@ -8,10 +8,12 @@ import {
   TransportError,
 } from '../errors.ts';
 import { type Logger, silentLogger } from '../logger.ts';
-import type { EventSource } from '../transports/transport.ts';
+import type { EventSource, FetchedBatch } from '../transports/transport.ts';
 import { type BackoffPolicy, backoffDelay } from './backoff.ts';
+import { recordCursorExpired } from './cursor-expired.ts';
 import type { BatonEvent } from './event.ts';
 import { validatePayload } from './event-schemas.ts';
+import { FetchGate } from './fetch-gate.ts';
 import { type InboxEntry, InboxStore, toInboxRows } from './inbox.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 import { WakeSignal } from './wake-signal.ts';
@@ -52,7 +54,12 @@ export interface ConsumerOptions {
   maxAttempts?: number;
   backoff?: BackoffPolicy;
   onDeadLetter?: DeadLetterMode;
-  /** Stop fetching while this many entries wait to be handled (backpressure). */
+  /**
+   * Stop fetching while this many entries can be handled (backpressure).
+   * Entries that wait behind a dead letter (`block-key`) or behind a failed
+   * entry's retry do not count: they cannot run, and other keys must keep
+   * flowing past them (`baton status` shows them as blocked).
+   */
   maxPendingEntries?: number;
   /** Handled entries are deleted after this long. */
   retentionMs?: number;
@@ -65,9 +72,20 @@ export interface ConsumerOptions {
    * false for handlers that take long: the worker loops run keys in parallel.
    */
   handleOnIngest?: boolean;
+  /**
+   * Channel on which an operator's cursor reset (`baton consumers reset`,
+   * `resetSubscriptionCursor`) NOTIFYs; the consumer LISTENs, cuts its
+   * long-poll short and reads from the new cursor at once. `createBaton`
+   * sets it. Without it a moved cursor is still noticed before the next
+   * fetch (the cursor is re-read each time).
+   */
+  cursorChannel?: string;
   logger?: Logger;
   random?: () => number;
 }
+
+/** How often a consumer whose cursor the producer refused (410) looks again. */
+const EXPIRED_POLL_MS = 2_000;
 
 interface Subscription {
   handler: EventHandler;
@@ -89,11 +107,19 @@ interface Subscription {
  * - A failing event is retried with exponential backoff and jitter; after
  *   `maxAttempts` (or a `TerminalError`) it becomes a dead letter, with its
  *   error, and waits for an operator. Only its own key waits (`block-key`),
- *   or not even that (`skip`).
+ *   or not even that (`skip`); entries waiting behind it do not count
+ *   toward `maxPendingEntries`, so other keys keep flowing.
+ * - A cursor moved in the database (an operator's reset, by SQL or
+ *   `baton consumers reset`) is followed before the next fetch, and a
+ *   reset's NOTIFY cuts a long-poll short. A producer that pruned past the
+ *   cursor (410) is recorded on the subscription row (stuck, with the
+ *   oldest retained position) and asked again every 2 s; the consumer never
+ *   skips the gap by itself.
  */
 export class Consumer {
-  private readonly o: Required<Omit<ConsumerOptions, 'source' | 'db'>>;
+  private readonly o: Required<Omit<ConsumerOptions, 'source' | 'db' | 'cursorChannel'>>;
   private readonly store: InboxStore;
+  private readonly gate: FetchGate;
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly workerSignals: WakeSignal[] = [];
   private readonly fetchSignal = new WakeSignal();
@@ -102,6 +128,11 @@ export class Consumer {
   private started = false;
   private stopping = false;
   private cursor: string | undefined;
+  /** Cuts the current long-poll short when a reset NOTIFY arrives. */
+  private interruptFetch: AbortController | undefined;
+  /** The cursor the producer last refused (410), while it is still ours. */
+  private refused: { cursor: string | undefined } | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
 
   constructor(private readonly options: ConsumerOptions) {
     this.o = {
@@ -120,7 +151,7 @@ export class Consumer {
       logger: silentLogger,
       random: Math.random,
       ...stripUndefined(options),
-    } as Required<Omit<ConsumerOptions, 'source' | 'db'>>;
+    } as Required<Omit<ConsumerOptions, 'source' | 'db' | 'cursorChannel'>>;
     if (!/^[A-Za-z0-9_.:-]{1,200}$/.test(this.o.name)) {
       throw new InvalidInputError(
         `subscription name "${options.name}" must be 1–200 letters, digits, '.', '_', ':' or '-'.`,
@@ -128,6 +159,7 @@ export class Consumer {
     }
     if (!(this.o.maxAttempts >= 1)) throw new InvalidInputError('maxAttempts must be at least 1.');
     this.store = new InboxStore(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
+    this.gate = new FetchGate(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
   }
 
   /** The subscription's name. */
@@ -163,9 +195,20 @@ export class Consumer {
     this.started = true;
     this.stopping = false;
     this.abort = new AbortController();
-    this.cursor = await this.store.ensureSubscription(this.options.db, this.options.source.name, [
-      ...this.subscriptions.keys(),
-    ]);
+    try {
+      this.cursor = await this.store.ensureSubscription(this.options.db, this.options.source.name, [
+        ...this.subscriptions.keys(),
+      ]);
+      if (this.options.cursorChannel) {
+        this.unlisten = await this.options.db.listen(
+          this.options.cursorChannel,
+          this.onCursorNotify,
+        );
+      }
+    } catch (error) {
+      this.started = false;
+      throw error;
+    }
     this.loops = [this.fetchLoop()];
     for (let i = 0; i < this.o.concurrency; i++) {
       const signal = new WakeSignal();
@@ -183,8 +226,17 @@ export class Consumer {
     await Promise.all(this.loops);
     this.loops = [];
     this.workerSignals.length = 0;
+    await this.unlisten?.();
+    this.unlisten = undefined;
     this.started = false;
   }
+
+  /** A reset's NOTIFY (payload: a subscription; empty after a lost LISTEN connection). */
+  private readonly onCursorNotify = (payload: string): void => {
+    if (payload !== '' && payload !== this.o.name) return;
+    this.interruptFetch?.abort();
+    this.fetchSignal.wake();
+  };
 
   private wakeWorkers(): void {
     for (const s of this.workerSignals) s.wake();
@@ -199,41 +251,85 @@ export class Consumer {
           lastPrune = Date.now();
           await this.store.prune(this.options.db, this.o.retentionMs);
         }
-        if (
-          (await this.store.pendingCount(this.options.db, this.o.maxPendingEntries)) >=
-          this.o.maxPendingEntries
-        ) {
+        const gate = await this.gate.read(this.options.db, this.o.maxPendingEntries);
+        this.followStoredCursor(gate.cursor);
+        if (gate.full) {
           await this.fetchSignal.wait(200);
           continue;
         }
         await this.fetchOnce();
+        this.refused = undefined;
         failures = 0;
       } catch (error) {
         if (this.stopping) break;
         failures++;
-        const expired = error instanceof CursorExpiredError;
-        this.o.logger.error(
-          { err: error, subscription: this.o.name, failures },
-          expired
-            ? 'baton consumer cannot continue: events were pruned before it read them'
-            : 'baton fetch failed; retrying',
-        );
-        await this.fetchSignal.wait(
-          expired ? 60_000 : backoffDelay({ baseMs: 100, maxMs: 10_000 }, failures, this.o.random),
-        );
+        await this.fetchSignal.wait(await this.afterFetchFailure(error, failures));
       }
+    }
+  }
+
+  /**
+   * Adopts a cursor moved in the database: an operator's reset, or another
+   * process of this subscription that stored a batch first.
+   */
+  private followStoredCursor(stored: string | undefined): void {
+    if (stored === this.cursor) return;
+    this.o.logger[this.refused ? 'info' : 'debug'](
+      { subscription: this.o.name, from: this.cursor ?? null, to: stored ?? null },
+      'baton consumer reads on from its cursor as moved in the database',
+    );
+    this.cursor = stored;
+  }
+
+  /** Logs (a 410: records) a failed fetch; returns how long to wait before the next. */
+  private async afterFetchFailure(error: unknown, failures: number): Promise<number> {
+    if (error instanceof CursorExpiredError) {
+      await this.onCursorExpired(error);
+      return EXPIRED_POLL_MS;
+    }
+    this.o.logger.error(
+      { err: error, subscription: this.o.name, failures },
+      'baton fetch failed; retrying',
+    );
+    return backoffDelay({ baseMs: 100, maxMs: 10_000 }, failures, this.o.random);
+  }
+
+  /**
+   * The producer pruned the events after our cursor: nothing this process
+   * does brings them back. Record it where an operator looks (`baton
+   * consumers list`, `baton status`), say it once per refused cursor, and
+   * keep looking every EXPIRED_POLL_MS — the cursor is re-read before each
+   * fetch, and a reset's NOTIFY wakes the loop sooner.
+   */
+  private async onCursorExpired(error: CursorExpiredError): Promise<void> {
+    const first = this.refused === undefined || this.refused.cursor !== this.cursor;
+    this.refused = { cursor: this.cursor };
+    if (first) {
+      this.o.logger.error(
+        { err: error, subscription: this.o.name, oldestRetained: error.oldestRetained },
+        `baton consumer cannot continue: its producer pruned the events after cursor ${error.cursor}; move the cursor (\`baton consumers reset ${this.o.name} --to-oldest\`) and reconcile`,
+      );
+    }
+    try {
+      await recordCursorExpired(
+        this.options.db,
+        this.o.schemaSql,
+        this.o.name,
+        this.cursor,
+        error.oldestRetained,
+      );
+    } catch (recordError) {
+      this.o.logger.warn(
+        { err: recordError, subscription: this.o.name },
+        'baton consumer could not record its refused cursor; retrying',
+      );
     }
   }
 
   /** One fetch + ingest. Exposed for tests that drive the consumer step by step. */
   async fetchOnce(waitMs = this.o.fetchWaitMs): Promise<number> {
-    const batch = await this.options.source.fetch({
-      cursor: this.cursor,
-      limit: this.o.batchSize,
-      waitMs,
-      types: [...this.subscriptions.keys()],
-      signal: this.abort.signal,
-    });
+    const batch = await this.fetchBatch(waitMs);
+    if (!batch) return 0;
     if (batch.cursor === (this.cursor ?? '0')) {
       if (batch.items.length === 0) return 0;
       // A feed that returns events without moving its cursor would be re-read forever.
@@ -257,6 +353,26 @@ export class Consumer {
     this.cursor = batch.cursor;
     if (pending > 0) this.wakeWorkers();
     return rows.length;
+  }
+
+  /** One request to the source; undefined when a reset's NOTIFY cut it short. */
+  private async fetchBatch(waitMs: number): Promise<FetchedBatch | undefined> {
+    const interrupt = new AbortController();
+    this.interruptFetch = interrupt;
+    try {
+      return await this.options.source.fetch({
+        cursor: this.cursor,
+        limit: this.o.batchSize,
+        waitMs,
+        types: [...this.subscriptions.keys()],
+        signal: AbortSignal.any([this.abort.signal, interrupt.signal]),
+      });
+    } catch (error) {
+      if (interrupt.signal.aborted && !this.abort.signal.aborted) return undefined;
+      throw error;
+    } finally {
+      if (this.interruptFetch === interrupt) this.interruptFetch = undefined;
+    }
   }
 
   private async workLoop(signal: WakeSignal): Promise<void> {

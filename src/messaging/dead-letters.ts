@@ -2,6 +2,7 @@ import type { Database, Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
 import { BatonError, InvalidInputError, NotFoundError } from '../errors.ts';
 import type { InboxState } from './inbox-states.ts';
+import { subscriptionNotFound } from './subscription-status.ts';
 
 /**
  * The operator's view of dead letters: inbox entries a consumer gave up on
@@ -281,14 +282,8 @@ async function assertSubscriptionExists(
   subscription: string | undefined,
 ): Promise<void> {
   if (subscription === undefined) return;
-  const result = await db.query<{ name: string }>(
-    `SELECT name FROM ${s}.subscriptions ORDER BY name`,
-  );
-  const names = result.rows.map((r) => r.name);
-  if (names.includes(subscription)) return;
-  throw new NotFoundError(
-    `no subscription named "${subscription}" in this database: known subscriptions are ${names.length > 0 ? names.map((n) => `"${n}"`).join(', ') : 'none (no consumer has started here)'}. Check the name (see \`baton status\`).`,
-  );
+  const found = await db.query(`SELECT 1 FROM ${s}.subscriptions WHERE name = $1`, [subscription]);
+  if (found.rows.length === 0) throw await subscriptionNotFound(db, s, subscription);
 }
 
 /** Inbox ids are bigserial: decimal digits, passed as text so no precision is lost. */

@@ -61,7 +61,7 @@ export class InboxStore {
   constructor(
     readonly schemaSql: string,
     readonly subscription: string,
-    deadLetterMode: DeadLetterMode,
+    private readonly deadLetterMode: DeadLetterMode,
   ) {
     const s = schemaSql;
     this.deadBlocks = deadLetterMode === 'block-key';
@@ -107,11 +107,14 @@ export class InboxStore {
     source: string,
     types: readonly string[],
   ): Promise<string | undefined> {
+    // The mode is recorded so status readers know which entries block their key.
     await queryPrepared(
       db,
-      `INSERT INTO ${this.schemaSql}.subscriptions (name, source, types) VALUES ($1, $2, $3)
-       ON CONFLICT (name) DO UPDATE SET types = excluded.types, source = excluded.source`,
-      [this.subscription, source, types],
+      `INSERT INTO ${this.schemaSql}.subscriptions (name, source, types, on_dead_letter)
+       VALUES ($1, $2, $3, $4)
+       ON CONFLICT (name) DO UPDATE
+       SET types = excluded.types, source = excluded.source, on_dead_letter = excluded.on_dead_letter`,
+      [this.subscription, source, types, this.deadLetterMode],
     );
     return this.readCursor(db);
   }
@@ -291,17 +294,6 @@ export class InboxStore {
        WHERE id = $1 AND status = 'pending'`,
       [inboxId, error.slice(0, 8000), dead, retryInMs],
     );
-  }
-
-  /** How many entries wait (up to `cap`, to stay cheap). */
-  async pendingCount(db: Executor, cap: number): Promise<number> {
-    const r = await queryPrepared<{ n: number }>(
-      db,
-      `SELECT count(*)::int AS n FROM (SELECT 1 FROM ${this.schemaSql}.inbox
-       WHERE subscription = $1 AND status = 'pending' LIMIT $2) t`,
-      [this.subscription, cap],
-    );
-    return r.rows[0]?.n ?? 0;
   }
 
   /** Deletes handled entries older than the retention (the dedup window for push transports). */

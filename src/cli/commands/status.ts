@@ -18,6 +18,7 @@ import {
   printJson,
   printLines,
 } from '../output.ts';
+import { blockedLines, dataLossLines, stuckLines } from '../subscription-lines.ts';
 
 /** A relay that leaves events waiting this long is probably not running. */
 const STALLED_RELAY_SECONDS = 60;
@@ -27,7 +28,7 @@ export function registerStatus(program: Command, io: CliIo): void {
   program
     .command('status')
     .description(
-      'show the outbox backlog, relay lag, subscriptions, dead letters, pending deletes, quarantined orphans, the last reconcile run and sagas (stuck ones first of all)',
+      'show the outbox backlog, relay lag, subscriptions (stuck ones, blocked keys, unreconciled data loss), dead letters, pending deletes, quarantined orphans, the last reconcile run and sagas (stuck ones first of all)',
     )
     .action(async (_local: object, command: Command) => {
       const options = command.optsWithGlobals<GlobalOptions>();
@@ -67,7 +68,17 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
     lines.push('  none (no consumer has started against this database)');
   } else {
     const table = formatTable(
-      ['NAME', 'SOURCE', 'CURSOR', 'PENDING', 'OLDEST PENDING', 'DEAD', 'UPDATED'],
+      [
+        'NAME',
+        'SOURCE',
+        'CURSOR',
+        'PENDING',
+        'OLDEST PENDING',
+        'DEAD',
+        'BLOCKED KEYS',
+        'BEHIND THEM',
+        'UPDATED',
+      ],
       status.subscriptions.map((s) => [
         s.name,
         s.source,
@@ -75,10 +86,16 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
         String(s.pending),
         s.pending > 0 ? formatDuration(s.oldestPendingAgeSeconds) : '-',
         String(s.deadLetters),
+        String(s.blockedKeys),
+        String(s.blockedEntries),
         formatTime(s.updatedAt),
       ]),
     );
     lines.push(...table.map((l) => `  ${l}`));
+    for (const s of status.subscriptions) {
+      const notes = [...stuckLines(s), ...blockedLines(s), ...dataLossLines(s)];
+      lines.push(...notes.map((l) => `  ${l}`));
+    }
   }
   lines.push(
     '',

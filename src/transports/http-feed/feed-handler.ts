@@ -47,8 +47,9 @@ const TYPE_LIST = /^[A-Za-z][A-Za-z0-9_.:-]{0,199}(,[A-Za-z][A-Za-z0-9_.:-]{0,19
  * until the relay announces new events or the wait ends (long-poll).
  *
  * 401 for any request that is not authenticated (no data), 400 for bad
- * parameters, 410 when `after` lies before the oldest retained event, 409
- * when it lies beyond the newest one (the feed was reset).
+ * parameters, 410 when `after` lies before the oldest retained position
+ * (`error.oldestRetained`: the earliest cursor served in full), 409 when it
+ * lies beyond the newest event (the feed was reset).
  */
 export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'basePath' | 'now'>): {
   route: Route;
@@ -106,10 +107,12 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
     const last = first?.last ?? '0';
     const pruned = first?.pruned ?? '0';
     if (BigInt(after) < BigInt(pruned)) {
+      // The position as a value too: the consumer records it for the operator's reset.
       return errorResponse(
         410,
         'BATON_CURSOR_EXPIRED',
-        `cursor ${after} is older than the oldest retained event (position ${pruned}): those events were pruned. Raise the producer's outbox retention, then reset this subscription's cursor and reconcile.`,
+        `cursor ${after} lies before the oldest retained position (${pruned}): the events after ${after} up to ${pruned} were pruned. Raise the producer's outbox retention; on the consumer, move the subscription's cursor (\`baton consumers reset <subscription> --to-oldest\`) and reconcile.`,
+        { oldestRetained: pruned },
       );
     }
     if (BigInt(after) > BigInt(last)) {

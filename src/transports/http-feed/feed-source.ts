@@ -23,7 +23,8 @@ export interface HttpFeedSourceOptions {
  *
  * Failure semantics: network errors, timeouts and 5xx answers throw a
  * retryable `TransportError`; 401/400 throw a non-retryable one (fix the
- * configuration); 410 throws `CursorExpiredError`. A malformed line never
+ * configuration); 410 throws `CursorExpiredError` with the producer's oldest
+ * retained position. A malformed line never
  * throws: it comes back as an item with a `problem`, to be kept as a dead
  * letter.
  */
@@ -63,7 +64,7 @@ export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
     }
     const body = await readLimited(response, maxResponseBytes);
     if (response.status === 410) {
-      throw new CursorExpiredError(after, safeMessage(body.toString('utf8')));
+      throw new CursorExpiredError(after, oldestRetained(body.toString('utf8')));
     }
     if (response.status !== 200) {
       const retryable = response.status >= 500 || response.status === 429;
@@ -133,6 +134,16 @@ async function readLimited(response: Response, limit: number): Promise<Buffer> {
   if (body.length > limit)
     throw new TransportError(`feed response is over the limit of ${limit} bytes`);
   return body;
+}
+
+/** The producer's oldest retained position from a 410 body, if it gave a well-formed one. */
+function oldestRetained(text: string): string | undefined {
+  try {
+    const value = (JSON.parse(text) as { error?: { oldestRetained?: unknown } }).error
+      ?.oldestRetained;
+    if (typeof value === 'string' && /^\d{1,18}$/.test(value)) return value;
+  } catch {}
+  return undefined;
 }
 
 function safeMessage(text: string): string {
