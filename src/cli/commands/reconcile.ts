@@ -44,6 +44,7 @@ interface ReconcileOptions {
   entity?: string;
   repair?: boolean;
   approve?: boolean;
+  acceptAltered?: boolean;
   service?: string;
   examples: number;
   cutTimeout: number;
@@ -66,6 +67,10 @@ export function registerReconcile(program: Command, io: CliIo): void {
       'repair suspected true orphans now, instead of after a second run confirms them',
     )
     .option(
+      '--accept-altered',
+      "with --repair: take rows of this service's own tables changed outside Baton that cannot be restored as they now are, and seal them again",
+    )
+    .option(
       '--service <name>',
       "this service's name, for events a repair publishes (default: the name the service recorded)",
     )
@@ -84,6 +89,12 @@ endpoints (recorded when the service installed its references), with the
 credentials from the environment: BATON_HMAC_SECRET (HMAC-signed requests) or
 BATON_BEARER_TOKEN. The service's consumers must be running, so the replicas
 can catch up with each owner before they are compared.
+
+This service's own tables are checked too (not with --entity): every row
+Baton wrote carries a seal; a row changed outside Baton no longer matches it.
+--repair restores what the seal or the outbox tells (a barrier outcome, an
+idempotency key's state, a version counter, an entity's version); the rest is
+reported until an operator takes it as it is (--repair --accept-altered).
 
 Suspected true orphans (replica rows the owner never had) are quarantined,
 also in a dry run, and repaired when a second run confirms them, or at once
@@ -180,6 +191,7 @@ async function reconcile(
     const report = await caretaker.run({
       repair: local.repair ?? false,
       approve: local.approve ?? false,
+      acceptAltered: local.acceptAltered ?? false,
       examples: local.examples,
       cutTimeoutMs: local.cutTimeout * 1000,
       onProgress: (step) => progress.update(step),
@@ -208,7 +220,7 @@ async function leaseExpiry(db: PgDatabase, schema: string): Promise<string> {
 /** What remains to be done after the run: differences and referencing-row problems not repaired. */
 export function unresolved(report: CaretakerReport): number {
   const t = report.totals;
-  return Math.max(0, t.differences + t.referencingRowProblems - t.repaired);
+  return Math.max(0, t.differences + t.referencingRowProblems + t.integrityProblems - t.repaired);
 }
 
 function outcome(report: CaretakerReport): ExitStatus {
@@ -244,6 +256,7 @@ export function renderReconcile(result: ReconcileResult, target: Target): string
   for (const entity of report.entities) {
     lines.push('', ...renderEntity(entity, result.cutTimeoutSeconds));
   }
+  if (report.integrity) lines.push('', ...renderIntegrity(report.integrity));
   lines.push(
     '',
     ...renderTotals(report),
@@ -303,6 +316,36 @@ function renderEntity(
   return lines;
 }
 
+function renderIntegrity(integrity: NonNullable<CaretakerReport['integrity']>): string[] {
+  const lines = ["This service's own tables"];
+  const { tables, feed } = integrity;
+  for (const t of tables) {
+    if (t.altered === 0) continue;
+    lines.push(
+      `  ${t.table}: ${plural(t.altered, 'row')} changed outside Baton — ${t.meaning}; ${t.repaired} repaired`,
+    );
+    for (const e of t.examples) lines.push(`    ${e.row}: ${e.action}`);
+  }
+  const feedProblems = [
+    feed.lastPositionBehind ? "the relay's last position is behind one it handed out" : '',
+    feed.missingPositions > 0
+      ? `${plural(feed.missingPositions, 'feed position')} without its event`
+      : '',
+    feed.missingVersions > 0
+      ? `${plural(feed.missingVersions, 'key')} whose events skip a version`
+      : '',
+    feed.countersBehind > 0
+      ? `${plural(feed.countersBehind, 'counter')} behind a version its key issued`
+      : '',
+  ].filter(Boolean);
+  if (feedProblems.length > 0) {
+    lines.push(`  outbox: ${feedProblems.join('; ')}; ${feed.repaired} repaired`);
+    for (const e of feed.examples) lines.push(`    ${e}`);
+  }
+  if (lines.length === 1) lines.push('  all rows as Baton wrote them');
+  return lines;
+}
+
 function renderReferencingRows(r: ReferencingRowsReport): string {
   const problems = [
     r.dangling > 0 ? `${r.dangling} with no replica entry` : '',
@@ -322,6 +365,7 @@ function renderTotals(report: CaretakerReport): string[] {
     ...formatFields([
       ['differences', t.differences === 0 ? 'none' : `${t.differences}: ${byClass(t.byClass)}`],
       ['referencing rows', `${t.referencingRowProblems} with problems`],
+      ['own tables', `${t.integrityProblems} problems`],
       ['repaired', String(t.repaired)],
       ['quarantined', String(t.quarantined)],
       ['bytes exchanged', formatBytes(t.bytesExchanged)],
