@@ -1,14 +1,16 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SEALED_TABLES, type SealedTable } from '../src/caretaker/sealed-tables.ts';
-import type { CaretakerReport } from '../src/index.ts';
-import { startService, type TestService } from './support/services.ts';
+import { type CaretakerReport, TerminalError } from '../src/index.ts';
+import { eventually } from './helpers.ts';
+import { caughtUp, startService, type TestService } from './support/services.ts';
 
 /*
  * The caretaker against a generator of tampering with a service's own
  * tables — the outbox, the version counters, an entity's versions, version
- * gates, the barrier, idempotency keys, the relay's positions — done with SQL
- * and the triggers off. A model predicts which rows a dry run must report
+ * gates, the barrier, idempotency keys, the inbox, a subscription's cursor,
+ * the relay's positions — done with SQL and the triggers off. An inbox entry
+ * changed outside Baton is never handled until it is restored. A model predicts which rows a dry run must report
  * (every row whose sealed content really changed, nothing else); a repair
  * restores what can be known (a barrier op or outcome, an idempotency state,
  * a counter, an entity's version, the relay's last position) and reports the
@@ -17,6 +19,8 @@ import { startService, type TestService } from './support/services.ts';
  */
 
 let service: TestService | undefined;
+/** How often the subscription's handler ran, by event payload `i`. */
+const handled = new Map<number, number>();
 afterEach(async () => {
   await service?.stop();
   service = undefined;
@@ -50,8 +54,18 @@ async function setUp(): Promise<TestService> {
     await s.baton.participant.act('refund', `key-${i}`, {});
     if (i % 2) await s.baton.participant.undo('refund', `key-${i}`, {});
   }
-  // Half of the events get feed positions; the rest wait for the relay.
+  // Half of the events get feed positions (and reach the inbox); the rest wait for the relay.
   await s.relay.runOnce();
+  handled.clear();
+  s.consumerOf(s).subscribe(['thing.noted', 'baton.entity.customer'], async (event) => {
+    const i = (event.payload as { i?: number }).i;
+    if (i === undefined) return;
+    handled.set(i, (handled.get(i) ?? 0) + 1);
+    if (i === 0) throw new TerminalError('refused for the test: a dead letter');
+  });
+  await s.startConsumers();
+  await eventually(() => caughtUp(s, s), 'the inbox caught up');
+  await s.consumerOf(s).stop();
   for (let i = 0; i < 4; i++) {
     await db.query('UPDATE customers SET name = $2 WHERE id = $1', [`c${i}`, `Renamed ${i}`]);
   }
@@ -65,6 +79,8 @@ type Tamper =
   | { table: 'barrier'; column: 'outcome' | 'op' | 'result'; pick: number }
   | { table: 'idempotency_keys'; column: 'state' | 'result'; pick: number }
   | { table: 'versions_customer'; by: number; pick: number }
+  | { table: 'inbox'; column: 'status' | 'payload'; pick: number }
+  | { table: 'subscriptions' }
   | { table: 'relay_state' };
 
 const pick = fc.nat(1_000);
@@ -89,6 +105,12 @@ const tamper: fc.Arbitrary<Tamper> = fc.oneof(
   }),
   fc.record({ table: fc.constant('versions_customer' as const), by: delta, pick }),
   fc.record({ table: fc.constant('relay_state' as const) }),
+  fc.record({
+    table: fc.constant('inbox' as const),
+    column: fc.constantFrom('status' as const, 'payload' as const),
+    pick,
+  }),
+  fc.record({ table: fc.constant('subscriptions' as const) }),
 );
 
 /** What a tamper did, for the model: the row's label and whether it can be restored. */
@@ -201,6 +223,35 @@ async function apply(s: TestService, t: Tamper): Promise<Done | undefined> {
         recoverable: true,
       };
     }
+    case 'inbox': {
+      const ctid = await nth('SELECT ctid::text FROM baton.inbox ORDER BY id', t.pick);
+      const change =
+        t.column === 'payload'
+          ? `payload = '{"forged": true}'`
+          : `status = CASE status WHEN 'handled' THEN 'pending' ELSE 'handled' END`;
+      const r = await quietly(
+        `UPDATE baton.inbox SET ${change} WHERE ctid = $1::tid RETURNING ctid::text`,
+        [ctid],
+      );
+      return {
+        table: 'inbox',
+        label: await label(s, sealedByName.get('inbox')!, 'r.ctid = $1::tid', [r.rows[0]?.ctid]),
+        recoverable: t.column === 'status',
+      };
+    }
+    case 'subscriptions': {
+      const r = await quietly(
+        `UPDATE baton.subscriptions SET cursor = (coalesce(cursor, '0')::bigint + 1000)::text RETURNING ctid::text`,
+        [],
+      );
+      return {
+        table: 'subscriptions',
+        label: await label(s, sealedByName.get('subscriptions')!, 'r.ctid = $1::tid', [
+          r.rows[0]?.ctid,
+        ]),
+        recoverable: false,
+      };
+    }
     case 'relay_state': {
       const r = await quietly(
         'UPDATE baton.relay_state SET last_seq = last_seq - 1 WHERE last_seq > 0 RETURNING 1',
@@ -234,7 +285,12 @@ describe("the caretaker against a generator of tampering with a service's own ta
           const d = await apply(service, t);
           if (d) done.set(`${d.table}: ${d.label}`, d);
         }
-        // (A row changed twice back to its first value is not changed: the model re-reads.)
+        // A changed inbox entry is not handled, however long its consumer runs.
+        const before = new Map(handled);
+        await service.consumerOf(service).start();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await service.consumerOf(service).stop();
+        expect(handled, 'no entry ran again or for the first time after tampering').toEqual(before);
         const clean = await caretaker.run({ examples: 1_000 });
         expect(clean.integrity, 'the integrity check ran').not.toBeNull();
         const reported = altered(clean);

@@ -35,6 +35,23 @@ export const SEALED_TABLES: readonly SealedTable[] = [
       'an event changed (or written) outside Baton: consumers get what the publisher did not write',
   },
   {
+    table: 'inbox',
+    keySql: `r.subscription || ' #' || r.id || coalesce(' (' || r.key || ' v' || r.version || ')', '')`,
+    sealSql: (s, x) =>
+      `${s}.inbox_seal(${col('subscription', x)}, ${col('event_id', x)}, ${col('type', x)}, ${col('key', x)}, ${col('version', x)}, ${col('payload', x)}, ${col('headers', x)}, ${col('status', x)})`,
+    recoverable: [{ column: 'status', values: ['pending', 'handled', 'dead', 'discarded'] }],
+    meaning:
+      'a received event changed outside Baton: a handled one marked pending runs again, a pending one marked handled never runs, a changed payload runs with what the producer did not send',
+  },
+  {
+    table: 'subscriptions',
+    keySql: `r.name || ' at ' || coalesce(r.cursor, 'the start')`,
+    sealSql: (s, x) => `${s}.cursor_seal(${col('name', x)}, ${col('cursor', x)})`,
+    recoverable: [],
+    meaning:
+      'a cursor moved outside Baton (use `baton consumers reset`): moved forward, events are skipped; moved back, re-read (deduplicated only within the inbox retention)',
+  },
+  {
     table: 'stream_versions',
     keySql: 'r.stream_key',
     sealSql: (s, x) => `${s}.counter_seal(${col('stream_key', x)}, ${col('version', x)})`,

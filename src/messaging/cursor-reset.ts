@@ -116,7 +116,8 @@ export async function resetSubscriptionCursor(
     };
     if (options.dryRun || direction === 'unchanged') return plan;
     await tx.query(
-      `UPDATE ${s}.subscriptions SET cursor = $2, updated_at = now() WHERE name = $1`,
+      `UPDATE ${s}.subscriptions SET cursor = $2, updated_at = now(), seal = ${s}.cursor_seal(name, $2)
+       WHERE name = $1`,
       [subscription, to],
     );
     const id = plan.dataLoss ? await recordDataLoss(tx, s, subscription, plan.dataLoss) : null;

@@ -184,7 +184,8 @@ export async function retryDeadLetters(
   options: DeadLetterOptions = {},
 ): Promise<RetryResult> {
   const s = schemaIdent(options.schema ?? 'baton');
-  const retrySql = `UPDATE ${s}.inbox SET status = 'pending', attempts = 0, next_attempt_at = now()
+  const retrySql = `UPDATE ${s}.inbox SET status = 'pending', attempts = 0, next_attempt_at = now(),
+      seal = ${s}.inbox_seal(subscription, event_id, type, key, version, payload, headers, 'pending')
     WHERE id = ANY($1::bigint[]) AND status = 'dead'`;
   if ('all' in target) {
     await assertSubscriptionExists(db, s, target.subscription);
@@ -228,7 +229,9 @@ export async function discardDeadLetters(
     const rows = await lockEntries(tx, s, ids);
     assertAllDead(ids, rows, 'discard');
     await tx.query(
-      `UPDATE ${s}.inbox SET status = 'discarded' WHERE id = ANY($1::bigint[]) AND status = 'dead'`,
+      `UPDATE ${s}.inbox SET status = 'discarded',
+         seal = ${s}.inbox_seal(subscription, event_id, type, key, version, payload, headers, 'discarded')
+       WHERE id = ANY($1::bigint[]) AND status = 'dead'`,
       [ids],
     );
     return ids;

@@ -67,10 +67,12 @@ export class InboxStore {
     this.deadBlocks = deadLetterMode === 'block-key';
     this.insertSql = `
       INSERT INTO ${s}.inbox (subscription, position, event_id, type, key, version, payload, headers,
-        occurred_at, source, raw, status, last_error, attempts, handled_at)
+        occurred_at, source, raw, status, last_error, attempts, handled_at, seal)
       SELECT $1, x->>'position', (x->>'id')::uuid, x->>'type', x->>'key', (x->>'version')::bigint,
         x->'payload', x->'headers', (x->>'occurredAt')::timestamptz, x->>'source', x->>'raw',
-        x->>'status', x->>'error', 0, CASE WHEN x->>'status' = 'handled' THEN now() END
+        x->>'status', x->>'error', 0, CASE WHEN x->>'status' = 'handled' THEN now() END,
+        ${s}.inbox_seal($1, (x->>'id')::uuid, x->>'type', x->>'key', (x->>'version')::bigint,
+          x->'payload', x->'headers', x->>'status')
       FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(x, ord)
       ORDER BY ord
       ON CONFLICT (subscription, event_id) DO NOTHING`;
@@ -94,6 +96,10 @@ export class InboxStore {
       FROM ${s}.inbox i
       WHERE i.subscription = $1 AND i.status = 'pending' AND i.next_attempt_at <= now()
         AND i.event_id IS NOT NULL
+        -- An entry changed outside Baton (its seal no longer matches) is never handled:
+        -- it holds its key until the caretaker restores it (or an operator accepts it).
+        AND i.seal = ${s}.inbox_seal(i.subscription, i.event_id, i.type, i.key, i.version, i.payload,
+                                     i.headers, i.status)
         AND i.id = (
           SELECT min(j.id) FROM ${s}.inbox j
           WHERE j.subscription = $1 AND j.key = i.key AND j.status IN ${blocking})
@@ -110,8 +116,8 @@ export class InboxStore {
     // The mode is recorded so status readers know which entries block their key.
     await queryPrepared(
       db,
-      `INSERT INTO ${this.schemaSql}.subscriptions (name, source, types, on_dead_letter)
-       VALUES ($1, $2, $3, $4)
+      `INSERT INTO ${this.schemaSql}.subscriptions (name, source, types, on_dead_letter, seal)
+       VALUES ($1, $2, $3, $4, ${this.schemaSql}.cursor_seal($1, NULL))
        ON CONFLICT (name) DO UPDATE
        SET types = excluded.types, source = excluded.source, on_dead_letter = excluded.on_dead_letter`,
       [this.subscription, source, types, this.deadLetterMode],
@@ -143,7 +149,8 @@ export class InboxStore {
     return db.transaction(async (tx) => {
       const moved = await queryPrepared(
         tx,
-        `UPDATE ${this.schemaSql}.subscriptions SET cursor = $3, updated_at = now()
+        `UPDATE ${this.schemaSql}.subscriptions
+         SET cursor = $3, updated_at = now(), seal = ${this.schemaSql}.cursor_seal(name, $3)
          WHERE name = $1 AND cursor IS NOT DISTINCT FROM $2`,
         [this.subscription, from ?? null, to],
       );
@@ -271,7 +278,8 @@ export class InboxStore {
     if (inboxIds.length === 0) return;
     await queryPrepared(
       tx,
-      `UPDATE ${this.schemaSql}.inbox SET status = 'handled', handled_at = now(), last_error = NULL
+      `UPDATE ${this.schemaSql}.inbox SET status = 'handled', handled_at = now(), last_error = NULL,
+         seal = ${this.schemaSql}.inbox_seal(subscription, event_id, type, key, version, payload, headers, 'handled')
        WHERE id = ANY($1::bigint[])`,
       [inboxIds],
     );
@@ -290,6 +298,8 @@ export class InboxStore {
       `UPDATE ${this.schemaSql}.inbox
        SET attempts = attempts + 1, last_error = $2,
            status = CASE WHEN $3 THEN 'dead' ELSE 'pending' END,
+           seal = ${this.schemaSql}.inbox_seal(subscription, event_id, type, key, version, payload, headers,
+             CASE WHEN $3 THEN 'dead' ELSE 'pending' END),
            next_attempt_at = now() + make_interval(secs => $4::double precision / 1000)
        WHERE id = $1 AND status = 'pending'`,
       [inboxId, error.slice(0, 8000), dead, retryInMs],
