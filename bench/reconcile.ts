@@ -23,7 +23,8 @@ import { migrate } from '../src/db/migrate.ts';
 import { PgDatabase } from '../src/db/pg-database.ts';
 import { serveHttp } from '../src/http/node-server.ts';
 import { createServiceHandler } from '../src/http/service-handler.ts';
-import { ownerMemberSource } from '../src/references/owner-members.ts';
+import { signedClient } from '../src/http/signed-client.ts';
+import { ownerMemberSource } from '../src/references/members.ts';
 import { ReplicaStore } from '../src/references/replica-store.ts';
 import type { BenchFlags } from './support/args.ts';
 import { machine } from './support/clusters.ts';
@@ -107,8 +108,12 @@ export async function run(flags: BenchFlags): Promise<void> {
       let levels: LevelReport[] = [];
       for (let i = 0; i < repetitions; i++) {
         const remote = httpSetSide({
-          url: `${server.url}/baton/sets/customer`,
-          auth: { type: 'hmac', secret: SECRET },
+          client: signedClient({
+            name: 'customers',
+            url: `${server.url}/baton`,
+            auth: { type: 'hmac', secret: SECRET },
+          }),
+          path: 'sets/customer',
         });
         const seen: LevelReport[] = [];
         const started = performance.now();

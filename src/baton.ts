@@ -3,16 +3,17 @@ import { setSideRoute } from './caretaker/http-set-side.ts';
 import { type InvariantDefinition, validateInvariant } from './caretaker/invariants.ts';
 import type { SetSide } from './caretaker/set-side.ts';
 import { sqlSetSide } from './caretaker/sql-set-side.ts';
-import { channelsFor } from './channels.ts';
+import { channelsFor } from './core/channels.ts';
+import { InvalidInputError } from './core/errors.ts';
+import type { BatonEvent, EventInput } from './core/event.ts';
+import type { EventSchemas } from './core/event-schemas.ts';
+import { type Logger, silentLogger } from './core/logger.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
-import { InvalidInputError } from './errors.ts';
+import type { ServerAuth } from './http/auth.ts';
 import { createServiceHandler, type ServiceHandler } from './http/service-handler.ts';
-import { type Logger, silentLogger } from './logger.ts';
 import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
-import type { BatonEvent, EventInput } from './messaging/event.ts';
-import type { EventSchemas } from './messaging/event-schemas.ts';
 import { Outbox } from './messaging/outbox.ts';
 import { Relay, type RelayOptions } from './messaging/relay.ts';
 import { acceptIfNewer } from './messaging/version-gate.ts';
@@ -26,7 +27,6 @@ import { asReferenceViolation, type Reference } from './references/reference.ts'
 import { ReferenceRegistry } from './references/reference-registry.ts';
 import { Participant } from './sagas/participant.ts';
 import { Sagas } from './sagas/sagas.ts';
-import type { ServerAuth } from './transports/http-feed/auth.ts';
 import {
   createFeedHandler,
   createFeedRoute,

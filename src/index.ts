@@ -18,14 +18,7 @@ export {
   type DatabaseTargetsOptions,
   targetsFromDatabase,
 } from './caretaker/targets-from-database.ts';
-export type { Database, Executor, QueryResult } from './db/executor.ts';
-export {
-  loadMigrations,
-  MIN_SERVER_VERSION_NUM,
-  type MigrateResult,
-  type Migration,
-  migrate,
-} from './db/migrate.ts';
+export type { BackoffPolicy } from './core/backoff.ts';
 export {
   AuthenticationError,
   BatonError,
@@ -42,12 +35,28 @@ export {
   TransactionRolledBackError,
   TransportError,
   UnsupportedServerError,
-} from './errors.ts';
+} from './core/errors.ts';
+export type { BatonEvent, EventInput } from './core/event.ts';
+export type { EventSchemas } from './core/event-schemas.ts';
+export type { Logger } from './core/logger.ts';
+export { isUuid, uuidv7 } from './core/uuid-v7.ts';
+export type { Database, Executor, QueryResult } from './db/executor.ts';
+export {
+  loadMigrations,
+  MIN_SERVER_VERSION_NUM,
+  type MigrateResult,
+  type Migration,
+  migrate,
+} from './db/migrate.ts';
+export {
+  authHeaders,
+  type ClientAuth,
+  RequestVerifier,
+  type ServerAuth,
+} from './http/auth.ts';
 export type { HttpRequestLike, HttpResponseLike } from './http/http-types.ts';
 export { type RunningServer, serveHttp } from './http/node-server.ts';
 export { createServiceHandler, type Route, type ServiceHandler } from './http/service-handler.ts';
-export type { Logger } from './logger.ts';
-export type { BackoffPolicy } from './messaging/backoff.ts';
 export {
   Consumer,
   type ConsumerOptions,
@@ -76,8 +85,6 @@ export {
   showDeadLetter,
   UndecodableDeadLetterError,
 } from './messaging/dead-letters.ts';
-export type { BatonEvent, EventInput } from './messaging/event.ts';
-export type { EventSchemas } from './messaging/event-schemas.ts';
 export { type DeadLetterMode, INBOX_STATES, type InboxState } from './messaging/inbox-states.ts';
 export { Relay, type RelayOptions } from './messaging/relay.ts';
 export {
@@ -86,7 +93,6 @@ export {
   type StuckCursor,
   SubscriptionPositionsNotInstalledError,
 } from './messaging/subscription-status.ts';
-export { isUuid, uuidv7 } from './messaging/uuid-v7.ts';
 export type {
   EntityDefinition,
   EntityLookup,
@@ -161,12 +167,6 @@ export {
   SchemaNotInstalledError,
   type SubscriptionStatus,
 } from './status.ts';
-export {
-  authHeaders,
-  type ClientAuth,
-  RequestVerifier,
-  type ServerAuth,
-} from './transports/http-feed/auth.ts';
 export {
   createFeedHandler,
   type FeedHandler,

@@ -1,7 +1,7 @@
+import { BatonError } from './core/errors.ts';
 import type { Executor } from './db/executor.ts';
 import { loadMigrations } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
-import { BatonError } from './errors.ts';
 import { readSubscriptions, type SubscriptionStatus } from './messaging/subscription-status.ts';
 import { SAGA_STATES, type SagaState } from './sagas/saga-states.ts';
 

@@ -251,8 +251,12 @@ describe('HMAC-signed feed', () => {
     });
     await expect(fetching).rejects.toBeInstanceOf(TransportError);
     await expect(fetching).rejects.toMatchObject({
+      code: 'BATON_PEER_REFUSED',
       retryable: false,
-      message: expect.stringMatching(/answered 401: signature does not match/),
+      status: 401,
+      message: expect.stringMatching(
+        /answered 401 BATON_UNAUTHENTICATED to events: signature does not match/,
+      ),
     });
   });
 
@@ -387,7 +391,8 @@ describe('bearer-token feed', () => {
         signal: new AbortController().signal,
       }),
     ).rejects.toMatchObject({
-      name: 'TransportError',
+      name: 'PeerError',
+      code: 'BATON_PEER_REFUSED',
       retryable: false,
       message: expect.stringContaining('401'),
     });

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { backoffDelay } from '../src/messaging/backoff.ts';
+import { backoffDelay } from '../src/core/backoff.ts';
 
 /** The delay a failure count would get without jitter (the "full exponential"), capped. */
 function fullDelay(baseMs: number, maxMs: number, attempt: number): number {

@@ -35,7 +35,6 @@ beforeAll(async () => {
   const real = orders.ownerClientOf(customers);
   const delayed: OwnerClient = {
     ...real,
-    setSide: (entity) => real.setSide(entity),
     lookup: async (entity, id) => {
       const answer = await real.lookup(entity, id);
       const h = hold;
@@ -48,7 +47,6 @@ beforeAll(async () => {
     },
     announce: (entity, id, above) => real.announce(entity, id, above),
     watermark: () => real.watermark(),
-    post: (path, body) => real.post(path, body),
   };
   orders.baton.replicate({
     entity: 'customer',

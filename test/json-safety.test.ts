@@ -1,10 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  FORBIDDEN_KEYS,
-  findUnsafeJson,
-  parseUntrustedJson,
-} from '../src/messaging/json-safety.ts';
+import { FORBIDDEN_KEYS, findUnsafeJson, parseUntrustedJson } from '../src/core/json-safety.ts';
 
 /** Strings that survive jsonb: no NUL, no unpaired surrogates (full code points only). */
 const safeString = fc

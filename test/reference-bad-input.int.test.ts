@@ -171,7 +171,7 @@ describe('references: bad input', () => {
         .lookup('ghost', 'x')
         .catch((e: unknown) => e);
       expect((error as Error).message).toMatch(
-        /404 .*this service owns no entity \\"ghost\\" \(it owns: customer, product\)/,
+        /404 BATON_UNKNOWN_ENTITY .*this service owns no entity "ghost" \(it owns: customer, product\)/,
       );
     });
 

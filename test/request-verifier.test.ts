@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { authHeaders, RequestVerifier } from '../src/transports/http-feed/auth.ts';
+import { authHeaders, RequestVerifier } from '../src/http/auth.ts';
 
 const SECRET = 'unit-secret-0123456789abcdef';
 const PARTS = { method: 'GET', target: '/baton/events?after=0' };

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { authHeaders } from '../src/http/auth.ts';
 import { InvalidInputError, participantClient, saga } from '../src/index.ts';
-import { authHeaders } from '../src/transports/http-feed/auth.ts';
 import { SECRET } from './helpers.ts';
 import { LOYALTY_TABLES, type PointsPayload, pointsReservation } from './support/loyalty-points.ts';
 import { startService, type TestService } from './support/services.ts';

@@ -4,10 +4,11 @@ import { reconcileSets, type SetDifference } from '../src/caretaker/set-reconcil
 import type { Member, SetSide } from '../src/caretaker/set-side.ts';
 import { encodeMembersResponse, jsonBytes } from '../src/caretaker/set-side-wire.ts';
 import { sqlSetSide } from '../src/caretaker/sql-set-side.ts';
+import { authHeaders } from '../src/http/auth.ts';
 import { type RunningServer, serveHttp } from '../src/http/node-server.ts';
 import { createServiceHandler } from '../src/http/service-handler.ts';
+import { signedClient } from '../src/http/signed-client.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
-import { authHeaders } from '../src/transports/http-feed/auth.ts';
 import { freshDatabase, SECRET } from './helpers.ts';
 
 /**
@@ -82,8 +83,12 @@ describe('set reconciliation between two PostgreSQL databases', () => {
 
   it('finds the same difference through the owner’s signed HTTP endpoint, with a fraction of the bytes', async () => {
     const remote = httpSetSide({
-      url: `${server.url}/baton/sets/customer`,
-      auth: { type: 'hmac', secret: SECRET },
+      client: signedClient({
+        name: 'customers',
+        url: `${server.url}/baton`,
+        auth: { type: 'hmac', secret: SECRET },
+      }),
+      path: 'sets/customer',
     });
     const { stats, ...difference } = await reconcileSets(remote, replicaSide);
     expect(difference).toEqual(expected);

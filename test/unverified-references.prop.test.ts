@@ -47,14 +47,12 @@ beforeAll(async () => {
   // The owner is unreachable while references are checked (a refused connection).
   const flaky: OwnerClient = {
     ...real,
-    setSide: (entity) => real.setSide(entity),
     lookup: async (entity, id) => {
       if (!ownerReachable) throw new TransportError('connect ECONNREFUSED (injected)');
       return real.lookup(entity, id);
     },
     announce: (entity, id, above) => real.announce(entity, id, above),
     watermark: () => real.watermark(),
-    post: (path, body) => real.post(path, body),
   };
   orders.baton.replicate({
     entity: 'customer',

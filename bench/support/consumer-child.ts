@@ -7,8 +7,8 @@
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { createBaton } from '../../src/baton.ts';
+import { type Logger, silentLogger } from '../../src/core/logger.ts';
 import { PgDatabase } from '../../src/db/pg-database.ts';
-import { type Logger, silentLogger } from '../../src/logger.ts';
 import { httpFeedSource } from '../../src/transports/http-feed/feed-source.ts';
 import type { ChildMessage, ConsumerChildConfig } from './consumer-config.ts';
 

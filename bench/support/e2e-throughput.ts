@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { uuidv7 } from '../../src/messaging/uuid-v7.ts';
+import { uuidv7 } from '../../src/core/uuid-v7.ts';
 import type { BenchClusters } from './clusters.ts';
 import type { ConsumerTuning } from './consumer-config.ts';
 import { type ClosedLoopResult, closeClients, closedLoop, openClients } from './load.ts';

@@ -1,5 +1,5 @@
+import { TerminalError } from '../../src/core/errors.ts';
 import type { Executor } from '../../src/db/executor.ts';
-import { TerminalError } from '../../src/errors.ts';
 
 /**
  * The business SQL of the saga benchmark, shared by the Baton run and the

@@ -1,6 +1,6 @@
+import type { EventInput } from '../core/event.ts';
+import type { Logger } from '../core/logger.ts';
 import type { Database, Executor } from '../db/executor.ts';
-import type { Logger } from '../logger.ts';
-import type { EventInput } from '../messaging/event.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
 import { DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';

@@ -3,6 +3,7 @@ import type { EntityLookup, EntityState } from '../references/definitions.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
 import { classifyDifference, DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
+import { httpSetSide } from './http-set-side.ts';
 import { type ReconcileOptions, reconcileSets } from './set-reconciliation.ts';
 import { sqlSetSide } from './sql-set-side.ts';
 
@@ -63,7 +64,10 @@ export class EntityReconciler {
     const entity = this.replication.replica.entity;
     const report = emptyEntityReport(entity, this.owner.name);
     report.cut = await this.waitForCut(options.cutTimeoutMs);
-    const ownerSide = this.owner.setSide(entity);
+    const ownerSide = httpSetSide({
+      client: this.owner.client,
+      path: `sets/${encodeURIComponent(entity)}`,
+    });
     const replicaSide = sqlSetSide(this.db, this.replication.replica.memberSource());
     const diff = await reconcileSets(ownerSide, replicaSide, options.set);
     report.set = {

@@ -1,9 +1,8 @@
-import { InvalidInputError, TransportError } from '../errors.ts';
+import { parseUntrustedJson } from '../core/json-safety.ts';
 import { errorResponse, jsonResponse } from '../http/http-types.ts';
 import type { Route } from '../http/service-handler.ts';
-import { parseUntrustedJson } from '../messaging/json-safety.ts';
-import { authHeaders, type ClientAuth } from '../transports/http-feed/auth.ts';
-import type { SetSide, SetSideTraffic } from './set-side.ts';
+import { failure, type SignedClient } from '../http/signed-client.ts';
+import { type SetSide, SetSideProtocolError, type SetSideTraffic } from './set-side.ts';
 import {
   decodeDigestResponse,
   decodeMembersResponse,
@@ -15,9 +14,10 @@ import {
 } from './set-side-wire.ts';
 
 export interface HttpSetSideOptions {
-  /** The owner's endpoint, e.g. `http://customers:8080/baton/sets/customer` (see `setSideRoute`). */
-  url: string;
-  auth: ClientAuth;
+  /** A signed client of the owner's Baton endpoints. */
+  client: SignedClient;
+  /** The set side's path under them, e.g. `sets/customer` (see `setSideRoute`). */
+  path: string;
   /** Answers larger than this are refused (default 64 MiB). */
   maxResponseBytes?: number;
   /** Per call (default 60 s: a digest scans the whole table). */
@@ -29,60 +29,40 @@ export interface HttpSetSideOptions {
  * set-side-wire.ts for the bodies). Counts the bytes of every request and
  * answer body in `traffic`.
  *
- * Failure semantics: network errors, timeouts, 5xx and 429 throw a retryable
- * `TransportError`; any other non-200 answer a non-retryable one with the
- * peer's reason; an answer outside the protocol throws
+ * Failure semantics: the signed client's (`PeerError`: network errors,
+ * timeouts, 5xx and 429 retryable; any other non-200 answer not, with the
+ * peer's reason); an answer outside the protocol throws
  * `SetSideProtocolError`.
  */
 export function httpSetSide(options: HttpSetSideOptions): SetSide & { traffic: SetSideTraffic } {
-  let url: URL;
-  try {
-    url = new URL(options.url);
-  } catch {
-    throw new InvalidInputError(`set side url "${options.url}" is not a valid URL`);
-  }
   const maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
-  const requestTimeoutMs = options.requestTimeoutMs ?? 60_000;
+  const timeoutMs = options.requestTimeoutMs ?? 60_000;
   const traffic: SetSideTraffic = { calls: 0, requestBytes: 0, responseBytes: 0 };
-  const target = `${url.pathname}${url.search}`;
 
   async function call(request: SetSideRequest): Promise<unknown> {
-    const body = JSON.stringify(encodeRequest(request));
+    const body = Buffer.from(JSON.stringify(encodeRequest(request)));
     traffic.calls += 1;
-    traffic.requestBytes += Buffer.byteLength(body);
-    let response: Response;
+    traffic.requestBytes += body.length;
+    const answer = await options.client.request('POST', options.path, {
+      body,
+      headers: { 'content-type': 'application/json' },
+      maxResponseBytes,
+      timeoutMs,
+    });
+    traffic.responseBytes += answer.body.length;
+    const text = answer.body.toString('utf8');
+    let parsed: unknown;
     try {
-      response = await fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          ...authHeaders(options.auth, { method: 'POST', target, body }),
-        },
-        body,
-        signal: AbortSignal.timeout(requestTimeoutMs),
-      });
-    } catch (error) {
-      throw new TransportError(
-        `set side at ${url.origin} did not answer: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-    const text = await readLimited(response, maxResponseBytes);
-    traffic.responseBytes += Buffer.byteLength(text);
-    if (response.status !== 200) {
-      const retryable = response.status >= 500 || response.status === 429;
-      throw new TransportError(
-        `set side at ${url.origin} answered ${response.status}: ${peerReason(text)}`,
-        { retryable },
-      );
-    }
-    try {
-      return JSON.parse(text);
+      parsed = JSON.parse(text);
     } catch {
-      throw new TransportError(`set side at ${url.origin} answered with malformed JSON`, {
-        retryable: false,
-      });
+      parsed = undefined;
     }
+    if (answer.status !== 200)
+      throw failure(options.client.name, options.path, answer.status, parsed, text);
+    if (parsed === undefined) {
+      throw new SetSideProtocolError(`set side ${options.path} answered with malformed JSON`);
+    }
+    return parsed;
   }
 
   return {
@@ -150,28 +130,3 @@ export function setSideRoute(
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-async function readLimited(response: Response, limit: number): Promise<string> {
-  const declared = Number(response.headers.get('content-length') ?? '0');
-  if (declared > limit) {
-    await response.body?.cancel();
-    throw new TransportError(`set side answer of ${declared} bytes is over the limit of ${limit}`, {
-      retryable: false,
-    });
-  }
-  const bytes = Buffer.from(await response.arrayBuffer());
-  if (bytes.length > limit) {
-    throw new TransportError(`set side answer is over the limit of ${limit} bytes`, {
-      retryable: false,
-    });
-  }
-  return bytes.toString('utf8');
-}
-
-function peerReason(text: string): string {
-  try {
-    const parsed = JSON.parse(text) as { error?: { message?: unknown } };
-    if (typeof parsed.error?.message === 'string') return parsed.error.message.slice(0, 500);
-  } catch {}
-  return text.slice(0, 200);
-}

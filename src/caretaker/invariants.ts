@@ -1,6 +1,6 @@
+import { InvalidInputError } from '../core/errors.ts';
+import type { EventInput } from '../core/event.ts';
 import type { Database, Executor } from '../db/executor.ts';
-import { InvalidInputError } from '../errors.ts';
-import type { EventInput } from '../messaging/event.ts';
 
 /**
  * A named check: SQL returning the rows that violate it, and a remedy. The

@@ -1,4 +1,4 @@
-import { findUnsafeJson } from '../messaging/json-safety.ts';
+import { findUnsafeJson } from '../core/json-safety.ts';
 import {
   type BucketDigest,
   type DigestRequest,

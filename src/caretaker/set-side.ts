@@ -1,4 +1,4 @@
-import { BatonError } from '../errors.ts';
+import { BatonError } from '../core/errors.ts';
 
 /**
  * One side of a set reconciliation: a set of (id, version) pairs — an

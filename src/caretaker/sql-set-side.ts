@@ -1,5 +1,5 @@
+import { InvalidInputError } from '../core/errors.ts';
 import type { Database } from '../db/executor.ts';
-import { InvalidInputError } from '../errors.ts';
 import {
   type BucketDigest,
   type DigestRequest,

@@ -1,8 +1,9 @@
-import { channelsFor } from '../channels.ts';
+import { channelsFor } from '../core/channels.ts';
+import { InvalidInputError } from '../core/errors.ts';
+import type { EventInput } from '../core/event.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
-import { InvalidInputError } from '../errors.ts';
-import type { EventInput } from '../messaging/event.ts';
+import type { ClientAuth } from '../http/auth.ts';
 import { Outbox } from '../messaging/outbox.ts';
 import {
   type OnDeletePolicy,
@@ -15,7 +16,6 @@ import { EntityReplication } from '../references/entity-replication.ts';
 import { ownerClient } from '../references/owner-client.ts';
 import { Reference } from '../references/reference.ts';
 import { ReplicaStore } from '../references/replica-store.ts';
-import type { ClientAuth } from '../transports/http-feed/auth.ts';
 import type { ReconcileTarget } from './caretaker.ts';
 import type { OwnedEntity } from './integrity.ts';
 

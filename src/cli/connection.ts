@@ -1,7 +1,7 @@
 import pg from 'pg';
+import { InvalidInputError } from '../core/errors.ts';
 import { PgDatabase } from '../db/pg-database.ts';
 import { schemaIdent } from '../db/sql.ts';
-import { InvalidInputError } from '../errors.ts';
 import { lastAppliedMigration, SchemaNotInstalledError } from '../status.ts';
 import { OperationalError, UsageError } from './cli-errors.ts';
 import type { CliIo } from './output.ts';

@@ -1,5 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { UnsupportedServerError } from '../errors.ts';
+import { UnsupportedServerError } from '../core/errors.ts';
 import type { Database } from './executor.ts';
 import { schemaIdent } from './sql.ts';
 

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { TransactionRolledBackError } from '../errors.ts';
+import { TransactionRolledBackError } from '../core/errors.ts';
 import type { Database, Executor, QueryResult } from './executor.ts';
 import { type PreparingExecutor, withoutPreparedStatements } from './prepared.ts';
 import { quoteIdent } from './sql.ts';

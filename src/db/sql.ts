@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.ts';
+import { InvalidInputError } from '../core/errors.ts';
 
 /** Quotes an SQL identifier. The only way identifiers reach SQL text in Baton. */
 export function quoteIdent(name: string): string {

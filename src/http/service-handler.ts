@@ -1,4 +1,4 @@
-import { RequestVerifier, type ServerAuth } from '../transports/http-feed/auth.ts';
+import { RequestVerifier, type ServerAuth } from './auth.ts';
 import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
 
 /** One endpoint under the service's base path; `pattern` matches the rest of the path. */

@@ -1,22 +1,22 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import type { Database, Executor } from '../db/executor.ts';
+import { type BackoffPolicy, backoffDelay } from '../core/backoff.ts';
 import {
   BatonError,
   CursorExpiredError,
   InvalidInputError,
   TerminalError,
   TransportError,
-} from '../errors.ts';
-import { type Logger, silentLogger } from '../logger.ts';
+} from '../core/errors.ts';
+import type { BatonEvent } from '../core/event.ts';
+import { validatePayload } from '../core/event-schemas.ts';
+import { type Logger, silentLogger } from '../core/logger.ts';
+import { WakeSignal } from '../core/wake-signal.ts';
+import type { Database, Executor } from '../db/executor.ts';
 import type { EventSource, FetchedBatch } from '../transports/transport.ts';
-import { type BackoffPolicy, backoffDelay } from './backoff.ts';
 import { recordCursorExpired } from './cursor-expired.ts';
-import type { BatonEvent } from './event.ts';
-import { validatePayload } from './event-schemas.ts';
 import { FetchGate } from './fetch-gate.ts';
 import { type InboxEntry, InboxStore, toInboxRows } from './inbox.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
-import { WakeSignal } from './wake-signal.ts';
 
 export interface HandlerContext {
   /** Failed attempts before this one. */

@@ -1,7 +1,7 @@
-import { channelsFor } from '../channels.ts';
+import { channelsFor } from '../core/channels.ts';
+import { BatonError, InvalidInputError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
-import { BatonError, InvalidInputError } from '../errors.ts';
 import {
   hasPositions,
   SubscriptionPositionsNotInstalledError,

@@ -1,6 +1,6 @@
+import { BatonError, InvalidInputError, NotFoundError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
-import { BatonError, InvalidInputError, NotFoundError } from '../errors.ts';
 import type { InboxState } from './inbox-states.ts';
 import { subscriptionNotFound } from './subscription-status.ts';
 

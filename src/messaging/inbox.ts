@@ -1,7 +1,7 @@
+import type { BatonEvent } from '../core/event.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import type { IncomingItem } from '../transports/transport.ts';
-import type { BatonEvent } from './event.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 
 /** A row ready to be written to the inbox: an event to handle, or a dead letter from birth. */

@@ -1,10 +1,10 @@
+import { InvalidInputError, PayloadTooLargeError } from '../core/errors.ts';
+import type { BatonEvent, EventInput } from '../core/event.ts';
+import { type EventSchemas, validatePayload } from '../core/event-schemas.ts';
+import { findUnsafeJson } from '../core/json-safety.ts';
+import { uuidv7 } from '../core/uuid-v7.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import { InvalidInputError, PayloadTooLargeError } from '../errors.ts';
-import type { BatonEvent, EventInput } from './event.ts';
-import { type EventSchemas, validatePayload } from './event-schemas.ts';
-import { findUnsafeJson } from './json-safety.ts';
-import { uuidv7 } from './uuid-v7.ts';
 
 export interface OutboxOptions {
   /** Quoted schema name (see `schemaIdent`). */

@@ -1,8 +1,8 @@
+import { type Logger, silentLogger } from '../core/logger.ts';
+import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import { type Logger, silentLogger } from '../logger.ts';
 import type { SequencedEvent, Transport } from '../transports/transport.ts';
-import { WakeSignal } from './wake-signal.ts';
 
 export interface RelayOptions {
   db: Database;

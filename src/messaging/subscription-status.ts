@@ -1,6 +1,6 @@
+import { BatonError, NotFoundError } from '../core/errors.ts';
 import type { Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
-import { BatonError, NotFoundError } from '../errors.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 
 /** One subscription as an operator sees it (`baton status`, `baton consumers list`). */

@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../errors.ts';
+import { InvalidInputError } from '../core/errors.ts';
 
 /** What happens to referencing rows when the referenced entity is deleted. */
 export const ON_DELETE_POLICIES = ['cascade', 'restrict', 'set-null', 'keep', 'anonymise'] as const;

@@ -1,6 +1,6 @@
+import { InvalidInputError } from '../core/errors.ts';
 import type { Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
-import { InvalidInputError } from '../errors.ts';
 import { type EntityDefinition, tableSql } from './definitions.ts';
 import {
   COLUMN_TYPES_SQL,

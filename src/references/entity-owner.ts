@@ -1,7 +1,7 @@
 import type { MemberSource } from '../caretaker/sql-set-side.ts';
+import { InvalidInputError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
-import { InvalidInputError } from '../errors.ts';
 import { type EntityDefinition, type EntityLookup, tableSql } from './definitions.ts';
 import {
   type EntityColumns,
@@ -10,7 +10,7 @@ import {
   readColumnTypes,
   versionsTableSql,
 } from './entity-capture.ts';
-import { ownerMemberSource } from './owner-members.ts';
+import { ownerMemberSource } from './members.ts';
 import { pinnedSetLocal } from './state-form.ts';
 
 /** What `requestDelete` leads to. */

@@ -1,8 +1,8 @@
+import { TerminalError } from '../core/errors.ts';
+import type { BatonEvent, EventInput } from '../core/event.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
-import { TerminalError } from '../errors.ts';
-import type { BatonEvent, EventInput } from '../messaging/event.ts';
 import { type EntityLookup, type EntityState, tableSql } from './definitions.ts';
 import { applyDeletePolicy } from './delete-policies.ts';
 import type { DeleteVote } from './entity-owner.ts';

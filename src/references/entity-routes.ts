@@ -1,7 +1,7 @@
+import { parseUntrustedJson } from '../core/json-safety.ts';
 import type { Database } from '../db/executor.ts';
 import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
 import type { Route } from '../http/service-handler.ts';
-import { parseUntrustedJson } from '../messaging/json-safety.ts';
 import type { EntityOwner } from './entity-owner.ts';
 
 /**

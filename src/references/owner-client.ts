@@ -1,17 +1,15 @@
-import { httpSetSide } from '../caretaker/http-set-side.ts';
-import type { SetSide, SetSideTraffic } from '../caretaker/set-side.ts';
-import { TransportError } from '../errors.ts';
-import { authHeaders, type ClientAuth } from '../transports/http-feed/auth.ts';
+import type { ClientAuth } from '../http/auth.ts';
+import { PeerError, type SignedClient, signedClient } from '../http/signed-client.ts';
 import type { EntityLookup } from './definitions.ts';
 
-/** How a referrer asks an entity's owner about it (authenticated HTTP). */
+/** How a referrer asks an entity's owner about it (signed HTTP). */
 export interface OwnerClient {
   /** The owning service's name. */
   readonly name: string;
   /** Base URL of its Baton endpoints. */
   readonly url: string;
-  /** The owner's (id, version) set of `entity`, for the caretaker (HTTP, bytes counted). */
-  setSide(entity: string): SetSide & { traffic: SetSideTraffic };
+  /** The signed client under it (the caretaker reads the owner's set sides through it). */
+  readonly client: SignedClient;
   lookup(entity: string, id: string): Promise<EntityLookup>;
   /**
    * Asks the owner to announce the entity's state again at a version above
@@ -20,8 +18,6 @@ export interface OwnerClient {
   announce(entity: string, id: string, above: number): Promise<EntityLookup>;
   /** The owner's last relayed feed position: a cut for reconciliation. */
   watermark(): Promise<string>;
-  /** Signed POST of a JSON body to a path under the owner's base URL; counts bytes. */
-  post(path: string, body: unknown): Promise<{ status: number; body: unknown; bytes: number }>;
 }
 
 export interface OwnerClientOptions {
@@ -38,60 +34,24 @@ function entityPath(entity: string, id: string): string {
 }
 
 /**
- * An `OwnerClient` over HTTP. Failures (network, timeout, 5xx) throw a
- * retryable `TransportError`; a malformed answer throws a non-retryable one.
+ * An `OwnerClient` over the signed client: failures are its `PeerError`s
+ * (network, timeouts, 5xx: retryable; a refusal or an answer that is not a
+ * lookup: not).
  */
 export function ownerClient(options: OwnerClientOptions): OwnerClient {
-  const base = new URL(options.url.replace(/\/?$/, '/'));
-  const timeoutMs = options.timeoutMs ?? 3_000;
+  const client = signedClient({
+    name: `owner ${options.name}`,
+    url: options.url,
+    auth: options.auth,
+    timeoutMs: options.timeoutMs ?? 3_000,
+  });
 
-  async function call(method: 'GET' | 'POST', path: string, body?: unknown) {
-    const url = new URL(path, base);
-    const text = body === undefined ? undefined : JSON.stringify(body);
-    const target = `${url.pathname}${url.search}`;
-    let response: Response;
-    try {
-      response = await fetch(url, {
-        method,
-        headers: {
-          ...authHeaders(options.auth, { method, target, body: text }),
-          ...(text ? { 'content-type': 'application/json' } : {}),
-        },
-        body: text,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (error) {
-      throw new TransportError(
-        `owner ${options.name} at ${base.origin} did not answer: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-    const answer = await response.text();
-    const bytes = (text?.length ?? 0) + target.length + answer.length;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(answer);
-    } catch {
-      throw new TransportError(
-        `owner ${options.name} answered ${response.status} with a body that is not JSON`,
-        { retryable: response.status >= 500 },
-      );
-    }
-    if (response.status >= 500 || response.status === 429) {
-      throw new TransportError(
-        `owner ${options.name} answered ${response.status}: ${answer.slice(0, 300)}`,
-      );
-    }
-    return { status: response.status, body: parsed, bytes };
-  }
-
-  /** A lookup's answer, checked; anything else is a non-retryable failure saying what came back. */
-  function asLookup(r: { status: number; body: unknown }, what: string): EntityLookup {
-    const b = r.body as Partial<EntityLookup>;
-    if (r.status !== 200 || typeof b?.state !== 'string' || typeof b.version !== 'number') {
-      throw new TransportError(
-        `owner ${options.name} ${what}: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`,
-        { retryable: false },
+  /** A lookup's answer, checked. */
+  function asLookup(b: Partial<EntityLookup> | null, what: string): EntityLookup {
+    if (typeof b?.state !== 'string' || typeof b.version !== 'number') {
+      throw new PeerError(
+        'BATON_PEER_PROTOCOL',
+        `owner ${options.name} ${what}: the answer is not a lookup: ${JSON.stringify(b).slice(0, 300)}`,
       );
     }
     return b as EntityLookup;
@@ -99,30 +59,26 @@ export function ownerClient(options: OwnerClientOptions): OwnerClient {
 
   return {
     name: options.name,
-    url: base.toString().replace(/\/$/, ''),
-    setSide: (entity) =>
-      httpSetSide({
-        url: new URL(`sets/${encodeURIComponent(entity)}`, base).toString(),
-        auth: options.auth,
-      }),
+    url: client.url,
+    client,
     async lookup(entity, id) {
-      const r = await call('GET', entityPath(entity, id));
-      return asLookup(r, `could not look up ${entity} ${id}`);
+      const b = await client.json<Partial<EntityLookup>>('GET', entityPath(entity, id));
+      return asLookup(b, `looking up ${entity} ${id}`);
     },
     async announce(entity, id, above) {
-      const r = await call('POST', `${entityPath(entity, id)}/announce`, { above });
-      return asLookup(r, `could not announce ${entity} ${id}`);
+      const b = await client.json<Partial<EntityLookup>>(
+        'POST',
+        `${entityPath(entity, id)}/announce`,
+        { body: { above } },
+      );
+      return asLookup(b, `announcing ${entity} ${id}`);
     },
     async watermark() {
-      const r = await call('GET', 'watermark');
-      const position = (r.body as { position?: unknown })?.position;
-      if (r.status !== 200 || typeof position !== 'string') {
-        throw new TransportError(`owner ${options.name} gave no watermark: ${r.status}`, {
-          retryable: false,
-        });
+      const b = await client.json<{ position?: unknown }>('GET', 'watermark');
+      if (typeof b?.position !== 'string') {
+        throw new PeerError('BATON_PEER_PROTOCOL', `owner ${options.name} gave no watermark`);
       }
-      return position;
+      return b.position;
     },
-    post: (path, body) => call('POST', path, body),
   };
 }

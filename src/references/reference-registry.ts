@@ -1,7 +1,7 @@
+import { InvalidInputError } from '../core/errors.ts';
+import type { EventInput } from '../core/event.ts';
 import type { Database, Executor } from '../db/executor.ts';
-import { InvalidInputError } from '../errors.ts';
 import type { Consumer } from '../messaging/consumer.ts';
-import type { EventInput } from '../messaging/event.ts';
 import {
   type EntityDefinition,
   entityEventType,

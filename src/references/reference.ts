@@ -1,6 +1,6 @@
+import { InvalidInputError, ReferenceViolation } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
-import { InvalidInputError, ReferenceViolation } from '../errors.ts';
 import { type ReferenceDefinition, referenceName, tableSql } from './definitions.ts';
 import type { OwnerClient } from './owner-client.ts';
 import { REFERENCEABLE, replicaStateOf } from './replica-states.ts';

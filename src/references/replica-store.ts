@@ -1,9 +1,9 @@
 import type { MemberSource } from '../caretaker/sql-set-side.ts';
+import { InvalidInputError, TerminalError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
-import { InvalidInputError, TerminalError } from '../errors.ts';
-import { DELETED_CONTENT_SQL, liveContentSql } from './owner-members.ts';
+import { DELETED_CONTENT_SQL, liveContentSql } from './members.ts';
 import type { ReplicaState } from './replica-states.ts';
 
 export interface ReplicaRow {

@@ -1,5 +1,6 @@
-import { InvalidInputError, RetryableError, TerminalError, TransportError } from '../errors.ts';
-import { authHeaders, type ClientAuth } from '../transports/http-feed/auth.ts';
+import { TerminalError } from '../core/errors.ts';
+import type { ClientAuth } from '../http/auth.ts';
+import { PeerError, signedClient } from '../http/signed-client.ts';
 import type { BarrierOp } from './barrier.ts';
 
 /** The saga side of a participant's reservations. */
@@ -35,68 +36,40 @@ export interface ParticipantClientOptions {
 /**
  * Failure semantics: 4xx answers (refused by the barrier or the business
  * function, bad input) throw `TerminalError` — retrying cannot help; network
- * errors, timeouts and 5xx throw `RetryableError` (the outcome is unknown:
- * the call may have run; repeating it is safe because of the barrier or the
- * idempotency key).
+ * errors, timeouts and 5xx throw the signed client's retryable `PeerError`
+ * (the outcome is unknown: the call may have run; repeating it is safe
+ * because of the barrier or the idempotency key).
  */
 export function participantClient(options: ParticipantClientOptions): ParticipantClient {
-  let base: URL;
-  try {
-    base = new URL(options.url.replace(/\/?$/, '/'));
-  } catch {
-    throw new InvalidInputError(`participant url "${options.url}" is not a valid URL`);
-  }
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  const client = signedClient({
+    name: `participant ${options.name}`,
+    url: options.url,
+    auth: options.auth,
+    timeoutMs: options.timeoutMs ?? 10_000,
+  });
 
   async function post(
     path: string,
     body: unknown,
-    extraHeaders: Record<string, string> = {},
+    headers: Record<string, string> = {},
   ): Promise<unknown> {
-    const url = new URL(path, base);
-    const text = JSON.stringify(body ?? null);
-    const target = `${url.pathname}${url.search}`;
-    let response: Response;
     try {
-      response = await fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          ...extraHeaders,
-          ...authHeaders(options.auth, { method: 'POST', target, body: text }),
-        },
-        body: text,
-        signal: AbortSignal.timeout(timeoutMs),
+      const answer = await client.json<{ result?: unknown }>('POST', path, {
+        body: body ?? null,
+        headers,
       });
+      return answer.result ?? null;
     } catch (error) {
-      throw new RetryableError(
-        `participant ${options.name} did not answer ${path}: ${(error as Error).message}`,
-        undefined,
-        {
-          cause: error,
-        },
-      );
-    }
-    const answer = await response.text();
-    let parsed: { result?: unknown; error?: { code?: string; message?: string } } | undefined;
-    try {
-      parsed = JSON.parse(answer);
-    } catch {
-      parsed = undefined;
-    }
-    if (response.status === 200 && parsed) return parsed.result ?? null;
-    const reason = parsed?.error?.message ?? answer.slice(0, 300);
-    if (response.status >= 400 && response.status < 500 && response.status !== 429) {
-      const error = new TerminalError(
-        `participant ${options.name} refused ${path} (${response.status} ${parsed?.error?.code ?? ''}): ${reason}`,
-      );
-      (error as TerminalError & { status?: number; reasonCode?: string }).status = response.status;
-      (error as TerminalError & { reasonCode?: string }).reasonCode = parsed?.error?.code;
+      // Refused (4xx): retrying cannot help — the saga compensates. Anything else
+      // keeps its kind: the outcome is unknown, and a repeat is safe (barrier, key).
+      if (error instanceof PeerError && error.code === 'BATON_PEER_REFUSED') {
+        throw Object.assign(new TerminalError(error.message, { cause: error }), {
+          status: error.status,
+          reasonCode: error.peerCode,
+        });
+      }
       throw error;
     }
-    throw new TransportError(
-      `participant ${options.name} answered ${response.status} to ${path}: ${reason}`,
-    );
   }
 
   return {

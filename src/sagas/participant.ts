@@ -1,11 +1,11 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { BatonError, InvalidInputError, TerminalError } from '../core/errors.ts';
+import { validatePayload } from '../core/event-schemas.ts';
+import { parseUntrustedJson } from '../core/json-safety.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import { BatonError, InvalidInputError, TerminalError } from '../errors.ts';
 import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
 import type { Route } from '../http/service-handler.ts';
-import { validatePayload } from '../messaging/event-schemas.ts';
-import { parseUntrustedJson } from '../messaging/json-safety.ts';
 import { type BarrierOp, passBarrier, pruneBarrier, recordBarrierResult } from './barrier.ts';
 
 export interface BranchCall {

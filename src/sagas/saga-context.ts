@@ -1,7 +1,7 @@
+import { backoffDelay } from '../core/backoff.ts';
+import { LeaseLostError, TerminalError } from '../core/errors.ts';
+import type { EventInput } from '../core/event.ts';
 import type { Executor } from '../db/executor.ts';
-import { LeaseLostError, TerminalError } from '../errors.ts';
-import { backoffDelay } from '../messaging/backoff.ts';
-import type { EventInput } from '../messaging/event.ts';
 import type { ReservationClient } from './participant-client.ts';
 import {
   type CallStepOptions,

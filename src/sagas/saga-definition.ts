@@ -1,7 +1,7 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
+import type { BackoffPolicy } from '../core/backoff.ts';
+import { InvalidInputError } from '../core/errors.ts';
 import type { Executor } from '../db/executor.ts';
-import { InvalidInputError } from '../errors.ts';
-import type { BackoffPolicy } from '../messaging/backoff.ts';
 import type { ReservationClient } from './participant-client.ts';
 
 /** How a step is retried. A step fails for good on `TerminalError`, or when its attempts are used up. */

@@ -1,9 +1,9 @@
+import { backoffDelay } from '../core/backoff.ts';
+import { CompensationFailed, LeaseLostError } from '../core/errors.ts';
+import type { EventInput } from '../core/event.ts';
+import { type Logger, silentLogger } from '../core/logger.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import { CompensationFailed, LeaseLostError } from '../errors.ts';
-import { type Logger, silentLogger } from '../logger.ts';
-import { backoffDelay } from '../messaging/backoff.ts';
-import type { EventInput } from '../messaging/event.ts';
 import { RunContext, StepFailed, Suspend, type Undo, withNullResult } from './saga-context.ts';
 import type { SagaDefinition } from './saga-definition.ts';
 import type { SagaRow, SagaStore, StepRecord } from './saga-store.ts';

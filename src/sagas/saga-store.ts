@@ -1,6 +1,6 @@
+import { LeaseLostError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import { LeaseLostError } from '../errors.ts';
 import type { SagaState, StepKind, StepState } from './saga-states.ts';
 
 export interface SagaRow {

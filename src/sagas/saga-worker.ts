@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { EventInput } from '../core/event.ts';
+import { type Logger, silentLogger } from '../core/logger.ts';
+import { WakeSignal } from '../core/wake-signal.ts';
 import type { Executor } from '../db/executor.ts';
-import { type Logger, silentLogger } from '../logger.ts';
-import type { EventInput } from '../messaging/event.ts';
-import { WakeSignal } from '../messaging/wake-signal.ts';
 import type { SagaDefinition } from './saga-definition.ts';
 import { runSaga } from './saga-run.ts';
 import type { SagaRow, SagaStore } from './saga-store.ts';

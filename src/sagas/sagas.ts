@@ -1,11 +1,11 @@
+import { InvalidInputError, NotFoundError, SchemaViolationError } from '../core/errors.ts';
+import type { BatonEvent, EventInput } from '../core/event.ts';
+import { validatePayload } from '../core/event-schemas.ts';
+import { findUnsafeJson } from '../core/json-safety.ts';
+import { type Logger, silentLogger } from '../core/logger.ts';
+import { uuidv7 } from '../core/uuid-v7.ts';
 import type { Database, Executor } from '../db/executor.ts';
-import { InvalidInputError, NotFoundError, SchemaViolationError } from '../errors.ts';
-import { type Logger, silentLogger } from '../logger.ts';
 import type { EventHandler } from '../messaging/consumer.ts';
-import type { BatonEvent, EventInput } from '../messaging/event.ts';
-import { validatePayload } from '../messaging/event-schemas.ts';
-import { findUnsafeJson } from '../messaging/json-safety.ts';
-import { uuidv7 } from '../messaging/uuid-v7.ts';
 import type { SagaDefinition } from './saga-definition.ts';
 import type { SagaState, StepKind, StepState } from './saga-states.ts';
 import { type SagaRow, SagaStore } from './saga-store.ts';

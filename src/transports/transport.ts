@@ -1,4 +1,4 @@
-import type { BatonEvent } from '../messaging/event.ts';
+import type { BatonEvent } from '../core/event.ts';
 
 /** An event with its feed position, as the relay hands it out. */
 export interface SequencedEvent extends BatonEvent {

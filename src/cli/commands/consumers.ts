@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
+import { InvalidInputError } from '../../core/errors.ts';
 import type { PgDatabase } from '../../db/pg-database.ts';
-import { InvalidInputError } from '../../errors.ts';
 import {
   type CursorReset,
   type CursorTarget,

@@ -6,7 +6,7 @@ import type { ReferencingRowsReport } from '../../caretaker/referencing-rows.ts'
 import { targetsFromDatabase } from '../../caretaker/targets-from-database.ts';
 import type { PgDatabase } from '../../db/pg-database.ts';
 import { schemaIdent } from '../../db/sql.ts';
-import type { ClientAuth } from '../../transports/http-feed/auth.ts';
+import type { ClientAuth } from '../../http/auth.ts';
 import { positiveInteger } from '../arguments.ts';
 import { OperationalError, UsageError } from '../cli-errors.ts';
 import { requireInstalled, type Target, withDatabase } from '../connection.ts';

@@ -1,12 +1,12 @@
 import type { Database } from '../../db/executor.ts';
 import { queryPrepared } from '../../db/prepared.ts';
+import type { ServerAuth } from '../../http/auth.ts';
 import { errorResponse, type HttpResponseLike } from '../../http/http-types.ts';
 import {
   createServiceHandler,
   type Route,
   type ServiceHandler,
 } from '../../http/service-handler.ts';
-import type { ServerAuth } from './auth.ts';
 import { FEED_CONTENT_TYPE } from './wire-format.ts';
 
 export interface FeedHandlerOptions {

@@ -1,6 +1,7 @@
-import { CursorExpiredError, InvalidInputError, TransportError } from '../../errors.ts';
+import { CursorExpiredError } from '../../core/errors.ts';
+import type { ClientAuth } from '../../http/auth.ts';
+import { failure, PeerError, signedClient } from '../../http/signed-client.ts';
 import type { EventSource, FetchedBatch, FetchRequest, IncomingItem } from '../transport.ts';
-import { authHeaders, type ClientAuth } from './auth.ts';
 import { decodeEventLine, decodeFeedHeader } from './wire-format.ts';
 
 export interface HttpFeedSourceOptions {
@@ -21,57 +22,46 @@ export interface HttpFeedSourceOptions {
  * Reads a producer's HTTP feed. Each fetch is one signed GET; the returned
  * cursor is the feed position to store with the inbox rows.
  *
- * Failure semantics: network errors, timeouts and 5xx answers throw a
- * retryable `TransportError`; 401/400 throw a non-retryable one (fix the
- * configuration); 410 throws `CursorExpiredError` with the producer's oldest
+ * Failure semantics (the signed client's `PeerError`s): network errors,
+ * timeouts and 5xx answers are retryable; 401/400 are not (fix the
+ * configuration); an answer over `maxResponseBytes` is cut off there and
+ * refused; 410 throws `CursorExpiredError` with the producer's oldest
  * retained position. A malformed line never
  * throws: it comes back as an item with a `problem`, to be kept as a dead
  * letter.
  */
 export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
-  let base: URL;
-  try {
-    base = new URL(options.url.replace(/\/?$/, '/'));
-  } catch {
-    throw new InvalidInputError(`feed url "${options.url}" is not a valid URL`);
-  }
   const maxEventBytes = options.maxEventBytes ?? 1024 * 1024;
-  const maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+  const client = signedClient({
+    name: `feed ${options.name}`,
+    url: options.url,
+    auth: options.auth,
+    maxResponseBytes: options.maxResponseBytes ?? 64 * 1024 * 1024,
+  });
 
   async function fetchBatch(request: FetchRequest): Promise<FetchedBatch> {
     const after = request.cursor ?? '0';
-    const url = new URL('events', base);
-    url.searchParams.set('after', after);
-    url.searchParams.set('limit', String(request.limit));
-    url.searchParams.set('wait', String(request.waitMs));
-    if (request.types.length > 0) url.searchParams.set('types', request.types.join(','));
-    const target = `${url.pathname}${url.search}`;
-    const timeout = AbortSignal.timeout(request.waitMs + requestTimeoutMs);
-    let response: Response;
-    try {
-      response = await fetch(url, {
-        headers: authHeaders(options.auth, { method: 'GET', target }),
-        signal: AbortSignal.any([request.signal, timeout]),
-      });
-    } catch (error) {
-      throw new TransportError(
-        `feed ${options.name} at ${base.origin} did not answer: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
-    }
-    const body = await readLimited(response, maxResponseBytes);
-    if (response.status === 410) {
+    const query = new URLSearchParams({
+      after,
+      limit: String(request.limit),
+      wait: String(request.waitMs),
+    });
+    if (request.types.length > 0) query.set('types', request.types.join(','));
+    const answer = await client.request('GET', `events?${query}`, {
+      timeoutMs: request.waitMs + requestTimeoutMs,
+      signal: request.signal,
+    });
+    const body = answer.body;
+    if (answer.status === 410)
       throw new CursorExpiredError(after, oldestRetained(body.toString('utf8')));
-    }
-    if (response.status !== 200) {
-      const retryable = response.status >= 500 || response.status === 429;
-      throw new TransportError(
-        `feed ${options.name} answered ${response.status}: ${safeMessage(body.toString('utf8'))}`,
-        { retryable },
-      );
+    if (answer.status !== 200) {
+      const text = body.toString('utf8');
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {}
+      throw failure(`feed ${options.name}`, 'events', answer.status, parsed, text);
     }
     // Split on the newline byte (it never occurs inside a multi-byte UTF-8
     // sequence) and decode each line strictly: invalid UTF-8 in one event
@@ -81,8 +71,10 @@ export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
     try {
       header = decodeFeedHeader(lines[0] === undefined ? undefined : strictUtf8.decode(lines[0]));
     } catch (error) {
-      throw new TransportError(
+      throw new PeerError(
+        'BATON_PEER_PROTOCOL',
         `feed ${options.name} sent a malformed response: ${(error as Error).message}`,
+        answer.status,
       );
     }
     const items: IncomingItem[] = [];
@@ -122,20 +114,6 @@ function splitLines(body: Buffer): Buffer[] {
   return lines;
 }
 
-async function readLimited(response: Response, limit: number): Promise<Buffer> {
-  const declared = Number(response.headers.get('content-length') ?? '0');
-  if (declared > limit) {
-    await response.body?.cancel();
-    throw new TransportError(
-      `feed response of ${declared} bytes is over the limit of ${limit}; lower the batch size`,
-    );
-  }
-  const body = Buffer.from(await response.arrayBuffer());
-  if (body.length > limit)
-    throw new TransportError(`feed response is over the limit of ${limit} bytes`);
-  return body;
-}
-
 /** The producer's oldest retained position from a 410 body, if it gave a well-formed one. */
 function oldestRetained(text: string): string | undefined {
   try {
@@ -144,12 +122,4 @@ function oldestRetained(text: string): string | undefined {
     if (typeof value === 'string' && /^\d{1,18}$/.test(value)) return value;
   } catch {}
   return undefined;
-}
-
-function safeMessage(text: string): string {
-  try {
-    const parsed = JSON.parse(text) as { error?: { message?: unknown } };
-    if (typeof parsed.error?.message === 'string') return parsed.error.message.slice(0, 500);
-  } catch {}
-  return text.slice(0, 200);
 }

@@ -1,6 +1,6 @@
-import type { BatonEvent } from '../../messaging/event.ts';
-import { parseUntrustedJson } from '../../messaging/json-safety.ts';
-import { isUuid } from '../../messaging/uuid-v7.ts';
+import type { BatonEvent } from '../../core/event.ts';
+import { parseUntrustedJson } from '../../core/json-safety.ts';
+import { isUuid } from '../../core/uuid-v7.ts';
 import type { IncomingItem } from '../transport.ts';
 
 /**

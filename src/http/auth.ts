@@ -1,5 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { InvalidInputError } from '../../errors.ts';
+import { InvalidInputError } from '../core/errors.ts';
 
 /**
  * How a feed (or any Baton HTTP endpoint) authenticates its callers.

@@ -1,5 +1,5 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import { SchemaViolationError } from '../errors.ts';
+import { SchemaViolationError } from './errors.ts';
 
 /** Event type → Standard Schema (zod, valibot, arktype, …). */
 export type EventSchemas = Readonly<Record<string, StandardSchemaV1>>;

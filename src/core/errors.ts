@@ -101,8 +101,11 @@ export class CursorExpiredError extends BatonError {
 
 /** The transport or the peer failed in a way worth retrying. */
 export class TransportError extends BatonError {
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
-    super('BATON_TRANSPORT', message, {
+  constructor(
+    message: string,
+    options: { cause?: unknown; retryable?: boolean; code?: string } = {},
+  ) {
+    super(options.code ?? 'BATON_TRANSPORT', message, {
       retryable: options.retryable ?? true,
       cause: options.cause,
     });
