@@ -1,4 +1,4 @@
-import { Caretaker } from './caretaker/caretaker.ts';
+import { Caretaker, type ReconcileTarget } from './caretaker/caretaker.ts';
 import { setSideRoute } from './caretaker/http-set-side.ts';
 import { type InvariantDefinition, validateInvariant } from './caretaker/invariants.ts';
 import type { SetSide } from './caretaker/set-side.ts';
@@ -8,21 +8,26 @@ import { InvalidInputError } from './core/errors.ts';
 import type { BatonEvent, EventInput } from './core/event.ts';
 import type { EventSchemas } from './core/event-schemas.ts';
 import { type Logger, silentLogger } from './core/logger.ts';
+import { check, withDefaults } from './core/options.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
-import type { ServerAuth } from './http/auth.ts';
+import type { ClientAuth, ServerAuth } from './http/auth.ts';
 import { createServiceHandler, type ServiceHandler } from './http/service-handler.ts';
 import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
 import { Outbox } from './messaging/outbox.ts';
 import { Relay, type RelayOptions } from './messaging/relay.ts';
 import { acceptIfNewer } from './messaging/version-gate.ts';
-import type { EntityDefinition, ReferenceDefinition } from './references/definitions.ts';
+import type {
+  EntityDefinition,
+  OnDeletePolicy,
+  ReferenceDefinition,
+} from './references/definitions.ts';
 import { versionsTableSql } from './references/entity-capture.ts';
 import type { EntityOwner } from './references/entity-owner.ts';
 import type { EntityReplication } from './references/entity-replication.ts';
 import { entityRoutes } from './references/entity-routes.ts';
-import type { OwnerClient } from './references/owner-client.ts';
+import { type OwnerClient, ownerClient } from './references/owner-client.ts';
 import { asReferenceViolation, type Reference } from './references/reference.ts';
 import { ReferenceRegistry } from './references/reference-registry.ts';
 import { Participant } from './sagas/participant.ts';
@@ -147,61 +152,119 @@ export interface Baton {
 
 export { channelsFor };
 
-/** Creates Baton for one service. Options are validated here, once. */
-export function createBaton(options: BatonOptions): Baton {
+/** `BatonOptions` after `compileBatonOptions`: checked, defaults applied, frozen. */
+export type CompiledBatonOptions = Readonly<
+  Required<Omit<BatonOptions, 'events'>> & Pick<BatonOptions, 'events'>
+>;
+
+const SERVICE_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** Checks `BatonOptions` once and applies the defaults. */
+export function compileBatonOptions(options: BatonOptions): CompiledBatonOptions {
   if (!options?.db)
     throw new InvalidInputError(
       'createBaton needs { db }: a Database such as new PgDatabase({ connectionString }).',
     );
-  if (typeof options.service !== 'string' || !/^[A-Za-z0-9_.-]{1,100}$/.test(options.service)) {
+  const o = withDefaults<Required<Omit<BatonOptions, 'events'>> & Pick<BatonOptions, 'events'>>(
+    options,
+    {
+      db: options.db,
+      service: options.service,
+      schema: 'baton',
+      events: undefined,
+      strictTypes: false,
+      maxPayloadBytes: 256 * 1024,
+      notifyOnPublish: true,
+      notifyMinIntervalMs: 20,
+      logger: silentLogger,
+    },
+  );
+  if (typeof o.service !== 'string' || !SERVICE_NAME.test(o.service)) {
     throw new InvalidInputError(
-      `service name ${JSON.stringify(options.service)} must be 1–100 letters, digits, '.', '_' or '-'.`,
+      `service name ${JSON.stringify(o.service)} must be 1–100 letters, digits, '.', '_' or '-'.`,
     );
   }
-  const schema = options.schema ?? 'baton';
-  const schemaSql = schemaIdent(schema);
-  const channels = channelsFor(schema);
-  const logger = options.logger ?? silentLogger;
-  const maxPayloadBytes = options.maxPayloadBytes ?? 256 * 1024;
-  if (!(Number.isInteger(maxPayloadBytes) && maxPayloadBytes > 0)) {
-    throw new InvalidInputError('maxPayloadBytes must be a positive integer.');
-  }
+  schemaIdent(o.schema);
+  check.integer('createBaton', 'maxPayloadBytes', o.maxPayloadBytes);
+  check.ms('createBaton', 'notifyMinIntervalMs', o.notifyMinIntervalMs);
+  check.flag('createBaton', 'strictTypes', o.strictTypes);
+  check.flag('createBaton', 'notifyOnPublish', o.notifyOnPublish);
+  return Object.freeze(o);
+}
+
+/** The parts of one service's Baton, wired together (what `createBaton` hands out). */
+function assemble(
+  o: CompiledBatonOptions,
+  override: {
+    publish?: (tx: Executor, events: EventInput | readonly EventInput[]) => Promise<BatonEvent[]>;
+  } = {},
+) {
+  const schemaSql = schemaIdent(o.schema);
+  const channels = channelsFor(o.schema);
   const outbox = new Outbox({
     schemaSql,
-    source: options.service,
-    schemas: options.events,
-    strictTypes: options.strictTypes ?? false,
-    maxPayloadBytes,
-    notifyChannel: options.notifyOnPublish === false ? undefined : channels.outbox,
-    notifyMinIntervalMs: nonNegative('notifyMinIntervalMs', options.notifyMinIntervalMs ?? 20),
+    source: o.service,
+    schemas: o.events,
+    strictTypes: o.strictTypes,
+    maxPayloadBytes: o.maxPayloadBytes,
+    notifyChannel: o.notifyOnPublish ? channels.outbox : undefined,
+    notifyMinIntervalMs: o.notifyMinIntervalMs,
   });
-
-  const publish = (tx: Executor, events: EventInput | readonly EventInput[]) =>
-    outbox.publish(tx, events);
-  const invariants: InvariantDefinition[] = [];
+  const publish =
+    override.publish ??
+    ((tx: Executor, events: EventInput | readonly EventInput[]) => outbox.publish(tx, events));
   const registry = new ReferenceRegistry(
-    options.db,
+    o.db,
     schemaSql,
-    options.service,
+    o.service,
     channels.outbox,
     publish,
-    maxPayloadBytes,
+    o.maxPayloadBytes,
   );
+  const invariants: InvariantDefinition[] = [];
+  const targets = (): ReconcileTarget[] =>
+    [...registry.replications.values()].map((r) => ({
+      replication: r.replication,
+      owner: r.owner,
+      subscription: r.subscription,
+    }));
+  const caretaker = () =>
+    new Caretaker({
+      db: o.db,
+      schemaSql,
+      targets,
+      invariants: () => invariants,
+      owned: () =>
+        [...registry.owners.values()].map((owner) => ({
+          name: owner.def.name,
+          versionsTable: versionsTableSql(schemaSql, owner.def.name),
+          announce: (id, above) => owner.announce(id, above),
+        })),
+      publish,
+      logger: o.logger,
+    });
+  return { schemaSql, channels, publish, registry, invariants, targets, caretaker };
+}
 
-  const sagas = new Sagas(options.db, schemaSql, publish, logger);
-  const participant = new Participant(options.db, schemaSql);
+/** Creates Baton for one service. Options are validated here, once. */
+export function createBaton(options: BatonOptions): Baton {
+  const o = compileBatonOptions(options);
+  const { schemaSql, channels, publish, registry, invariants, caretaker } = assemble(o);
+  const { schema, logger } = o;
+  const sagas = new Sagas(o.db, schemaSql, publish, logger);
+  const participant = new Participant(o.db, schemaSql);
 
   return {
-    service: options.service,
+    service: o.service,
     sagas,
     participant,
     schema,
-    db: options.db,
-    migrate: () => migrate(options.db, schema),
+    db: o.db,
+    migrate: () => migrate(o.db, schema),
     publish,
     relay: (relayOptions = {}) =>
       new Relay({
-        db: options.db,
+        db: o.db,
         schema,
         schemaSql,
         outboxChannel: channels.outbox,
@@ -210,10 +273,10 @@ export function createBaton(options: BatonOptions): Baton {
         ...relayOptions,
       }),
     feedHandler: (feedOptions) =>
-      createFeedHandler({ db: options.db, schemaSql, feedChannel: channels.feed, ...feedOptions }),
+      createFeedHandler({ db: o.db, schemaSql, feedChannel: channels.feed, ...feedOptions }),
     consumer: (consumerOptions) =>
       new Consumer({
-        db: options.db,
+        db: o.db,
         schemaSql,
         logger,
         cursorChannel: channels.cursor,
@@ -233,32 +296,13 @@ export function createBaton(options: BatonOptions): Baton {
       }
       invariants.push(def);
     },
-    caretaker: () =>
-      new Caretaker({
-        db: options.db,
-        schemaSql,
-        targets: () =>
-          [...registry.replications.values()].map((r) => ({
-            replication: r.replication,
-            owner: r.owner,
-            subscription: r.consumer.name,
-          })),
-        invariants: () => invariants,
-        owned: () =>
-          [...registry.owners.values()].map((owner) => ({
-            name: owner.def.name,
-            versionsTable: versionsTableSql(schemaSql, owner.def.name),
-            announce: (id, above) => owner.announce(id, above),
-          })),
-        publish,
-        logger,
-      }),
+    caretaker,
     referenceError: (error) => asReferenceViolation(error),
     httpHandler: (httpOptions) => {
       const setSides = new Map<string, SetSide>();
       const { auth, basePath, ...feedOptions } = httpOptions;
       const feed = createFeedRoute({
-        db: options.db,
+        db: o.db,
         schemaSql,
         feedChannel: channels.feed,
         ...feedOptions,
@@ -268,14 +312,14 @@ export function createBaton(options: BatonOptions): Baton {
         basePath,
         routes: [
           feed.route,
-          ...entityRoutes(options.db, schemaSql, () => registry.owners),
+          ...entityRoutes(o.db, schemaSql, () => registry.owners),
           ...participant.routes(),
           setSideRoute(async (name) => {
             // One side per entity, kept: it reuses its whole-set digest for the deeper levels of a run.
             let side = setSides.get(name);
             const owner = registry.owners.get(name);
             if (!side && owner) {
-              side = sqlSetSide(options.db, await owner.memberSource());
+              side = sqlSetSide(o.db, await owner.memberSource());
               setSides.set(name, side);
             }
             return side;
@@ -287,9 +331,142 @@ export function createBaton(options: BatonOptions): Baton {
   };
 }
 
-function nonNegative(name: string, value: number): number {
-  if (!(Number.isFinite(value) && value >= 0)) {
-    throw new InvalidInputError(`${name} must be a number of milliseconds ≥ 0 (got ${value}).`);
+export interface RecordedCaretakerOptions {
+  schema?: string;
+  /** Credentials for the owners' endpoints (one secret or token for all of them). */
+  auth: ClientAuth;
+  /**
+   * This service's name, the `source` of events a repair publishes (apologies,
+   * restrict votes). Default: the name the service recorded when it installed
+   * its entities or references.
+   */
+  service?: string;
+  /** Per call to an owner (default: the owner client's). */
+  ownerTimeoutMs?: number;
+}
+
+export interface RecordedCaretaker {
+  caretaker: Caretaker;
+  /** The service name its repairs publish under (undefined: not recorded and not given — a dry run only). */
+  service: string | undefined;
+  /** The replicated entities it compares, as recorded. */
+  targets: readonly ReconcileTarget[];
+  /** Publishes through this database's outbox, as a repair does (throws when `service` is undefined). */
+  publish: (tx: Executor, events: EventInput | readonly EventInput[]) => Promise<unknown>;
+}
+
+/**
+ * The caretaker of a service as it recorded itself in its database
+ * (`replicas`, `entity_references`, `entities`), for running it outside the
+ * service's process (`baton reconcile`): the same replica stores, references,
+ * policies and owners' versions; events a repair publishes go into this
+ * database's outbox, for the service's relay. What the database does not
+ * hold stays with the service: invariants (their checks and remedies are
+ * code) and `onOwnerUnreachable` (used on writes only).
+ */
+export async function recordedCaretaker(
+  db: Database,
+  options: RecordedCaretakerOptions,
+): Promise<RecordedCaretaker> {
+  const schema = options.schema ?? 'baton';
+  const s = schemaIdent(schema);
+  const recorded = await db.query<{ value: string }>(
+    `SELECT value FROM ${s}.settings WHERE name = 'service'`,
+  );
+  const service = options.service ?? recorded.rows[0]?.value;
+  const o = compileBatonOptions({
+    db,
+    schema,
+    service: service ?? 'unrecorded',
+    // A repair publishes little: wake the relay every time.
+    notifyMinIntervalMs: 0,
+  });
+  const { registry, caretaker, publish, targets } = assemble(
+    o,
+    service === undefined
+      ? {
+          publish: async () => {
+            throw new InvalidInputError(
+              "cannot publish a repair's events: this database does not record its service's name; pass it (baton reconcile --service <name>).",
+            );
+          },
+        }
+      : {},
+  );
+  const replicas = await db.query<{
+    entity: string;
+    id_type: string;
+    owner: string;
+    owner_url: string;
+    subscription: string;
+  }>(`SELECT entity, id_type, owner, owner_url, subscription FROM ${s}.replicas ORDER BY entity`);
+  for (const row of replicas.rows) {
+    const owner = ownerClient({
+      name: row.owner,
+      url: row.owner_url,
+      auth: options.auth,
+      ...(options.ownerTimeoutMs === undefined ? {} : { timeoutMs: options.ownerTimeoutMs }),
+    });
+    registry.replicateRecorded({
+      entity: row.entity,
+      owner,
+      subscription: row.subscription,
+      idType: row.id_type,
+    });
   }
-  return value;
+  const references = await db.query<{
+    table_name: string;
+    column_name: string;
+    entity: string;
+    on_delete: OnDeletePolicy;
+    snapshot_columns: Record<string, string>;
+  }>(
+    `SELECT table_name, column_name, entity, on_delete, snapshot_columns FROM ${s}.entity_references ORDER BY name`,
+  );
+  for (const row of references.rows) {
+    recordedDeclaration(`reference ${row.table_name}.${row.column_name}`, () =>
+      registry.reference({
+        table: row.table_name,
+        column: row.column_name,
+        entity: row.entity,
+        onDelete: row.on_delete,
+        snapshotColumns: row.snapshot_columns,
+      }),
+    );
+  }
+  const entities = await db.query<{
+    name: string;
+    table_name: string;
+    key_column: string;
+    fields: string[];
+    personal: string[];
+    restrict_referrers: string[];
+  }>(
+    `SELECT name, table_name, key_column, fields, personal, restrict_referrers FROM ${s}.entities ORDER BY name`,
+  );
+  for (const row of entities.rows) {
+    recordedDeclaration(`entity ${row.name}`, () =>
+      registry.entity({
+        name: row.name,
+        table: row.table_name,
+        key: row.key_column,
+        fields: row.fields,
+        personal: row.personal,
+        restrictReferrers: row.restrict_referrers,
+      }),
+    );
+  }
+  return { caretaker: caretaker(), service, targets: targets(), publish };
+}
+
+/** Declares what a service recorded; a record that no longer validates says so, and how to mend it. */
+function recordedDeclaration(what: string, declare: () => unknown): void {
+  try {
+    declare();
+  } catch (error) {
+    throw new InvalidInputError(
+      `the recorded ${what} is not valid (${(error as Error).message}); was it changed by hand? Restart the service to record it again.`,
+      { cause: error },
+    );
+  }
 }

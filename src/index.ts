@@ -1,4 +1,14 @@
-export { type Baton, type BatonOptions, channelsFor, createBaton } from './baton.ts';
+export {
+  type Baton,
+  type BatonOptions,
+  type CompiledBatonOptions,
+  channelsFor,
+  compileBatonOptions,
+  createBaton,
+  type RecordedCaretaker,
+  type RecordedCaretakerOptions,
+  recordedCaretaker,
+} from './baton.ts';
 export {
   Caretaker,
   type CaretakerReport,
@@ -7,17 +17,13 @@ export {
 } from './caretaker/caretaker.ts';
 export { DIFFERENCE_CLASSES, type DifferenceClass } from './caretaker/classify.ts';
 export type { EntityReport, Finding } from './caretaker/entity-reconciler.ts';
+export type { FeedReport, IntegrityReport } from './caretaker/integrity.ts';
 export type {
   InvariantDefinition,
   InvariantRemedy,
   InvariantReport,
 } from './caretaker/invariants.ts';
 export type { ReferencingRowsReport } from './caretaker/referencing-rows.ts';
-export {
-  type DatabaseTargets,
-  type DatabaseTargetsOptions,
-  targetsFromDatabase,
-} from './caretaker/targets-from-database.ts';
 export type { BackoffPolicy } from './core/backoff.ts';
 export {
   AuthenticationError,
@@ -42,6 +48,7 @@ export type { Logger } from './core/logger.ts';
 export { isUuid, uuidv7 } from './core/uuid-v7.ts';
 export type { Database, Executor, QueryResult } from './db/executor.ts';
 export {
+  lastAppliedMigration,
   loadMigrations,
   MIN_SERVER_VERSION_NUM,
   type MigrateResult,
@@ -58,6 +65,12 @@ export type { HttpRequestLike, HttpResponseLike } from './http/http-types.ts';
 export { type RunningServer, serveHttp } from './http/node-server.ts';
 export { createServiceHandler, type Route, type ServiceHandler } from './http/service-handler.ts';
 export {
+  PeerError,
+  type SignedClient,
+  type SignedClientOptions,
+  signedClient,
+} from './http/signed-client.ts';
+export {
   Consumer,
   type ConsumerOptions,
   type EventHandler,
@@ -69,6 +82,7 @@ export {
   type CursorTarget,
   NoOldestRetainedError,
   type PlannedDataLoss,
+  parsePosition,
   resetSubscriptionCursor,
 } from './messaging/cursor-reset.ts';
 export {
@@ -79,6 +93,7 @@ export {
   discardDeadLetters,
   listDeadLetters,
   NotDeadLetterError,
+  parseInboxId,
   type RetryResult,
   type RetryTarget,
   retryDeadLetters,
@@ -124,6 +139,7 @@ export {
 } from './sagas/participant-client.ts';
 export {
   abortSaga,
+  isSagaState,
   listSagas,
   retrySaga,
   type SagaAdminOptions,
@@ -147,7 +163,12 @@ export {
   type SagaOptions,
   saga,
 } from './sagas/saga-definition.ts';
-export { SAGA_STATES, type SagaState, STEP_STATES, type StepState } from './sagas/saga-states.ts';
+export {
+  SAGA_STATES,
+  type SagaState,
+  STEP_STATES,
+  type StepState,
+} from './sagas/saga-states.ts';
 export { SagaWorker, type SagaWorkerOptions } from './sagas/saga-worker.ts';
 export {
   type CommandReply,

@@ -6,3 +6,4 @@ export {
 export { freePort } from './db/free-port.ts';
 export { isConnectionError, PgDatabase, type PgDatabaseOptions } from './db/pg-database.ts';
 export { withoutPreparedStatements } from './db/prepared.ts';
+export { schemaIdent } from './db/sql.ts';

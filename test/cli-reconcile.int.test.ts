@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { targetsFromDatabase } from '../src/caretaker/targets-from-database.ts';
+import { recordedCaretaker } from '../src/baton.ts';
 import { runCli } from '../src/cli/run.ts';
 import { freePort } from '../src/db/free-port.ts';
 import { loadMigrations } from '../src/db/migrate.ts';
@@ -402,7 +402,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
          VALUES ('shipments.ghost_id', 'shipments', 'ghost_id', 'ghost', 'restrict')`,
       );
       const options = { schema: 'baton', auth: { type: 'hmac', secret: SECRET } as const };
-      const recorded = await targetsFromDatabase(orders.database.db, options);
+      const recorded = await recordedCaretaker(orders.database.db, options);
       expect(recorded.service).toBe('orders');
       const ghost = recorded.targets.find((t) => t.replication.replica.entity === 'ghost')!;
       expect(ghost.replication.references().map((r) => [r.name, r.def.onDelete])).toEqual([
@@ -414,7 +414,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
       // A database that does not record the name (installed by an older Baton): a dry run
       // works, a repair (which publishes apologies and votes) needs --service.
       await referrer("DELETE FROM baton.settings WHERE name = 'service'");
-      const unnamed = await targetsFromDatabase(orders.database.db, options);
+      const unnamed = await recordedCaretaker(orders.database.db, options);
       expect(unnamed.service).toBeUndefined();
       await expect(
         orders.database.db.transaction((tx) =>
@@ -424,7 +424,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
       const refused = await inProcess(['reconcile', '--repair', '--entity', 'customer'], env);
       expect(refused.code).toBe(2);
       expect(refused.stderr).toContain('pass --service <name>');
-      const named = await targetsFromDatabase(orders.database.db, {
+      const named = await recordedCaretaker(orders.database.db, {
         ...options,
         service: 'billing',
       });

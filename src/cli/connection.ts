@@ -1,8 +1,6 @@
 import pg from 'pg';
-import { InvalidInputError } from '../core/errors.ts';
-import { PgDatabase } from '../db/pg-database.ts';
-import { schemaIdent } from '../db/sql.ts';
-import { lastAppliedMigration, SchemaNotInstalledError } from '../status.ts';
+import { InvalidInputError, lastAppliedMigration, SchemaNotInstalledError } from '../index.ts';
+import { PgDatabase, schemaIdent } from '../pg.ts';
 import { OperationalError, UsageError } from './cli-errors.ts';
 import type { CliIo } from './output.ts';
 

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { BatonError, InvalidInputError } from '../core/errors.ts';
+import { BatonError, InvalidInputError } from '../index.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, OperationalError, UsageError } from './cli-errors.ts';
 import { registerConsumers } from './commands/consumers.ts';
 import { registerDlq } from './commands/dlq.ts';

@@ -1,4 +1,4 @@
-import type { SubscriptionStatus } from '../messaging/subscription-status.ts';
+import type { SubscriptionStatus } from '../index.ts';
 import { formatDuration, formatTable, formatTime, oneLine, plural } from './output.ts';
 
 /** Entries piling up behind blocked keys: they hold back nothing else, so only this shows them. */

@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { UnsupportedServerError } from '../core/errors.ts';
-import type { Database } from './executor.ts';
+import type { Database, Executor } from './executor.ts';
 import { schemaIdent } from './sql.ts';
 
 /** PostgreSQL 14: `pg_current_snapshot()`, `xid8` and the features the protocols rely on. */
@@ -71,7 +71,7 @@ export async function migrate(db: Database, schema = 'baton'): Promise<MigrateRe
 }
 
 /** The applied migration ids, or an empty list if Baton was never installed in this schema. */
-export async function appliedMigrations(db: Database, schema = 'baton'): Promise<number[]> {
+export async function appliedMigrations(db: Executor, schema = 'baton'): Promise<number[]> {
   const exists = await db.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [
     `${schemaIdent(schema)}.migrations`,
   ]);
@@ -88,4 +88,13 @@ export async function assertSupportedServer(db: Database): Promise<void> {
   if (!(version >= MIN_SERVER_VERSION_NUM)) {
     throw new UnsupportedServerError(version, MIN_SERVER_VERSION_NUM);
   }
+}
+
+/** The highest applied migration, or undefined if Baton was never installed in `schema`. */
+export async function lastAppliedMigration(
+  db: Executor,
+  schema: string,
+): Promise<number | undefined> {
+  const applied = await appliedMigrations(db, schema);
+  return applied.at(-1);
 }

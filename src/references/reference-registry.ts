@@ -26,7 +26,7 @@ export class ReferenceRegistry {
   readonly owners = new Map<string, EntityOwner>();
   readonly replications = new Map<
     string,
-    { replication: EntityReplication; owner: OwnerClient; consumer: Consumer }
+    { replication: EntityReplication; owner: OwnerClient; subscription: string }
   >();
   readonly references: Reference[] = [];
 
@@ -59,6 +59,33 @@ export class ReferenceRegistry {
     owner: OwnerClient;
     consumer: Consumer;
   }): EntityReplication {
+    const replication = this.replicateFrom({ ...options, subscription: options.consumer.name });
+    options.consumer.subscribe(entityEventType(options.entity), replication.handle);
+    return replication;
+  }
+
+  /**
+   * A replica as the service recorded it (`baton reconcile` outside its
+   * process): the same replica store and policies, its events handled by the
+   * service's own consumer, `subscription`.
+   */
+  replicateRecorded(options: {
+    entity: string;
+    owner: OwnerClient;
+    subscription: string;
+    idType: string;
+  }): EntityReplication {
+    const replication = this.replicateFrom(options);
+    // `install()` is what sets it in the service; here the registry row is the record of it.
+    replication.replica.idType = options.idType;
+    return replication;
+  }
+
+  private replicateFrom(options: {
+    entity: string;
+    owner: OwnerClient;
+    subscription: string;
+  }): EntityReplication {
     if (this.replications.has(options.entity))
       throw new InvalidInputError(`entity "${options.entity}" is replicated twice.`);
     const store = new ReplicaStore(this.schemaSql, options.entity);
@@ -70,11 +97,10 @@ export class ReferenceRegistry {
       this.service,
       (id) => options.owner.lookup(options.entity, id),
     );
-    options.consumer.subscribe(entityEventType(options.entity), replication.handle);
     this.replications.set(options.entity, {
       replication,
       owner: options.owner,
-      consumer: options.consumer,
+      subscription: options.subscription,
     });
     return replication;
   }
@@ -125,7 +151,7 @@ export class ReferenceRegistry {
         [this.service, this.outboxChannel],
       );
     }
-    for (const [entity, { replication, owner, consumer }] of this.replications) {
+    for (const [entity, { replication, owner, subscription }] of this.replications) {
       const refs = this.references.filter((r) => r.def.entity === entity);
       const types = new Set(await Promise.all(refs.map((r) => r.columnType(this.db))));
       if (types.size > 1) {
@@ -136,7 +162,7 @@ export class ReferenceRegistry {
       await replication.replica.install(this.db, [...types][0] ?? 'text', {
         name: owner.name,
         url: owner.url,
-        subscription: consumer.name,
+        subscription,
       });
     }
     for (const reference of this.references) await reference.install(this.db);

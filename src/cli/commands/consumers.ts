@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
-import { InvalidInputError } from '../../core/errors.ts';
-import type { PgDatabase } from '../../db/pg-database.ts';
 import {
   type CursorReset,
   type CursorTarget,
+  InvalidInputError,
+  listSubscriptions,
   parsePosition,
   resetSubscriptionCursor,
-} from '../../messaging/cursor-reset.ts';
-import { listSubscriptions, type SubscriptionStatus } from '../../messaging/subscription-status.ts';
+  type SubscriptionStatus,
+} from '../../index.ts';
+import type { PgDatabase } from '../../pg.ts';
 import { UsageError } from '../cli-errors.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';

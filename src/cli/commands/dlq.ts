@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
-import { InvalidInputError } from '../../core/errors.ts';
-import type { PgDatabase } from '../../db/pg-database.ts';
 import {
   type DeadLetterDetail,
   discardDeadLetters,
+  InvalidInputError,
   listDeadLetters,
   parseInboxId,
   retryDeadLetters,
   showDeadLetter,
-} from '../../messaging/dead-letters.ts';
+} from '../../index.ts';
+import type { PgDatabase } from '../../pg.ts';
 import { positiveInteger } from '../arguments.ts';
 import { UsageError } from '../cli-errors.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';

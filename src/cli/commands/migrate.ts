@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadMigrations, migrate } from '../../db/migrate.ts';
+import { loadMigrations, migrate } from '../../index.ts';
 import { checkSchemaName, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
 import { type CliIo, printJson, printLines } from '../output.ts';

@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
-import { Caretaker, type CaretakerReport } from '../../caretaker/caretaker.ts';
-import { DIFFERENCE_CLASSES } from '../../caretaker/classify.ts';
-import type { EntityReport } from '../../caretaker/entity-reconciler.ts';
-import type { ReferencingRowsReport } from '../../caretaker/referencing-rows.ts';
-import { targetsFromDatabase } from '../../caretaker/targets-from-database.ts';
-import type { PgDatabase } from '../../db/pg-database.ts';
-import { schemaIdent } from '../../db/sql.ts';
-import type { ClientAuth } from '../../http/auth.ts';
+import {
+  Caretaker,
+  type CaretakerReport,
+  type ClientAuth,
+  DIFFERENCE_CLASSES,
+  type EntityReport,
+  type ReferencingRowsReport,
+  recordedCaretaker,
+} from '../../index.ts';
+import { type PgDatabase, schemaIdent } from '../../pg.ts';
 import { positiveInteger } from '../arguments.ts';
 import { OperationalError, UsageError } from '../cli-errors.ts';
 import { requireInstalled, type Target, withDatabase } from '../connection.ts';
@@ -156,7 +158,7 @@ async function reconcile(
   auth: ClientAuth,
   io: CliIo,
 ): Promise<ReconcileResult> {
-  const { targets, owned, service, publish } = await targetsFromDatabase(db, {
+  const { caretaker, targets, service } = await recordedCaretaker(db, {
     schema,
     auth,
     ...(local.service === undefined ? {} : { service: local.service }),
@@ -178,14 +180,6 @@ async function reconcile(
       );
     }
   }
-  const caretaker = new Caretaker({
-    db,
-    schemaSql: schemaIdent(schema),
-    targets: () => targets,
-    invariants: () => [],
-    owned: () => owned,
-    publish,
-  });
   const progress = terminalProgress(io, local.repair ? 'reconcile --repair' : 'reconcile');
   try {
     const report = await caretaker.run({

@@ -1,16 +1,16 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import type { PgDatabase } from '../../db/pg-database.ts';
 import {
   abortSaga,
   isSagaState,
   listSagas,
   retrySaga,
+  SAGA_STATES,
   type SagaChange,
   type SagaDetail,
   SagasNotInstalledError,
   showSaga,
-} from '../../sagas/saga-admin.ts';
-import { SAGA_STATES } from '../../sagas/saga-states.ts';
+} from '../../index.ts';
+import type { PgDatabase } from '../../pg.ts';
 import { positiveInteger } from '../arguments.ts';
 import { OperationalError } from '../cli-errors.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';

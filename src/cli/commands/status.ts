@@ -4,7 +4,7 @@ import {
   type ReferencesStatus,
   readStatus,
   type SagasStatus,
-} from '../../status.ts';
+} from '../../index.ts';
 import { requireInstalled, withDatabase } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
 import {
