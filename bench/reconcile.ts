@@ -17,14 +17,14 @@ import {
 } from '../src/caretaker/set-reconciliation.ts';
 import type { Member } from '../src/caretaker/set-side.ts';
 import { encodeMembersResponse, jsonBytes } from '../src/caretaker/set-side-wire.ts';
-import { type MemberSource, sqlSetSide } from '../src/caretaker/sql-set-side.ts';
+import { sqlSetSide } from '../src/caretaker/sql-set-side.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { PgDatabase } from '../src/db/pg-database.ts';
 import { serveHttp } from '../src/http/node-server.ts';
 import { createServiceHandler } from '../src/http/service-handler.ts';
 import { signedClient } from '../src/http/signed-client.ts';
-import { ownerMemberSource } from '../src/references/members.ts';
+import { type MemberSource, ownerMemberSource } from '../src/references/members.ts';
 import { ReplicaStore } from '../src/references/replica-store.ts';
 import type { BenchFlags } from './support/args.ts';
 import { machine } from './support/clusters.ts';

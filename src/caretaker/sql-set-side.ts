@@ -1,5 +1,6 @@
 import { InvalidInputError } from '../core/errors.ts';
 import type { Database } from '../db/executor.ts';
+import type { MemberSource } from '../references/members.ts';
 import {
   type BucketDigest,
   type DigestRequest,
@@ -8,34 +9,6 @@ import {
   type SetSide,
   SetSideProtocolError,
 } from './set-side.ts';
-
-/**
- * Where a side's members come from, as SQL. It is trusted: built by Baton
- * from declared (validated, quoted) names, never from a request.
- *
- * @example
- * { sql: `SELECT id::text AS id, version, hashtextextended(state, 3) AS content FROM replica` }
- */
-export interface MemberSource {
-  /**
-   * A SELECT with one row per member and the columns `id` (text: an owner's
-   * `bigint` id and a replica's `text` id compare equal), `version` (an
-   * integer, never NULL) and `content` (a bigint hash of whatever else must
-   * be equal — state and fields — or NULL). Both sides of a reconciliation
-   * must compute equal content for equal members.
-   */
-  sql: string;
-  /**
-   * Optional cheaper form for scans that keep a few buckets (the levels below
-   * the whole-set digest, member listings): the same members, with what a
-   * whole-set scan joins looked up per row by index instead (10,000,000
-   * owner rows, 1,600 of 65,536 buckets: 1.9 s instead of 12 s for the hash
-   * join). A filter on the members' id is pushed into it by PostgreSQL.
-   */
-  subsetSql?: string;
-  /** Statements to run first in each scan's transaction (e.g. `SET LOCAL` of pinned settings). */
-  setupSql?: string;
-}
 
 /**
  * A `SetSide` over PostgreSQL: each call is one statement, one scan of the

@@ -1,4 +1,3 @@
-import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import { InvalidInputError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { quoteIdent } from '../db/sql.ts';
@@ -10,6 +9,7 @@ import {
   readColumnTypes,
   versionsTableSql,
 } from './entity-capture.ts';
+import type { MemberSource } from './members.ts';
 import { ownerMemberSource } from './members.ts';
 import { pinnedSetLocal } from './state-form.ts';
 

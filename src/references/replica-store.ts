@@ -1,8 +1,8 @@
-import type { MemberSource } from '../caretaker/sql-set-side.ts';
 import { InvalidInputError, TerminalError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
+import type { MemberSource } from './members.ts';
 import { DELETED_CONTENT_SQL, liveContentSql } from './members.ts';
 import type { ReplicaState } from './replica-states.ts';
 

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import {
-  Caretaker,
   type CaretakerReport,
   type ClientAuth,
   DIFFERENCE_CLASSES,
