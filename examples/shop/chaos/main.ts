@@ -212,7 +212,10 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       name: 'liveness: drained within the deadline, caretaker at a fixed point',
       passed: quiescence.drained && quiescence.fixedPoint,
       anomalies: quiescence.drained && quiescence.fixedPoint ? 0 : 1,
-      examples: quiescence.drained ? [] : quiescence.stillMoving,
+      examples: [
+        ...(quiescence.drained ? [] : quiescence.stillMoving),
+        ...(quiescence.fixedPoint ? [] : [{ caretakerPasses: quiescence.caretakerPasses }]),
+      ],
     };
     checker.checks.push(livenessCheck);
     // A service that died without the nemesis killing it is a bug (workers must survive
@@ -288,7 +291,7 @@ function printScenario(r: ScenarioResult): void {
     `  bad inputs: ${r.badInput.sent} sent, ${r.badInput.refused} refused, ${r.badInput.serverErrors} 5xx, ${r.badInput.wronglyAccepted} wrongly accepted, ${r.badInput.noAnswer} unanswered`,
   );
   console.log(
-    `  quiescence: drained in ${r.quiescence.drainMs} ms${r.quiescence.drained ? '' : ` — NOT drained: ${r.quiescence.stillMoving.join('; ')}`}; caretaker ${r.quiescence.fixedPoint ? 'at a fixed point' : 'NOT at a fixed point'}`,
+    `  quiescence: drained in ${r.quiescence.drainMs} ms${r.quiescence.drained ? '' : ` — NOT drained: ${r.quiescence.stillMoving.join('; ')}`}; caretaker ${r.quiescence.fixedPoint ? 'at a fixed point' : `NOT at a fixed point (${lastPasses(r.quiescence)})`}`,
   );
   for (const c of r.checker.checks) {
     console.log(
@@ -296,6 +299,20 @@ function printScenario(r: ScenarioResult): void {
     );
   }
   console.log(`  ${r.passed} passed, ${r.failed} failed (${Math.round(r.ms / 1000)} s)`);
+}
+
+/** The last caretaker pass of each referrer at quiescence, e.g. `orders skipped (lease held), loyalty 2 repaired`. */
+function lastPasses(q: QuiescenceReport): string {
+  const last = new Map(q.caretakerPasses.map((p) => [p.service, p]));
+  return [...last.values()]
+    .map((p) =>
+      p.skipped
+        ? `${p.service} skipped: another run holds its caretaker lease`
+        : p.repaired < 0
+          ? `${p.service} failed`
+          : `${p.service} ${p.differences} differences, ${p.repaired} repaired`,
+    )
+    .join('; ');
 }
 
 main()

@@ -8,8 +8,12 @@ export interface QuiescenceReport {
   drainMs: number;
   /** What was still moving when the deadline passed. */
   stillMoving: string[];
-  /** Caretaker passes until one repaired nothing (a fixed point), and what each repaired. */
-  caretakerPasses: { service: string; repaired: number; differences: number }[];
+  /**
+   * Caretaker passes until one repaired nothing (a fixed point), and what each repaired;
+   * `skipped`: the service answered that another run holds its caretaker lease (nothing was
+   * checked), -1: no report (the run failed).
+   */
+  caretakerPasses: { service: string; repaired: number; differences: number; skipped?: true }[];
   fixedPoint: boolean;
 }
 
@@ -100,12 +104,15 @@ export async function quiesce(shop: RunningShop, deadlineMs: number): Promise<Qu
         120_000,
       ).catch(() => undefined);
       const totals = r?.body.totals;
+      // A skipped run checked nothing: it is no evidence of a fixed point.
+      const skipped = r?.body.skipped === true;
       report.caretakerPasses.push({
         service,
         repaired: totals?.repaired ?? -1,
         differences: totals?.differences ?? -1,
+        ...(skipped ? { skipped } : {}),
       });
-      repaired += totals ? totals.repaired + totals.differences : 1;
+      repaired += totals && !skipped ? totals.repaired + totals.differences : 1;
     }
     report.fixedPoint = repaired === 0;
     // Repairs publish nothing that others consume, but give in-flight handlers a moment.
