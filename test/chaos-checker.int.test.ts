@@ -3,9 +3,10 @@
  * (three real service processes, their own databases) passes every check;
  * then each anomaly is written into a copy of the databases by plain SQL —
  * a duplicated effect, a lost event, a reordered event, an orphan, a ledger
- * that does not add up, a saga left running, a reservation left in try, … —
- * and the checker must report it under the right check, and only there
- * (where an anomaly is by nature two, both are named and the reason given).
+ * that does not add up, a saga left running, a reservation left in try, a
+ * replica moved back in time, … — and the checker must report it under the
+ * right check, and only there (where an anomaly is by nature two, both are
+ * named and the reason given).
  */
 import { once } from 'node:events';
 import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -22,6 +23,7 @@ import {
   readHistory,
   writeHistory,
 } from '../examples/shop/chaos/history.ts';
+import { installReplicaAudit } from '../examples/shop/chaos/replica-audit.ts';
 import {
   type RunningShop,
   SERVICES,
@@ -151,6 +153,8 @@ describe('chaos checker', () => {
 
   beforeAll(async () => {
     shop = await startShop();
+    // As the chaos harness does: every write Baton makes to a replica row is audited.
+    await installReplicaAudit(shop.databaseUrls);
     // A small clean workload: register 6 (and one refused), place 8 (one
     // refused by loyalty: too many points), cancel 2, update 1, delete 2.
     const customers = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'];
@@ -244,7 +248,8 @@ describe('chaos checker', () => {
 
   it('passes every check on a clean run, live and after the services stopped', async () => {
     expect(failing(live), formatReport(live)).toEqual([]);
-    expect(live.passed).toBe(12);
+    expect(live.passed).toBe(13);
+    expect(live.stats['replicaAudit.orders.updates']).toBeGreaterThan(0); // c3's update, c5's and c6's deletes
     expect(live.stats['history.register.succeeded']).toBe(6);
     expect(live.stats['history.place.succeeded']).toBe(7); // o8 was rejected
     expect(live.stats['history.cancel.succeeded']).toBe(2);
@@ -412,6 +417,25 @@ describe('chaos checker', () => {
     ]);
     expect(kinds(report, 'acknowledged-commands-durable')).toEqual(['acknowledged-register-lost']);
     expect(kinds(report, 'replicas-equal-owners')).toEqual(['replica-without-owner']);
+  });
+
+  it('reports a replica moved back in time and put forward again, and nothing else; hand edits with triggers off are not Baton’s writes', async () => {
+    // Each pair of writes ends where it began: the final state is right, only the audit shows the way back.
+    const report = await checkCorrupted('orders', (c) =>
+      c.query(`UPDATE baton.replica_customer SET version = version - 1 WHERE id = 'c3';
+        UPDATE baton.replica_customer SET version = version + 1 WHERE id = 'c3';
+        UPDATE baton.replica_customer SET state = 'ACTIVE' WHERE id = 'c5';
+        UPDATE baton.replica_customer SET state = 'DELETED' WHERE id = 'c5';
+        SET session_replication_role = replica;
+        UPDATE baton.replica_customer SET version = version - 1 WHERE id = 'c4';
+        UPDATE baton.replica_customer SET version = version + 1 WHERE id = 'c4';`),
+    );
+    expect(failing(report), formatReport(report)).toEqual(['replicas-never-moved-back']);
+    expect(kinds(report, 'replicas-never-moved-back')).toEqual([
+      'came-back-to-life',
+      'version-moved-back',
+    ]);
+    expect(report.checks.find((c) => c.name === 'replicas-never-moved-back')?.anomalies).toBe(2);
   });
 
   it('reports a real event turned dead letter as bad input not contained, and nothing else', async () => {

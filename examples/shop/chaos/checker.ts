@@ -14,6 +14,7 @@ import { perKeyEventOrder } from './checks/event-order.ts';
 import { DEFAULT_INBOX_RETENTION_MS, noLostEvents } from './checks/lost-events.ts';
 import { minimumSuccessfulOperations } from './checks/minimum-ok.ts';
 import { noReferenceToMissingCustomer } from './checks/references.ts';
+import { replicasNeverMovedBack } from './checks/replica-history.ts';
 import { replicasEqualOwners } from './checks/replicas.ts';
 import { noReservationLeftInTry } from './checks/reservations.ts';
 import { sagasTerminalAndConsistent } from './checks/sagas.ts';
@@ -58,6 +59,7 @@ export const CHECK_NAMES = [
   'balances-add-up',
   'per-key-event-order',
   'replicas-equal-owners',
+  'replicas-never-moved-back',
   'bad-input-contained',
   'minimum-successful-operations',
 ] as const;
@@ -77,6 +79,7 @@ export async function checkShop(input: CheckShopInput): Promise<CheckerReport> {
     balancesAddUp(view),
     perKeyEventOrder(view),
     replicasEqualOwners(view),
+    replicasNeverMovedBack(view),
     badInputContained(view, input.badInput),
     minimumSuccessfulOperations(view, input.minimumOk),
   ];

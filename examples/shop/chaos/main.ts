@@ -24,6 +24,7 @@ import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts'
 import { type HistoryEntry, writeHistory } from './history.ts';
 import { startNemesis } from './nemesis.ts';
 import { type QuiescenceReport, quiesce } from './quiesce.ts';
+import { installReplicaAudit } from './replica-audit.ts';
 import { CI_SCENARIOS, type Scenario, scenarioByName } from './scenarios.ts';
 import { randomSeed, SeededRandom } from './seeded-random.ts';
 import { runWorkload } from './workload.ts';
@@ -173,6 +174,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
   });
   let history: HistoryEntry[] = [];
   try {
+    await installReplicaAudit(shop.databaseUrls);
     const clientUrls = Object.fromEntries(
       SERVICES.map((s) => [s, proxyUrl('client', s)]),
     ) as Record<ServiceName, string>;
