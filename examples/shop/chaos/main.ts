@@ -17,15 +17,17 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../../../src/pg.ts';
-import { SERVICES, type ServiceName, startShop } from '../launcher.ts';
+import { type RunningShop, SERVICES, type ServiceName, startShop } from '../launcher.ts';
 import { type BadInputReport, sendBadInput } from './bad-input.ts';
 import { type CheckerReport, checkShop } from './checker.ts';
 import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
 import { type HistoryEntry, writeHistory } from './history.ts';
+import { type LiveCaretakerSummary, startLiveCaretaker } from './live-caretaker.ts';
 import { startNemesis } from './nemesis.ts';
 import { type QuiescenceReport, quiesce } from './quiesce.ts';
 import { installReplicaAudit } from './replica-audit.ts';
 import { CI_SCENARIOS, type Scenario, scenarioByName } from './scenarios.ts';
+import { Schedule } from './schedule.ts';
 import { randomSeed, SeededRandom } from './seeded-random.ts';
 import { runWorkload } from './workload.ts';
 
@@ -35,6 +37,8 @@ interface ScenarioResult {
   ms: number;
   operations: Record<string, Record<string, number>>;
   faults: { total: number; byKind: Record<string, number> };
+  /** The caretaker's runs during the workload (scenarios with a live caretaker). */
+  liveCaretaker?: LiveCaretakerSummary;
   badInput: BadInputReport;
   quiescence: QuiescenceReport;
   checker: CheckerReport;
@@ -138,32 +142,15 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
   const logLines: string[] = [];
   const log = (line: string) => logLines.push(`${new Date().toISOString()} ${line}`);
   console.log(
-    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.durationMs / 1000} s, at most ${scenario.operations} operations, faults: ${[...new Set(scenario.faults)].join(', ') || 'none'})`,
+    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.durationMs / 1000} s, at most ${scenario.operations} operations, faults: ${describeActivities(scenario)})`,
   );
 
   // Every link goes through a fault proxy: service → service, and workload → service.
   const ports = Object.fromEntries(
     await Promise.all(SERVICES.map(async (s) => [s, await freePort()])),
   ) as Record<ServiceName, number>;
-  const direct = (s: ServiceName) => `http://127.0.0.1:${ports[s]}`;
-  const proxies = new Map<string, FaultProxy>();
   const decisions: unknown[] = [];
-  for (const from of [...SERVICES, 'client' as const]) {
-    for (const to of SERVICES) {
-      if (from === to) continue;
-      proxies.set(
-        `${from}->${to}`,
-        await startFaultProxy({
-          target: direct(to),
-          random: random.fork(`proxy:${from}->${to}`),
-          name: `${from}->${to}`,
-          onDecision: (d) => {
-            if (d.faults.length > 0 && decisions.length < 50_000) decisions.push(d);
-          },
-        }),
-      );
-    }
-  }
+  const proxies = await startProxies(ports, random, decisions);
   const proxyUrl = (from: string, to: ServiceName) =>
     (proxies.get(`${from}->${to}`) as FaultProxy).url;
   const shop = await startShop({
@@ -172,32 +159,14 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     leaseMs: 3_000,
     onLog: (service, line) => logLines.push(`${service} ${line}`),
   });
-  let history: HistoryEntry[] = [];
+  const schedule = new Schedule(log);
   try {
     await installReplicaAudit(shop.databaseUrls);
     const clientUrls = Object.fromEntries(
       SERVICES.map((s) => [s, proxyUrl('client', s)]),
     ) as Record<ServiceName, string>;
-    const nemesisCommands: Omit<HistoryEntry, 'seq'>[] = [];
-    const nemesis = startNemesis(
-      shop,
-      [...proxies.values()],
-      scenario,
-      random.fork('nemesis'),
-      log,
-      (c) => nemesisCommands.push(c),
-    );
-    history = await runWorkload({
-      operations: scenario.operations,
-      concurrency: scenario.concurrency,
-      urls: clientUrls,
-      random: random.fork('workload'),
-      signal: AbortSignal.timeout(scenario.durationMs),
-    });
-    await nemesis.stop();
-    await nemesis.heal();
-    // The out-of-order writers' updates are commands too: the checker must know them.
-    for (const command of nemesisCommands) history.push({ ...command, seq: history.length + 1 });
+    const run = await runUnderFaults(scenario, shop, proxies, clientUrls, random, schedule, log);
+    const { history } = run;
     for (const proxy of proxies.values()) await proxy.settled();
     const quiescence = await quiesce(shop, 120_000);
     const badInput = await sendBadInput(shop.urls, shop.secret, 2_000, random.fork('bad-input'));
@@ -228,14 +197,13 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       anomalies: shop.unexpectedExits.length,
       examples: shop.unexpectedExits.slice(0, 5),
     });
-    const proxyFaults = [...proxies.values()].map((p) => p.stats());
     const byKind: Record<string, number> = {};
-    for (const stats of proxyFaults) {
+    for (const stats of [...proxies.values()].map((p) => p.stats())) {
       for (const kind of FAULT_KINDS) {
         byKind[`network:${kind}`] = (byKind[`network:${kind}`] ?? 0) + (stats[kind] ?? 0);
       }
     }
-    for (const f of nemesis.schedule) byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
+    Object.assign(byKind, schedule.faultsByKind());
     const passed = checker.checks.filter((c) => c.passed).length;
     const result: ScenarioResult = {
       scenario: scenario.name,
@@ -243,6 +211,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       ms: Date.now() - started,
       operations: summariseOperations(history),
       faults: { total: Object.values(byKind).reduce((n, k) => n + k, 0), byKind },
+      liveCaretaker: run.liveCaretaker,
       badInput,
       quiescence,
       checker,
@@ -252,7 +221,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     writeHistory(join(dir, 'history.jsonl'), history);
     writeFileSync(
       join(dir, 'schedule.jsonl'),
-      [...nemesis.schedule, ...decisions].map((d) => JSON.stringify(d)).join('\n'),
+      [...schedule.entries, ...decisions].map((d) => JSON.stringify(d)).join('\n'),
     );
     writeFileSync(join(dir, 'result.json'), JSON.stringify(result, null, 2));
     return result;
@@ -261,6 +230,83 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     await shop.stop().catch(() => {});
     for (const proxy of proxies.values()) await proxy.close().catch(() => {});
   }
+}
+
+/** One fault proxy per link (service → service, client → service), each on its own seeded stream. */
+async function startProxies(
+  ports: Record<ServiceName, number>,
+  random: SeededRandom,
+  decisions: unknown[],
+): Promise<Map<string, FaultProxy>> {
+  const proxies = new Map<string, FaultProxy>();
+  for (const from of [...SERVICES, 'client' as const]) {
+    for (const to of SERVICES) {
+      if (from === to) continue;
+      proxies.set(
+        `${from}->${to}`,
+        await startFaultProxy({
+          target: `http://127.0.0.1:${ports[to]}`,
+          random: random.fork(`proxy:${from}->${to}`),
+          name: `${from}->${to}`,
+          onDecision: (d) => {
+            if (d.faults.length > 0 && decisions.length < 50_000) decisions.push(d);
+          },
+        }),
+      );
+    }
+  }
+  return proxies;
+}
+
+/**
+ * The workload, with the nemesis and the live caretaker beside it; then
+ * every fault healed. Returns the history — the workload's commands, then
+ * the harness's own (the out-of-order writers', the owner tampering's) — and
+ * what the live caretaker did.
+ */
+async function runUnderFaults(
+  scenario: Scenario,
+  shop: RunningShop,
+  proxies: Map<string, FaultProxy>,
+  clientUrls: Record<ServiceName, string>,
+  random: SeededRandom,
+  schedule: Schedule,
+  log: (line: string) => void,
+): Promise<{ history: HistoryEntry[]; liveCaretaker?: LiveCaretakerSummary }> {
+  const commands: Omit<HistoryEntry, 'seq'>[] = [];
+  const onCommand = (c: Omit<HistoryEntry, 'seq'>) => commands.push(c);
+  const nemesis = startNemesis(
+    shop,
+    [...proxies.values()],
+    scenario,
+    random.fork('nemesis'),
+    schedule,
+    log,
+    onCommand,
+  );
+  const caretaker = scenario.liveCaretakerEveryMs
+    ? startLiveCaretaker(shop, scenario.liveCaretakerEveryMs, random.fork('caretaker'), schedule)
+    : undefined;
+  const history = await runWorkload({
+    operations: scenario.operations,
+    concurrency: scenario.concurrency,
+    urls: clientUrls,
+    random: random.fork('workload'),
+    signal: AbortSignal.timeout(scenario.durationMs),
+  });
+  await caretaker?.stop();
+  await nemesis.stop();
+  await nemesis.heal();
+  for (const command of commands) history.push({ ...command, seq: history.length + 1 });
+  return { history, liveCaretaker: caretaker?.summary() };
+}
+
+function describeActivities(scenario: Scenario): string {
+  const all = [
+    ...new Set(scenario.faults),
+    ...(scenario.liveCaretakerEveryMs ? ['live caretaker'] : []),
+  ];
+  return all.join(', ') || 'none';
 }
 
 function summariseOperations(
@@ -289,6 +335,16 @@ function printScenario(r: ScenarioResult): void {
         .join(', ') || 'none'
     })`,
   );
+  if (r.liveCaretaker) {
+    const c = r.liveCaretaker;
+    console.log(
+      `  live caretaker: ${c.runs} runs (${c.completed} reported, ${c.failed} failed), ${c.differences} differences (${
+        Object.entries(c.byClass)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ') || 'none'
+      }), ${c.repaired} repaired`,
+    );
+  }
   console.log(
     `  bad inputs: ${r.badInput.sent} sent, ${r.badInput.refused} refused, ${r.badInput.serverErrors} 5xx, ${r.badInput.wronglyAccepted} wrongly accepted, ${r.badInput.noAnswer} unanswered`,
   );

@@ -7,7 +7,8 @@ export type FaultKind =
   | 'database-restart'
   | 'network'
   | 'out-of-order'
-  | 'clock';
+  | 'clock'
+  | 'tamper';
 
 export interface Scenario {
   name: string;
@@ -21,6 +22,8 @@ export interface Scenario {
   faultEveryMs: [number, number];
   /** Network fault settings drawn from (per link, per rotation). */
   network?: FaultSettings;
+  /** Run the caretaker (repair, approve) at each referrer every [min, max] ms while the workload runs. */
+  liveCaretakerEveryMs?: [number, number];
 }
 
 const NETWORK: FaultSettings = {
@@ -100,9 +103,11 @@ export const CI_SCENARIOS: readonly Scenario[] = [
       'out-of-order',
       'out-of-order',
       'clock',
+      'tamper',
     ],
     faultEveryMs: [800, 2_000],
     network: NETWORK,
+    liveCaretakerEveryMs: [2_000, 5_000],
   },
 ];
 
