@@ -4,7 +4,8 @@
  *
  *   npm run chaos                          one mixed scenario with a fresh seed
  *   npm run chaos -- --ci                  the fixed CI set (baseline, crash, pause, database restart,
- *                                          network, out-of-order commits, mixed), seeded, < 20 min
+ *                                          network, out-of-order commits, caretaker under load, mixed),
+ *                                          seeded, < 20 min
  *   npm run chaos -- --scenario crash --seed 42
  *   npm run chaos -- --replay .baton/chaos/<run>   the same scenarios and seeds again
  *   npm run chaos -- --soak --hours 4      rotating scenarios with fresh seeds; failing seeds kept for replay
@@ -20,10 +21,12 @@ import { freePort } from '../../../src/pg.ts';
 import { type RunningShop, SERVICES, type ServiceName, startShop } from '../launcher.ts';
 import { type BadInputReport, sendBadInput } from './bad-input.ts';
 import { type CheckerReport, checkShop } from './checker.ts';
+import type { FlowProbeResult } from './checks/dead-letter-flow.ts';
 import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
 import { type HistoryEntry, writeHistory } from './history.ts';
 import { type LiveCaretakerSummary, startLiveCaretaker } from './live-caretaker.ts';
 import { startNemesis } from './nemesis.ts';
+import { startPoison } from './poison.ts';
 import { type QuiescenceReport, quiesce } from './quiesce.ts';
 import { installReplicaAudit } from './replica-audit.ts';
 import { CI_SCENARIOS, type Scenario, scenarioByName } from './scenarios.ts';
@@ -157,6 +160,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     ports,
     peerUrl: (from, to, directUrl) => (from === to ? directUrl : proxyUrl(from, to)),
     leaseMs: 3_000,
+    consumers: scenario.consumers,
     onLog: (service, line) => logLines.push(`${service} ${line}`),
   });
   const schedule = new Schedule(log);
@@ -178,6 +182,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
         sent: badInput.sent,
         unexpected5xx: badInput.serverErrors + badInput.noAnswer + badInput.wronglyAccepted,
       },
+      deadLetterFlow: run.deadLetterFlow,
     });
     const livenessCheck = {
       name: 'liveness: drained within the deadline, caretaker at a fixed point',
@@ -259,10 +264,11 @@ async function startProxies(
 }
 
 /**
- * The workload, with the nemesis and the live caretaker beside it; then
- * every fault healed. Returns the history — the workload's commands, then
- * the harness's own (the out-of-order writers', the owner tampering's) — and
- * what the live caretaker did.
+ * The workload, with the nemesis, the live caretaker and the poison beside
+ * it; then every fault healed (the poison last: the operator's fix). Returns
+ * the history — the workload's commands, then the harness's own (the
+ * out-of-order writers', the owner tampering's, the poison's) — and what the
+ * live activities saw.
  */
 async function runUnderFaults(
   scenario: Scenario,
@@ -272,7 +278,11 @@ async function runUnderFaults(
   random: SeededRandom,
   schedule: Schedule,
   log: (line: string) => void,
-): Promise<{ history: HistoryEntry[]; liveCaretaker?: LiveCaretakerSummary }> {
+): Promise<{
+  history: HistoryEntry[];
+  deadLetterFlow?: FlowProbeResult;
+  liveCaretaker?: LiveCaretakerSummary;
+}> {
   const commands: Omit<HistoryEntry, 'seq'>[] = [];
   const onCommand = (c: Omit<HistoryEntry, 'seq'>) => commands.push(c);
   const nemesis = startNemesis(
@@ -287,6 +297,20 @@ async function runUnderFaults(
   const caretaker = scenario.liveCaretakerEveryMs
     ? startLiveCaretaker(shop, scenario.liveCaretakerEveryMs, random.fork('caretaker'), schedule)
     : undefined;
+  // The poison's own commands go straight to the services: its set-up must not be lost to a fault.
+  const poison = scenario.poison
+    ? startPoison(
+        shop,
+        shop.urls,
+        {
+          ...scenario.poison,
+          limit: scenario.consumers?.loyalty?.maxPendingEntries ?? DEFAULT_MAX_PENDING,
+        },
+        random.fork('poison'),
+        schedule,
+        onCommand,
+      )
+    : undefined;
   const history = await runWorkload({
     operations: scenario.operations,
     concurrency: scenario.concurrency,
@@ -296,15 +320,21 @@ async function runUnderFaults(
   });
   await caretaker?.stop();
   await nemesis.stop();
+  const deadLetterFlow = await poison?.observed;
   await nemesis.heal();
+  await poison?.heal();
   for (const command of commands) history.push({ ...command, seq: history.length + 1 });
-  return { history, liveCaretaker: caretaker?.summary() };
+  return { history, deadLetterFlow, liveCaretaker: caretaker?.summary() };
 }
+
+/** Baton's default backlog limit of a consumer (`maxPendingEntries`). */
+const DEFAULT_MAX_PENDING = 20_000;
 
 function describeActivities(scenario: Scenario): string {
   const all = [
     ...new Set(scenario.faults),
     ...(scenario.liveCaretakerEveryMs ? ['live caretaker'] : []),
+    ...(scenario.poison ? ['poisoned keys'] : []),
   ];
   return all.join(', ') || 'none';
 }

@@ -1,12 +1,15 @@
 import type { FaultKind } from './scenarios.ts';
 
 /**
- * What went into a run's schedule: the nemesis's faults, and the caretaker's
- * runs during the workload (`caretaker`), which are not faults.
+ * What went into a run's schedule: the nemesis's faults, the poison (a
+ * constraint that dead-letters some keys: a fault too), and the steps of the
+ * harness's live activities, which are not faults — the caretaker's runs
+ * (`caretaker`) and the poison's progress (`poison-step`: registered,
+ * dead-lettered, backlog, flow probe, healed).
  */
-export type ScheduleKind = FaultKind | 'caretaker';
+export type ScheduleKind = FaultKind | 'poison' | 'caretaker' | 'poison-step';
 
-const NOT_FAULTS: ReadonlySet<ScheduleKind> = new Set(['caretaker']);
+const NOT_FAULTS: ReadonlySet<ScheduleKind> = new Set(['caretaker', 'poison-step']);
 
 /** One entry of the run's schedule (schedule.jsonl). */
 export interface ScheduledFault {
