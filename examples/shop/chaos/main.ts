@@ -190,7 +190,9 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       anomalies: quiescence.drained && quiescence.fixedPoint ? 0 : 1,
       examples: [
         ...(quiescence.drained ? [] : quiescence.stillMoving),
-        ...(quiescence.fixedPoint ? [] : [{ caretakerPasses: quiescence.caretakerPasses }]),
+        ...(quiescence.fixedPoint
+          ? []
+          : [{ lastCaretakerPasses: quiescence.caretakerPasses.slice(-2) }]),
       ],
     };
     checker.checks.push(livenessCheck);
