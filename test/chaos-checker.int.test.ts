@@ -3,8 +3,9 @@
  * (three real service processes, their own databases) passes every check;
  * then each anomaly is written into a copy of the databases by plain SQL —
  * a duplicated effect, a lost event, a reordered event, an orphan, a ledger
- * that does not add up, a saga left running, a reservation left in try, … —
- * and the checker must report it under the right check, and only there
+ * that does not add up, a saga left running, a reservation left in try, a
+ * replica moved back in time, a dead letter that blocks more than its key, …
+ * — and the checker must report it under the right check, and only there
  * (where an anomaly is by nature two, both are named and the reason given).
  */
 import { once } from 'node:events';
@@ -13,8 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CheckShopInput } from '../examples/shop/chaos/checker.ts';
+import type { CheckResult, CheckShopInput } from '../examples/shop/chaos/checker.ts';
 import { type CheckerReport, checkShop, formatReport } from '../examples/shop/chaos/checker.ts';
+import { deadLetterBlocksOnlyItsKey } from '../examples/shop/chaos/checks/dead-letter-flow.ts';
+import { observeFlow } from '../examples/shop/chaos/flow-probe.ts';
 import {
   type HistoryEntry,
   outcomeOf,
@@ -22,6 +25,7 @@ import {
   readHistory,
   writeHistory,
 } from '../examples/shop/chaos/history.ts';
+import { installReplicaAudit } from '../examples/shop/chaos/replica-audit.ts';
 import {
   type RunningShop,
   SERVICES,
@@ -56,7 +60,11 @@ function failing(report: CheckerReport): string[] {
 }
 
 function kinds(report: CheckerReport, check: string): string[] {
-  const examples = report.checks.find((c) => c.name === check)?.examples ?? [];
+  return kindsOf(report.checks.find((c) => c.name === check));
+}
+
+function kindsOf(check: CheckResult | undefined): string[] {
+  const examples = check?.examples ?? [];
   return [...new Set(examples.map((e) => (e as { kind: string }).kind))].sort();
 }
 
@@ -151,6 +159,8 @@ describe('chaos checker', () => {
 
   beforeAll(async () => {
     shop = await startShop();
+    // As the chaos harness does: every write Baton makes to a replica row is audited.
+    await installReplicaAudit(shop.databaseUrls);
     // A small clean workload: register 6 (and one refused), place 8 (one
     // refused by loyalty: too many points), cancel 2, update 1, delete 2.
     const customers = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'];
@@ -244,7 +254,8 @@ describe('chaos checker', () => {
 
   it('passes every check on a clean run, live and after the services stopped', async () => {
     expect(failing(live), formatReport(live)).toEqual([]);
-    expect(live.passed).toBe(12);
+    expect(live.passed).toBe(13);
+    expect(live.stats['replicaAudit.orders.updates']).toBeGreaterThan(0); // c3's update, c5's and c6's deletes
     expect(live.stats['history.register.succeeded']).toBe(6);
     expect(live.stats['history.place.succeeded']).toBe(7); // o8 was rejected
     expect(live.stats['history.cancel.succeeded']).toBe(2);
@@ -259,13 +270,13 @@ describe('chaos checker', () => {
   let copies = 0;
   /**
    * Copies one database (CREATE DATABASE … TEMPLATE), corrupts the copy with
-   * `corrupt`, runs the checker with the copy in its place, drops the copy.
+   * `corrupt`, hands the copy's URL to `use`, drops the copy.
    */
-  async function checkCorrupted(
+  async function withCorruptedCopy<T>(
     database: ServiceName,
     corrupt: (client: pg.Client) => Promise<unknown>,
-    overrides: Partial<CheckShopInput> = {},
-  ): Promise<CheckerReport> {
+    use: (url: string) => Promise<T>,
+  ): Promise<T> {
     const cluster = shop.clusters[0]!;
     const copy = `${database}_anomaly_${++copies}`;
     await sql(cluster.url(), `CREATE DATABASE ${copy} TEMPLATE ${database}`);
@@ -277,14 +288,25 @@ describe('chaos checker', () => {
       } finally {
         await client.end();
       }
-      return await checkShop({
-        ...input,
-        ...overrides,
-        databaseUrls: { ...input.databaseUrls, [database]: cluster.url(copy) },
-      });
+      return await use(cluster.url(copy));
     } finally {
       await sql(cluster.url(), `DROP DATABASE ${copy}`);
     }
+  }
+
+  /** Runs the checker with a corrupted copy of one database in its place. */
+  function checkCorrupted(
+    database: ServiceName,
+    corrupt: (client: pg.Client) => Promise<unknown>,
+    overrides: Partial<CheckShopInput> = {},
+  ): Promise<CheckerReport> {
+    return withCorruptedCopy(database, corrupt, (url) =>
+      checkShop({
+        ...input,
+        ...overrides,
+        databaseUrls: { ...input.databaseUrls, [database]: url },
+      }),
+    );
   }
 
   it('reports a duplicated delivery as a duplicate effect, and nothing else', async () => {
@@ -412,6 +434,70 @@ describe('chaos checker', () => {
     ]);
     expect(kinds(report, 'acknowledged-commands-durable')).toEqual(['acknowledged-register-lost']);
     expect(kinds(report, 'replicas-equal-owners')).toEqual(['replica-without-owner']);
+  });
+
+  it('reports a replica moved back in time and put forward again, and nothing else; hand edits with triggers off are not Baton’s writes', async () => {
+    // Each pair of writes ends where it began: the final state is right, only the audit shows the way back.
+    const report = await checkCorrupted('orders', (c) =>
+      c.query(`UPDATE baton.replica_customer SET version = version - 1 WHERE id = 'c3';
+        UPDATE baton.replica_customer SET version = version + 1 WHERE id = 'c3';
+        UPDATE baton.replica_customer SET state = 'ACTIVE' WHERE id = 'c5';
+        UPDATE baton.replica_customer SET state = 'DELETED' WHERE id = 'c5';
+        SET session_replication_role = replica;
+        UPDATE baton.replica_customer SET version = version - 1 WHERE id = 'c4';
+        UPDATE baton.replica_customer SET version = version + 1 WHERE id = 'c4';`),
+    );
+    expect(failing(report), formatReport(report)).toEqual(['replicas-never-moved-back']);
+    expect(kinds(report, 'replicas-never-moved-back')).toEqual([
+      'came-back-to-life',
+      'version-moved-back',
+    ]);
+    expect(report.checks.find((c) => c.name === 'replicas-never-moved-back')?.anomalies).toBe(2);
+  });
+
+  it('reports a dead letter that blocks more than its own key (subscription stalled, another key held), and passes one that blocks only its own', async () => {
+    // c2 poisoned at loyalty: its first event a dead letter, the next one waiting behind it.
+    const poison = `UPDATE baton.inbox SET status = 'dead', last_error = 'poison'
+        WHERE id = (SELECT min(id) FROM baton.inbox WHERE key = 'customer:c2');
+      UPDATE baton.inbox SET status = 'pending' WHERE key = 'customer:c2' AND status = 'handled';`;
+    const observe = (poisonedKeys: string[]) => (url: string) =>
+      observeFlow({
+        producerUrl: db().customers,
+        subscriberUrl: url,
+        subscription: 'loyalty-from-customers',
+        poisonedKeys,
+        limit: 1,
+        boundMs: 300,
+      });
+    const onlyItsKey = await withCorruptedCopy(
+      'loyalty',
+      (c) => c.query(poison),
+      observe(['customer:c2']),
+    );
+    expect(deadLetterBlocksOnlyItsKey(onlyItsKey)).toMatchObject({ passed: true });
+    const withFlow = await checkShop({ ...input, deadLetterFlow: onlyItsKey });
+    expect(failing(withFlow), formatReport(withFlow)).toEqual([]);
+    expect(withFlow.passed).toBe(14);
+
+    // The consumer stopped reading the feed three events short, and c3's last event waits too.
+    const spread = await withCorruptedCopy(
+      'loyalty',
+      (c) =>
+        c.query(`${poison}
+          UPDATE baton.subscriptions SET cursor = (cursor::bigint - 3)::text WHERE name = 'loyalty-from-customers';
+          UPDATE baton.inbox SET status = 'pending' WHERE id = (SELECT max(id) FROM baton.inbox WHERE key = 'customer:c3');`),
+      observe(['customer:c2']),
+    );
+    const stalled = deadLetterBlocksOnlyItsKey(spread);
+    expect(stalled.passed).toBe(false);
+    expect(kindsOf(stalled)).toEqual(['other-key-held', 'subscription-stalled']);
+
+    // A set-up that did not hold (no dead letter, no backlog on the key named) proves nothing: reported.
+    const vacuous = deadLetterBlocksOnlyItsKey(
+      await withCorruptedCopy('loyalty', async () => {}, observe(['customer:c4'])),
+    );
+    expect(kindsOf(vacuous)).toEqual(['backlog-below-limit', 'poisoned-key-not-dead-lettered']);
+    expect(kindsOf(deadLetterBlocksOnlyItsKey({ failed: 'no probe' }))).toEqual(['probe-failed']);
   });
 
   it('reports a real event turned dead letter as bad input not contained, and nothing else', async () => {

@@ -18,6 +18,16 @@ export interface ServiceConfig {
   instance?: string;
   /** Chaos runs: this process's clock runs this far off (Date.now shifted; the database clock is not). */
   clockOffsetMs?: number;
+  /** Settings for this service's consumers (chaos runs: a small backlog limit); Baton's defaults otherwise. */
+  consumer?: ConsumerSettings;
+}
+
+/** What a service may tune of its consumers (the rest is fixed in service-base.ts). */
+export interface ConsumerSettings {
+  /** Stop fetching while this many entries wait to be handled (Baton's default: 20,000). */
+  maxPendingEntries?: number;
+  /** Attempts before an event becomes a dead letter (the shop's default: 20). */
+  maxAttempts?: number;
 }
 
 export const WELCOME_POINTS = 100;

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type EmbeddedPostgres, freePort, startEmbeddedPostgres } from '../../src/pg.ts';
-import type { ServiceConfig } from './config.ts';
+import type { ConsumerSettings, ServiceConfig } from './config.ts';
 
 export const SERVICES = ['customers', 'orders', 'loyalty'] as const;
 export type ServiceName = (typeof SERVICES)[number];
@@ -21,6 +21,8 @@ export interface ShopOptions {
   postgresFlags?: string[];
   /** Ports for the services (e.g. chosen first so fault proxies can point at them); free ones otherwise. */
   ports?: Partial<Record<ServiceName, number>>;
+  /** Consumer settings per service (e.g. a small backlog limit at loyalty); defaults otherwise. */
+  consumers?: Partial<Record<ServiceName, ConsumerSettings>>;
 }
 
 /** A service process that ended without being told to (not killed, restarted or stopped by us). */
@@ -97,6 +99,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     adminToken,
     caretakerEveryMs: options.caretakerEveryMs,
     leaseMs: options.leaseMs,
+    consumer: options.consumers?.[name],
     instance: `${name}-${process.pid}`,
   });
 

@@ -85,7 +85,8 @@ async function startOn(
         }),
         fetchWaitMs: 2_000,
         backoff: { baseMs: 100, maxMs: 2_000 },
-        maxAttempts: 20,
+        maxAttempts: config.consumer?.maxAttempts ?? 20,
+        maxPendingEntries: config.consumer?.maxPendingEntries,
       });
       consumers.push(consumer);
       return consumer;

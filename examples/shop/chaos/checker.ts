@@ -8,12 +8,14 @@
 import type { CheckResult } from './checks/anomalies.ts';
 import { type BadInputReport, badInputContained } from './checks/bad-input.ts';
 import { balancesAddUp } from './checks/balances.ts';
+import { deadLetterBlocksOnlyItsKey, type FlowProbeResult } from './checks/dead-letter-flow.ts';
 import { noDuplicateEffects } from './checks/duplicates.ts';
 import { acknowledgedCommandsDurable } from './checks/durability.ts';
 import { perKeyEventOrder } from './checks/event-order.ts';
 import { DEFAULT_INBOX_RETENTION_MS, noLostEvents } from './checks/lost-events.ts';
 import { minimumSuccessfulOperations } from './checks/minimum-ok.ts';
 import { noReferenceToMissingCustomer } from './checks/references.ts';
+import { replicasNeverMovedBack } from './checks/replica-history.ts';
 import { replicasEqualOwners } from './checks/replicas.ts';
 import { noReservationLeftInTry } from './checks/reservations.ts';
 import { sagasTerminalAndConsistent } from './checks/sagas.ts';
@@ -24,6 +26,7 @@ import type { HistoryEntry, Operation } from './history.ts';
 
 export type { CheckResult } from './checks/anomalies.ts';
 export type { BadInputReport } from './checks/bad-input.ts';
+export type { FlowObservation, FlowProbeResult } from './checks/dead-letter-flow.ts';
 export type { HistoryEntry, Outcome } from './history.ts';
 
 export interface CheckerReport {
@@ -44,6 +47,12 @@ export interface CheckShopInput {
   inboxRetentionMs?: number;
   /** The checker's "now" (for retention windows). */
   now?: Date;
+  /**
+   * What the flow probe saw while keys were dead-lettered under load (a
+   * scenario with poisoned keys); judged by dead-letter-blocks-only-its-key,
+   * which is left out when there is none.
+   */
+  deadLetterFlow?: FlowProbeResult;
 }
 
 /** The names of the checks, in report order. */
@@ -58,8 +67,10 @@ export const CHECK_NAMES = [
   'balances-add-up',
   'per-key-event-order',
   'replicas-equal-owners',
+  'replicas-never-moved-back',
   'bad-input-contained',
   'minimum-successful-operations',
+  'dead-letter-blocks-only-its-key', // only with a flow probe (poisoned keys)
 ] as const;
 
 export async function checkShop(input: CheckShopInput): Promise<CheckerReport> {
@@ -77,8 +88,10 @@ export async function checkShop(input: CheckShopInput): Promise<CheckerReport> {
     balancesAddUp(view),
     perKeyEventOrder(view),
     replicasEqualOwners(view),
+    replicasNeverMovedBack(view),
     badInputContained(view, input.badInput),
     minimumSuccessfulOperations(view, input.minimumOk),
+    ...(input.deadLetterFlow ? [deadLetterBlocksOnlyItsKey(input.deadLetterFlow)] : []),
   ];
   Object.assign(view.stats, {
     customers: view.customers.size,

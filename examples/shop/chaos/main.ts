@@ -4,7 +4,8 @@
  *
  *   npm run chaos                          one mixed scenario with a fresh seed
  *   npm run chaos -- --ci                  the fixed CI set (baseline, crash, pause, database restart,
- *                                          network, out-of-order commits, mixed), seeded, < 20 min
+ *                                          network, out-of-order commits, caretaker under load, mixed),
+ *                                          seeded, < 20 min
  *   npm run chaos -- --scenario crash --seed 42
  *   npm run chaos -- --replay .baton/chaos/<run>   the same scenarios and seeds again
  *   npm run chaos -- --soak --hours 4      rotating scenarios with fresh seeds; failing seeds kept for replay
@@ -17,14 +18,19 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../../../src/pg.ts';
-import { SERVICES, type ServiceName, startShop } from '../launcher.ts';
+import { type RunningShop, SERVICES, type ServiceName, startShop } from '../launcher.ts';
 import { type BadInputReport, sendBadInput } from './bad-input.ts';
 import { type CheckerReport, checkShop } from './checker.ts';
+import type { FlowProbeResult } from './checks/dead-letter-flow.ts';
 import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
 import { type HistoryEntry, writeHistory } from './history.ts';
+import { type LiveCaretakerSummary, startLiveCaretaker } from './live-caretaker.ts';
 import { startNemesis } from './nemesis.ts';
+import { startPoison } from './poison.ts';
 import { type QuiescenceReport, quiesce } from './quiesce.ts';
+import { installReplicaAudit } from './replica-audit.ts';
 import { CI_SCENARIOS, type Scenario, scenarioByName } from './scenarios.ts';
+import { Schedule } from './schedule.ts';
 import { randomSeed, SeededRandom } from './seeded-random.ts';
 import { runWorkload } from './workload.ts';
 
@@ -34,6 +40,8 @@ interface ScenarioResult {
   ms: number;
   operations: Record<string, Record<string, number>>;
   faults: { total: number; byKind: Record<string, number> };
+  /** The caretaker's runs during the workload (scenarios with a live caretaker). */
+  liveCaretaker?: LiveCaretakerSummary;
   badInput: BadInputReport;
   quiescence: QuiescenceReport;
   checker: CheckerReport;
@@ -137,65 +145,32 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
   const logLines: string[] = [];
   const log = (line: string) => logLines.push(`${new Date().toISOString()} ${line}`);
   console.log(
-    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.durationMs / 1000} s, at most ${scenario.operations} operations, faults: ${[...new Set(scenario.faults)].join(', ') || 'none'})`,
+    `\n▶ ${scenario.name} (seed ${seed}, ${scenario.durationMs / 1000} s, at most ${scenario.operations} operations, faults: ${describeActivities(scenario)})`,
   );
 
   // Every link goes through a fault proxy: service → service, and workload → service.
   const ports = Object.fromEntries(
     await Promise.all(SERVICES.map(async (s) => [s, await freePort()])),
   ) as Record<ServiceName, number>;
-  const direct = (s: ServiceName) => `http://127.0.0.1:${ports[s]}`;
-  const proxies = new Map<string, FaultProxy>();
   const decisions: unknown[] = [];
-  for (const from of [...SERVICES, 'client' as const]) {
-    for (const to of SERVICES) {
-      if (from === to) continue;
-      proxies.set(
-        `${from}->${to}`,
-        await startFaultProxy({
-          target: direct(to),
-          random: random.fork(`proxy:${from}->${to}`),
-          name: `${from}->${to}`,
-          onDecision: (d) => {
-            if (d.faults.length > 0 && decisions.length < 50_000) decisions.push(d);
-          },
-        }),
-      );
-    }
-  }
+  const proxies = await startProxies(ports, random, decisions);
   const proxyUrl = (from: string, to: ServiceName) =>
     (proxies.get(`${from}->${to}`) as FaultProxy).url;
   const shop = await startShop({
     ports,
     peerUrl: (from, to, directUrl) => (from === to ? directUrl : proxyUrl(from, to)),
     leaseMs: 3_000,
+    consumers: scenario.consumers,
     onLog: (service, line) => logLines.push(`${service} ${line}`),
   });
-  let history: HistoryEntry[] = [];
+  const schedule = new Schedule(log);
   try {
+    await installReplicaAudit(shop.databaseUrls);
     const clientUrls = Object.fromEntries(
       SERVICES.map((s) => [s, proxyUrl('client', s)]),
     ) as Record<ServiceName, string>;
-    const nemesisCommands: Omit<HistoryEntry, 'seq'>[] = [];
-    const nemesis = startNemesis(
-      shop,
-      [...proxies.values()],
-      scenario,
-      random.fork('nemesis'),
-      log,
-      (c) => nemesisCommands.push(c),
-    );
-    history = await runWorkload({
-      operations: scenario.operations,
-      concurrency: scenario.concurrency,
-      urls: clientUrls,
-      random: random.fork('workload'),
-      signal: AbortSignal.timeout(scenario.durationMs),
-    });
-    await nemesis.stop();
-    await nemesis.heal();
-    // The out-of-order writers' updates are commands too: the checker must know them.
-    for (const command of nemesisCommands) history.push({ ...command, seq: history.length + 1 });
+    const run = await runUnderFaults(scenario, shop, proxies, clientUrls, random, schedule, log);
+    const { history } = run;
     for (const proxy of proxies.values()) await proxy.settled();
     const quiescence = await quiesce(shop, 120_000);
     const badInput = await sendBadInput(shop.urls, shop.secret, 2_000, random.fork('bad-input'));
@@ -207,12 +182,18 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
         sent: badInput.sent,
         unexpected5xx: badInput.serverErrors + badInput.noAnswer + badInput.wronglyAccepted,
       },
+      deadLetterFlow: run.deadLetterFlow,
     });
     const livenessCheck = {
       name: 'liveness: drained within the deadline, caretaker at a fixed point',
       passed: quiescence.drained && quiescence.fixedPoint,
       anomalies: quiescence.drained && quiescence.fixedPoint ? 0 : 1,
-      examples: quiescence.drained ? [] : quiescence.stillMoving,
+      examples: [
+        ...(quiescence.drained ? [] : quiescence.stillMoving),
+        ...(quiescence.fixedPoint
+          ? []
+          : [{ lastCaretakerPasses: quiescence.caretakerPasses.slice(-2) }]),
+      ],
     };
     checker.checks.push(livenessCheck);
     // A service that died without the nemesis killing it is a bug (workers must survive
@@ -223,14 +204,13 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       anomalies: shop.unexpectedExits.length,
       examples: shop.unexpectedExits.slice(0, 5),
     });
-    const proxyFaults = [...proxies.values()].map((p) => p.stats());
     const byKind: Record<string, number> = {};
-    for (const stats of proxyFaults) {
+    for (const stats of [...proxies.values()].map((p) => p.stats())) {
       for (const kind of FAULT_KINDS) {
         byKind[`network:${kind}`] = (byKind[`network:${kind}`] ?? 0) + (stats[kind] ?? 0);
       }
     }
-    for (const f of nemesis.schedule) byKind[f.kind] = (byKind[f.kind] ?? 0) + 1;
+    Object.assign(byKind, schedule.faultsByKind());
     const passed = checker.checks.filter((c) => c.passed).length;
     const result: ScenarioResult = {
       scenario: scenario.name,
@@ -238,6 +218,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       ms: Date.now() - started,
       operations: summariseOperations(history),
       faults: { total: Object.values(byKind).reduce((n, k) => n + k, 0), byKind },
+      liveCaretaker: run.liveCaretaker,
       badInput,
       quiescence,
       checker,
@@ -247,7 +228,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     writeHistory(join(dir, 'history.jsonl'), history);
     writeFileSync(
       join(dir, 'schedule.jsonl'),
-      [...nemesis.schedule, ...decisions].map((d) => JSON.stringify(d)).join('\n'),
+      [...schedule.entries, ...decisions].map((d) => JSON.stringify(d)).join('\n'),
     );
     writeFileSync(join(dir, 'result.json'), JSON.stringify(result, null, 2));
     return result;
@@ -256,6 +237,108 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     await shop.stop().catch(() => {});
     for (const proxy of proxies.values()) await proxy.close().catch(() => {});
   }
+}
+
+/** One fault proxy per link (service → service, client → service), each on its own seeded stream. */
+async function startProxies(
+  ports: Record<ServiceName, number>,
+  random: SeededRandom,
+  decisions: unknown[],
+): Promise<Map<string, FaultProxy>> {
+  const proxies = new Map<string, FaultProxy>();
+  for (const from of [...SERVICES, 'client' as const]) {
+    for (const to of SERVICES) {
+      if (from === to) continue;
+      proxies.set(
+        `${from}->${to}`,
+        await startFaultProxy({
+          target: `http://127.0.0.1:${ports[to]}`,
+          random: random.fork(`proxy:${from}->${to}`),
+          name: `${from}->${to}`,
+          onDecision: (d) => {
+            if (d.faults.length > 0 && decisions.length < 50_000) decisions.push(d);
+          },
+        }),
+      );
+    }
+  }
+  return proxies;
+}
+
+/**
+ * The workload, with the nemesis, the live caretaker and the poison beside
+ * it; then every fault healed (the poison last: the operator's fix). Returns
+ * the history — the workload's commands, then the harness's own (the
+ * out-of-order writers', the owner tampering's, the poison's) — and what the
+ * live activities saw.
+ */
+async function runUnderFaults(
+  scenario: Scenario,
+  shop: RunningShop,
+  proxies: Map<string, FaultProxy>,
+  clientUrls: Record<ServiceName, string>,
+  random: SeededRandom,
+  schedule: Schedule,
+  log: (line: string) => void,
+): Promise<{
+  history: HistoryEntry[];
+  deadLetterFlow?: FlowProbeResult;
+  liveCaretaker?: LiveCaretakerSummary;
+}> {
+  const commands: Omit<HistoryEntry, 'seq'>[] = [];
+  const onCommand = (c: Omit<HistoryEntry, 'seq'>) => commands.push(c);
+  const nemesis = startNemesis(
+    shop,
+    [...proxies.values()],
+    scenario,
+    random.fork('nemesis'),
+    schedule,
+    log,
+    onCommand,
+  );
+  const caretaker = scenario.liveCaretakerEveryMs
+    ? startLiveCaretaker(shop, scenario.liveCaretakerEveryMs, random.fork('caretaker'), schedule)
+    : undefined;
+  // The poison's own commands go straight to the services: its set-up must not be lost to a fault.
+  const poison = scenario.poison
+    ? startPoison(
+        shop,
+        shop.urls,
+        {
+          ...scenario.poison,
+          limit: scenario.consumers?.loyalty?.maxPendingEntries ?? DEFAULT_MAX_PENDING,
+        },
+        random.fork('poison'),
+        schedule,
+        onCommand,
+      )
+    : undefined;
+  const history = await runWorkload({
+    operations: scenario.operations,
+    concurrency: scenario.concurrency,
+    urls: clientUrls,
+    random: random.fork('workload'),
+    signal: AbortSignal.timeout(scenario.durationMs),
+  });
+  await caretaker?.stop();
+  await nemesis.stop();
+  const deadLetterFlow = await poison?.observed;
+  await nemesis.heal();
+  await poison?.heal();
+  for (const command of commands) history.push({ ...command, seq: history.length + 1 });
+  return { history, deadLetterFlow, liveCaretaker: caretaker?.summary() };
+}
+
+/** Baton's default backlog limit of a consumer (`maxPendingEntries`). */
+const DEFAULT_MAX_PENDING = 20_000;
+
+function describeActivities(scenario: Scenario): string {
+  const all = [
+    ...new Set(scenario.faults),
+    ...(scenario.liveCaretakerEveryMs ? ['live caretaker'] : []),
+    ...(scenario.poison ? ['poisoned keys'] : []),
+  ];
+  return all.join(', ') || 'none';
 }
 
 function summariseOperations(
@@ -284,11 +367,21 @@ function printScenario(r: ScenarioResult): void {
         .join(', ') || 'none'
     })`,
   );
+  if (r.liveCaretaker) {
+    const c = r.liveCaretaker;
+    console.log(
+      `  live caretaker: ${c.runs} runs (${c.completed} reported, ${c.failed} failed), ${c.differences} differences (${
+        Object.entries(c.byClass)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ') || 'none'
+      }), ${c.repaired} repaired`,
+    );
+  }
   console.log(
     `  bad inputs: ${r.badInput.sent} sent, ${r.badInput.refused} refused, ${r.badInput.serverErrors} 5xx, ${r.badInput.wronglyAccepted} wrongly accepted, ${r.badInput.noAnswer} unanswered`,
   );
   console.log(
-    `  quiescence: drained in ${r.quiescence.drainMs} ms${r.quiescence.drained ? '' : ` — NOT drained: ${r.quiescence.stillMoving.join('; ')}`}; caretaker ${r.quiescence.fixedPoint ? 'at a fixed point' : 'NOT at a fixed point'}`,
+    `  quiescence: drained in ${r.quiescence.drainMs} ms${r.quiescence.drained ? '' : ` — NOT drained: ${r.quiescence.stillMoving.join('; ')}`}; caretaker ${r.quiescence.fixedPoint ? 'at a fixed point' : `NOT at a fixed point (${lastPasses(r.quiescence)})`}`,
   );
   for (const c of r.checker.checks) {
     console.log(
@@ -296,6 +389,20 @@ function printScenario(r: ScenarioResult): void {
     );
   }
   console.log(`  ${r.passed} passed, ${r.failed} failed (${Math.round(r.ms / 1000)} s)`);
+}
+
+/** The last caretaker pass of each referrer at quiescence, e.g. `orders skipped (lease held), loyalty 2 repaired`. */
+function lastPasses(q: QuiescenceReport): string {
+  const last = new Map(q.caretakerPasses.map((p) => [p.service, p]));
+  return [...last.values()]
+    .map((p) =>
+      p.skipped
+        ? `${p.service} skipped: another run holds its caretaker lease`
+        : p.repaired < 0
+          ? `${p.service} failed`
+          : `${p.service} ${p.differences} differences, ${p.repaired} repaired`,
+    )
+    .join('; ');
 }
 
 main()

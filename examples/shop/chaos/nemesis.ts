@@ -4,19 +4,11 @@ import { SERVICES } from '../launcher.ts';
 import type { FaultProxy, FaultSettings } from './fault-proxy.ts';
 import type { HistoryEntry } from './history.ts';
 import type { FaultKind, Scenario } from './scenarios.ts';
+import type { Schedule } from './schedule.ts';
 import type { SeededRandom } from './seeded-random.ts';
-
-/** One fault the nemesis injected, for the run's schedule file. */
-export interface ScheduledFault {
-  at: number;
-  kind: FaultKind;
-  target: string;
-  detail: string;
-}
+import { tamper } from './tamper.ts';
 
 export interface Nemesis {
-  /** Faults injected so far (process, database and out-of-order ones; network faults are counted by the proxies). */
-  readonly schedule: ScheduledFault[];
   stop(): Promise<void>;
   /** Undo every fault in force: continue paused processes, restart dead ones, clocks back, proxies healed. */
   heal(): Promise<void>;
@@ -27,29 +19,29 @@ export interface Nemesis {
  * SIGKILL (restart after a moment) and SIGSTOP/SIGCONT of service processes
  * (saga workers, consumers and relays die or freeze with them), immediate
  * PostgreSQL restarts, rotating network faults on every proxied link,
- * transactions that take their turn early and commit late, and clocks set
- * off per process. Loopback only; bounded by the scenario's duration.
+ * transactions that take their turn early and commit late, clocks set off
+ * per process, and tampering behind Baton's back (tamper.ts). Every fault
+ * goes into the run's schedule (network faults are counted by the proxies).
+ * Loopback only; bounded by the scenario's duration.
  */
 export function startNemesis(
   shop: RunningShop,
   proxies: readonly FaultProxy[],
   scenario: Scenario,
   random: SeededRandom,
+  schedule: Schedule,
   log: (line: string) => void,
-  /** The out-of-order writers' commands, for the history (acknowledged updates too). */
+  /** The out-of-order writers' and the owner tampering's commands, for the history. */
   onCommand: (entry: Omit<HistoryEntry, 'seq'>) => void,
 ): Nemesis {
-  const schedule: ScheduledFault[] = [];
-  const started = Date.now();
   const paused = new Set<ServiceName>();
   const down = new Set<ServiceName>();
   const clocked = new Set<ServiceName>();
   let stopping = false;
+  let tampers = 0;
   const inFlight = new Set<Promise<unknown>>();
-  const record = (kind: FaultKind, target: string, detail: string) => {
-    schedule.push({ at: Date.now() - started, kind, target, detail });
-    log(`fault ${kind} ${target} ${detail}`);
-  };
+  const record = (kind: FaultKind, target: string, detail: string) =>
+    schedule.record(kind, target, detail);
   const track = <T>(p: Promise<T>) => {
     inFlight.add(p);
     p.finally(() => inFlight.delete(p)).catch(() => {});
@@ -120,6 +112,9 @@ export function startNemesis(
         down.delete(service);
         return;
       }
+      case 'tamper':
+        await tamper(shop, random.fork(`tamper:${tampers++}`), schedule, onCommand);
+        return;
     }
   }
 
@@ -132,7 +127,6 @@ export function startNemesis(
   })();
 
   return {
-    schedule,
     async stop() {
       stopping = true;
       await loop;

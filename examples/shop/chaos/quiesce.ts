@@ -8,8 +8,12 @@ export interface QuiescenceReport {
   drainMs: number;
   /** What was still moving when the deadline passed. */
   stillMoving: string[];
-  /** Caretaker passes until one repaired nothing (a fixed point), and what each repaired. */
-  caretakerPasses: { service: string; repaired: number; differences: number }[];
+  /**
+   * Caretaker passes until one repaired nothing (a fixed point), and what each repaired;
+   * `skipped`: the service answered that another run holds its caretaker lease (nothing was
+   * checked), -1: no report (the run failed).
+   */
+  caretakerPasses: { service: string; repaired: number; differences: number; skipped?: true }[];
   fixedPoint: boolean;
 }
 
@@ -63,12 +67,17 @@ export async function moving(shop: RunningShop): Promise<string[]> {
   return found;
 }
 
+/** How long quiescence waits for a caretaker that answers skipped (another run holds its lease). */
+const LEASE_WAIT_MS = 60_000;
+
 /**
  * Brings the shop to rest after the faults are healed: waits for every
  * outbox relayed, every inbox handled, every saga terminal and every
  * consumer caught up — within `deadlineMs` (a miss is a liveness failure) —
  * then runs the caretaker (repair, approve) on both referrers until a pass
- * repairs nothing.
+ * repairs nothing (at most 4 passes). A pass in which a referrer answered
+ * skipped (another run holds its lease) checked nothing there: it is tried
+ * again, for up to a minute, and is never taken for a fixed point.
  */
 export async function quiesce(shop: RunningShop, deadlineMs: number): Promise<QuiescenceReport> {
   const started = Date.now();
@@ -85,31 +94,42 @@ export async function quiesce(shop: RunningShop, deadlineMs: number): Promise<Qu
     caretakerPasses: [],
     fixedPoint: false,
   };
-  for (let pass = 0; pass < 4 && !report.fixedPoint; pass++) {
-    let repaired = 0;
-    for (const service of ['orders', 'loyalty'] as const) {
-      const r = await request<{
-        totals?: { repaired: number; differences: number };
-        skipped?: boolean;
-      }>(
-        shop.urls[service],
-        'POST',
-        '/admin/reconcile',
-        { repair: true, approve: true },
-        { authorization: `Bearer ${shop.adminToken}` },
-        120_000,
-      ).catch(() => undefined);
-      const totals = r?.body.totals;
-      report.caretakerPasses.push({
-        service,
-        repaired: totals?.repaired ?? -1,
-        differences: totals?.differences ?? -1,
-      });
-      repaired += totals ? totals.repaired + totals.differences : 1;
-    }
-    report.fixedPoint = repaired === 0;
+  const leaseDeadline = Date.now() + LEASE_WAIT_MS;
+  for (let pass = 0; pass < 4 && !report.fixedPoint; ) {
+    const passes = [await caretakerPass(shop, 'orders'), await caretakerPass(shop, 'loyalty')];
+    report.caretakerPasses.push(...passes);
+    const skipped = passes.some((p) => p.skipped);
+    if (skipped && Date.now() > leaseDeadline) break;
+    if (!skipped) pass++;
+    report.fixedPoint = passes.every((p) => !p.skipped && p.repaired === 0 && p.differences === 0);
     // Repairs publish nothing that others consume, but give in-flight handlers a moment.
-    if (!report.fixedPoint) await new Promise((resolve) => setTimeout(resolve, 500));
+    if (!report.fixedPoint)
+      await new Promise((resolve) => setTimeout(resolve, skipped ? 1_000 : 500));
   }
   return report;
+}
+
+/** One caretaker run (repair, approve) at a referrer; -1 when it gave no report. */
+async function caretakerPass(
+  shop: RunningShop,
+  service: 'orders' | 'loyalty',
+): Promise<QuiescenceReport['caretakerPasses'][number]> {
+  const r = await request<{
+    totals?: { repaired: number; differences: number };
+    skipped?: boolean;
+  }>(
+    shop.urls[service],
+    'POST',
+    '/admin/reconcile',
+    { repair: true, approve: true },
+    { authorization: `Bearer ${shop.adminToken}` },
+    120_000,
+  ).catch(() => undefined);
+  const totals = r?.body.totals;
+  return {
+    service,
+    repaired: totals?.repaired ?? -1,
+    differences: totals?.differences ?? -1,
+    ...(r?.body.skipped === true ? { skipped: true as const } : {}),
+  };
 }

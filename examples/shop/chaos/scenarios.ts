@@ -1,4 +1,6 @@
+import type { ShopOptions } from '../launcher.ts';
 import type { FaultSettings } from './fault-proxy.ts';
+import type { PoisonSettings } from './poison.ts';
 
 /** What a scenario does to the shop while the workload runs. */
 export type FaultKind =
@@ -7,7 +9,8 @@ export type FaultKind =
   | 'database-restart'
   | 'network'
   | 'out-of-order'
-  | 'clock';
+  | 'clock'
+  | 'tamper';
 
 export interface Scenario {
   name: string;
@@ -21,6 +24,12 @@ export interface Scenario {
   faultEveryMs: [number, number];
   /** Network fault settings drawn from (per link, per rotation). */
   network?: FaultSettings;
+  /** Run the caretaker (repair, approve) at each referrer every [min, max] ms while the workload runs. */
+  liveCaretakerEveryMs?: [number, number];
+  /** Dead-letter a few keys at loyalty under load and probe that every other key flows (poison.ts). */
+  poison?: PoisonSettings;
+  /** Consumer settings per service (e.g. loyalty's backlog limit, for the poison). */
+  consumers?: ShopOptions['consumers'];
 }
 
 const NETWORK: FaultSettings = {
@@ -35,7 +44,7 @@ const NETWORK: FaultSettings = {
   reorderWaitMs: 150,
 };
 
-/** The fixed CI set: every fault kind alone, then all together. */
+/** The fixed CI set: every fault kind alone (the caretaker's and dead letters' together), then all together. */
 export const CI_SCENARIOS: readonly Scenario[] = [
   {
     name: 'baseline',
@@ -87,6 +96,23 @@ export const CI_SCENARIOS: readonly Scenario[] = [
     faultEveryMs: [100, 300],
   },
   {
+    // The caretaker repairing while events flow (tampering gives it work, network faults answer
+    // its lookups late), and a few keys dead-lettered at loyalty with their backlog past the
+    // consumer's limit while every other key must keep flowing.
+    name: 'caretaker-under-load',
+    durationMs: 45_000,
+    operations: 10_000,
+    concurrency: 6,
+    faults: ['tamper', 'tamper', 'network'],
+    faultEveryMs: [300, 900],
+    network: NETWORK,
+    liveCaretakerEveryMs: [1_500, 4_000],
+    poison: { keys: 3, updatesPerKey: 25, flowBoundMs: 15_000, setupBoundMs: 25_000 },
+    // A small backlog limit (25 × 3 updates pile up behind the dead letters), and few
+    // attempts so that the poisoned keys are dead letters within seconds.
+    consumers: { loyalty: { maxPendingEntries: 50, maxAttempts: 8 } },
+  },
+  {
     name: 'mixed',
     durationMs: 75_000,
     operations: 12_000,
@@ -100,9 +126,11 @@ export const CI_SCENARIOS: readonly Scenario[] = [
       'out-of-order',
       'out-of-order',
       'clock',
+      'tamper',
     ],
     faultEveryMs: [800, 2_000],
     network: NETWORK,
+    liveCaretakerEveryMs: [2_000, 5_000],
   },
 ];
 

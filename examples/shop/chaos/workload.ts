@@ -102,7 +102,8 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
     for (;;) {
       const command = nextCommand();
       if (!command) return;
-      const entry = await execute(command.op, command.args, ++seq, options);
+      const seqOf = ++seq;
+      const entry = { seq: seqOf, ...(await sendCommand(command.op, command.args, options)) };
       history.push(entry);
       options.onEntry?.(entry);
     }
@@ -111,12 +112,18 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
   return history.sort((a, b) => a.seq - b.seq);
 }
 
-async function execute(
+/** Where and how a command is sent (the workload's options, or the harness's own). */
+export type CommandTarget = Pick<WorkloadOptions, 'urls' | 'attempts' | 'requestTimeoutMs'>;
+
+/**
+ * Sends one command (repeated with the same id while its outcome is
+ * unknown) and returns its history entry, without its sequence number.
+ */
+export async function sendCommand(
   op: Op,
   args: Record<string, unknown>,
-  seq: number,
-  options: WorkloadOptions,
-): Promise<HistoryEntry> {
+  options: CommandTarget,
+): Promise<Omit<HistoryEntry, 'seq'>> {
   const startedAt = Date.now();
   const attempts = options.attempts ?? 3;
   const statuses: (number | undefined)[] = [];
@@ -132,13 +139,13 @@ async function execute(
   }
   // A 4xx after an unanswered attempt is not a clean failure: the first attempt may have taken effect.
   const outcome = outcomeOfAttempts(statuses);
-  return { seq, op, args, outcome, status, body, startedAt, endedAt: Date.now() };
+  return { op, args, outcome, status, body, startedAt, endedAt: Date.now() };
 }
 
 async function send(
   op: Op,
   args: Record<string, unknown>,
-  options: WorkloadOptions,
+  options: CommandTarget,
 ): Promise<{ outcome: Outcome; status?: number; body?: unknown }> {
   const { urls } = options;
   const [service, method, path, body]: [ServiceName, string, string, unknown] =

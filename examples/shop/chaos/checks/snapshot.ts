@@ -44,6 +44,15 @@ export interface ReplicaRow {
   fields: Record<string, unknown>;
 }
 
+/** One UPDATE of a replica row by Baton, from the harness's audit (replica-audit.ts). */
+export interface ReplicaAuditRow {
+  seq: number;
+  id: string;
+  old: { state: string; version: number };
+  new: { state: string; version: number };
+  at: Date;
+}
+
 export interface SagaRow {
   id: string;
   name: string;
@@ -107,6 +116,7 @@ export interface ShopSnapshot {
     sagas: SagaRow[];
     steps: SagaStep[];
     replica: ReplicaRow[];
+    replicaAudit: ReplicaAuditRow[];
   };
   loyalty: {
     accounts: { customerId: string; balance: number }[];
@@ -114,6 +124,7 @@ export interface ShopSnapshot {
     movements: Movement[];
     barrier: BarrierRow[];
     replica: ReplicaRow[];
+    replicaAudit: ReplicaAuditRow[];
   };
 }
 
@@ -163,6 +174,7 @@ export async function readSnapshot(urls: Record<ShopDatabase, string>): Promise<
         state: String(r.state),
       })),
       replica: replicaOf(o.replica!),
+      replicaAudit: replicaAuditOf(o.replica_audit!),
     },
     loyalty: {
       accounts: l.accounts!.map((r) => ({
@@ -190,6 +202,7 @@ export async function readSnapshot(urls: Record<ShopDatabase, string>): Promise<
         outcome: String(r.outcome),
       })),
       replica: replicaOf(l.replica!),
+      replicaAudit: replicaAuditOf(l.replica_audit!),
     },
   };
 }
@@ -204,6 +217,9 @@ const MESSAGING: Record<string, string> = {
 };
 
 const REPLICA = 'SELECT id::text, state, version, fields FROM baton.replica_customer';
+/** The harness installs the audit when it starts the shop (replica-audit.ts); the checker needs it. */
+const REPLICA_AUDIT = `SELECT seq, id, old_state, new_state, old_version, new_version, at
+  FROM chaos.replica_audit ORDER BY seq`;
 
 const QUERIES: Record<ShopDatabase, Record<string, string>> = {
   customers: {
@@ -218,6 +234,7 @@ const QUERIES: Record<ShopDatabase, Record<string, string>> = {
     sagas: 'SELECT id, name, key, input, state, output, error FROM baton.sagas',
     saga_steps: 'SELECT saga_id, name, kind, state FROM baton.saga_steps',
     replica: REPLICA,
+    replica_audit: REPLICA_AUDIT,
   },
   loyalty: {
     ...MESSAGING,
@@ -226,6 +243,7 @@ const QUERIES: Record<ShopDatabase, Record<string, string>> = {
     movements: 'SELECT id, customer_id, points, kind, reference FROM movements ORDER BY id',
     barrier: 'SELECT tx_id, branch, op, resource, outcome FROM baton.barrier',
     replica: REPLICA,
+    replica_audit: REPLICA_AUDIT,
   },
 };
 
@@ -286,5 +304,15 @@ function replicaOf(rows: Rows): ReplicaRow[] {
     state: String(r.state),
     version: Number(r.version),
     fields: (r.fields ?? {}) as Record<string, unknown>,
+  }));
+}
+
+function replicaAuditOf(rows: Rows): ReplicaAuditRow[] {
+  return rows.map((r) => ({
+    seq: Number(r.seq),
+    id: String(r.id),
+    old: { state: String(r.old_state), version: Number(r.old_version) },
+    new: { state: String(r.new_state), version: Number(r.new_version) },
+    at: r.at as Date,
   }));
 }
