@@ -134,7 +134,7 @@ export interface Baton {
    * The caretaker of this service's replicas, references and invariants:
    * `run({ repair })` once, or `schedule(everyMs, options)` in process.
    */
-  caretaker(): Caretaker;
+  caretaker(options?: { leaseMs?: number }): Caretaker;
   /** Sagas orchestrated by this service: `define`, `start`, `worker()`, `status`, `replyHandler`. */
   readonly sagas: Sagas;
   /** This service as a saga participant: `reservation(resource, { try, confirm, cancel })`, `action(name, …)`. */
@@ -228,8 +228,9 @@ function assemble(
       owner: r.owner,
       subscription: r.subscription,
     }));
-  const caretaker = () =>
+  const caretaker = (options: { leaseMs?: number } = {}) =>
     new Caretaker({
+      ...options,
       db: o.db,
       schemaSql,
       targets,
@@ -343,6 +344,8 @@ export interface RecordedCaretakerOptions {
   service?: string;
   /** Per call to an owner (default: the owner client's). */
   ownerTimeoutMs?: number;
+  /** The run's lease (see `CaretakerOptions.leaseMs`). */
+  leaseMs?: number;
 }
 
 export interface RecordedCaretaker {
@@ -456,7 +459,12 @@ export async function recordedCaretaker(
       }),
     );
   }
-  return { caretaker: caretaker(), service, targets: targets(), publish };
+  return {
+    caretaker: caretaker(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
+    service,
+    targets: targets(),
+    publish,
+  };
 }
 
 /** Declares what a service recorded; a record that no longer validates says so, and how to mend it. */

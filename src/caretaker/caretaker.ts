@@ -3,6 +3,7 @@ import type { Logger } from '../core/logger.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
+import { CaretakerLease } from './caretaker-lease.ts';
 import { DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
 import { EntityReconciler, type EntityReport, emptyEntityReport } from './entity-reconciler.ts';
 import {
@@ -75,6 +76,11 @@ export interface CaretakerOptions {
   owned: () => readonly OwnedEntity[];
   publish: (tx: Executor, events: EventInput[]) => Promise<unknown>;
   logger?: Logger;
+  /**
+   * The run's lease (one caretaker per service at a time), renewed while it
+   * runs; a run whose process died is taken over once it runs out. Default 30 s.
+   */
+  leaseMs?: number;
 }
 
 /**
@@ -120,7 +126,7 @@ export class Caretaker {
         integrityProblems: 0,
       },
     };
-    const lease = await this.takeLease();
+    const lease = await CaretakerLease.take(this.db, this.schemaSql, this.o.leaseMs ?? 30_000);
     if (!lease) {
       report.skipped = true;
       return report;
@@ -128,7 +134,7 @@ export class Caretaker {
     try {
       await this.runAll(report, options, repair, examples);
     } finally {
-      await this.releaseLease(lease);
+      await lease.release();
     }
     summarise(report);
     report.ms = Date.now() - started;
@@ -137,29 +143,6 @@ export class Caretaker {
       [report.startedAt, repair, JSON.stringify(report)],
     );
     return report;
-  }
-
-  /**
-   * One caretaker per service at a time: a lease row with an expiry (so a
-   * crashed run does not block the next one for longer than the lease).
-   */
-  private async takeLease(): Promise<string | undefined> {
-    const token = `${process.pid}:${Date.now()}:${Math.random()}`;
-    const r = await this.db.query(
-      `INSERT INTO ${this.schemaSql}.settings (name, value) VALUES ('caretaker_lease', $1 || '|' || (now() + interval '15 minutes')::text)
-       ON CONFLICT (name) DO UPDATE SET value = excluded.value
-       WHERE split_part(settings.value, '|', 2)::timestamptz < now()
-       RETURNING 1`,
-      [token],
-    );
-    return r.rows.length === 1 ? token : undefined;
-  }
-
-  private async releaseLease(token: string): Promise<void> {
-    await this.db.query(
-      `DELETE FROM ${this.schemaSql}.settings WHERE name = 'caretaker_lease' AND split_part(value, '|', 1) = $1`,
-      [token],
-    );
   }
 
   private async runAll(

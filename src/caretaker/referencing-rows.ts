@@ -10,7 +10,11 @@ export interface ReferencingRowsReport {
   reference: string;
   /** Referencing values with no replica row at all (written with constraints or triggers disabled). */
   dangling: number;
-  /** Values pointing at a DELETED entity although the policy (cascade, set-null) should have removed them. */
+  /**
+   * Values pointing at a DELETED entity although its policy should have
+   * reached them: cascade or set-null rows still there, keep or anonymise
+   * rows without their snapshot.
+   */
   policyNotApplied: number;
   /** `restrict` references to a deleted entity (the delete bypassed the protocol): reported, not repairable here. */
   restrictViolations: number;
@@ -18,43 +22,50 @@ export interface ReferencingRowsReport {
   examples: string[];
 }
 
-/** A referencing value with no replica row: the owner's state of it, or — if it has none — its announced delete. */
-async function settleDangling(
+/**
+ * Makes the replica row of `id` and the rows referencing it agree with the
+ * owner — asked with the replica row locked, before anything changes: a
+ * replica that says DELETED (set so by hand, or by a bug) is never taken at
+ * its word for a destructive policy.
+ *
+ * - the owner has it alive: the replica takes its state (announced again if
+ *   the replica holds its version or above), and no policy runs;
+ * - the owner deleted it, or has no record of it (then it announces the
+ *   delete): the delete is applied, and its policy reaches this reference's
+ *   rows — also when the replica already said DELETED at that version.
+ */
+async function settleReferenced(
   db: Database,
   replication: EntityReplication,
   owner: OwnerClient,
+  ref: Reference,
   id: string,
 ): Promise<void> {
   const entity = replication.replica.entity;
   await db.transaction(async (tx) => {
-    await replication.replica.lock(tx, id);
+    const before = await replication.replica.lock(tx, id);
     let found = await owner.lookup(entity, id);
-    if (found.state === 'absent') found = await owner.announce(entity, id, 0);
+    const held = before?.state === 'UNVERIFIED' ? -1 : (before?.version ?? -1);
+    if (found.state === 'absent' || (found.state !== 'deleted' && found.version <= held)) {
+      found = await owner.announce(entity, id, Math.max(held, 0));
+    }
     if (found.state === 'absent') return;
-    await replication.apply(
+    const context = {
+      apology: true,
+      reason: 'caretaker: referencing rows that did not match their replica',
+    };
+    const applied = await replication.apply(
       tx,
       { entity, id, state: found.state, fields: found.fields, personal: found.personal },
       found.version,
-      { apology: true, reason: 'caretaker: referencing row without a replica entry' },
+      context,
     );
-  });
-}
-
-/** A cascade or set-null that did not reach a row pointing at a deleted entity: applied now. */
-async function reapplyPolicy(
-  db: Database,
-  replication: EntityReplication,
-  ref: Reference,
-  id: string,
-): Promise<void> {
-  await db.transaction(async (tx) => {
-    const entity = await replication.replica.lock(tx, id);
-    if (entity?.state !== 'DELETED') return;
-    await applyDeletePolicy(tx, replication.schemaSql, ref, {
-      entity,
-      apology: true,
-      reason: 'caretaker: delete policy had not reached this row',
-    });
+    if (applied === 'ignored' && found.state === 'deleted') {
+      // The replica already says deleted at that version (or later): run the policy it missed.
+      const row = await replication.replica.lock(tx, id);
+      if (row?.state === 'DELETED')
+        await applyDeletePolicy(tx, replication.schemaSql, ref, { entity: row, ...context });
+    }
   });
 }
 
@@ -74,10 +85,11 @@ export async function checkReferencingRows(
   const replica = replication.replica;
   for (const ref of replication.references()) {
     const col = `t.${quoteIdent(ref.def.column)}`;
-    const r = await db.query<{ id: string; state: string | null }>(
-      `SELECT DISTINCT ${col}::text AS id, r.state
+    const r = await db.query<{ id: string; state: string | null; missing_snapshot: boolean }>(
+      `SELECT ${col}::text AS id, r.state, bool_or(${missingSnapshotSql(ref)}) AS missing_snapshot
        FROM ${tableSql(ref.def.table)} t LEFT JOIN ${replica.tableSql} r ON r.id = ${col}
        WHERE ${col} IS NOT NULL AND (r.id IS NULL OR r.state = 'DELETED')
+       GROUP BY 1, 2
        LIMIT $1`,
       [options.limit ?? 10_000],
     );
@@ -91,20 +103,39 @@ export async function checkReferencingRows(
     };
     for (const row of r.rows) {
       if (row.state === 'DELETED') {
-        if (ref.def.onDelete === 'restrict') report.restrictViolations++;
-        else if (ref.def.onDelete === 'cascade' || ref.def.onDelete === 'set-null')
+        const policy = ref.def.onDelete;
+        if (policy === 'restrict') report.restrictViolations++;
+        else if (policy === 'cascade' || policy === 'set-null' || row.missing_snapshot)
           report.policyNotApplied++;
-        else continue; // keep / anonymise: rows stay by design
+        else continue; // keep / anonymise with their snapshot: rows stay by design
       } else {
         report.dangling++;
       }
       if (report.examples.length < options.examples) report.examples.push(row.id);
       if (!options.repair || ref.def.onDelete === 'restrict') continue;
-      if (row.state === 'DELETED') await reapplyPolicy(db, replication, ref, row.id);
-      else await settleDangling(db, replication, owner, row.id);
+      await settleReferenced(db, replication, owner, ref, row.id);
       report.repaired++;
     }
     reports.push(report);
   }
   return reports;
+}
+
+/**
+ * SQL (of row `t` and replica row `r`): a keep or anonymise row lacks a
+ * snapshot column the replica's copy could fill — a field it holds that the
+ * policy would copy (anonymise copies no personal field).
+ */
+function missingSnapshotSql(ref: Reference): string {
+  if (ref.def.onDelete !== 'keep' && ref.def.onDelete !== 'anonymise') return 'false';
+  const columns = Object.entries(ref.def.snapshotColumns);
+  if (columns.length === 0) return 'false';
+  const personalOk = (field: string) =>
+    ref.def.onDelete === 'anonymise' ? ` AND NOT ('${field}' = ANY(r.personal))` : '';
+  return columns
+    .map(
+      ([field, column]) =>
+        `(t.${quoteIdent(column)} IS NULL AND r.fields ->> '${field.replaceAll("'", "''")}' IS NOT NULL${personalOk(field)})`,
+    )
+    .join(' OR ');
 }

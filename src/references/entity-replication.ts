@@ -89,8 +89,9 @@ export class EntityReplication {
     if (row.state === 'DELETING') {
       const restrict = refs.filter((r) => r.def.onDelete === 'restrict');
       if (restrict.length > 0) await this.vote(tx, restrict, row.id, version);
-    } else if (row.state === 'DELETED' && before?.state !== 'DELETED') {
-      // (A delete announced again finds the policies applied: the entity refused references since.)
+    } else if (row.state === 'DELETED') {
+      // Also over a row that already said DELETED: it may have been set so by hand, with no
+      // policy run. The policies are idempotent (a second keep copies the same snapshot).
       const apology = context.apology || before?.state === 'UNVERIFIED';
       for (const ref of refs) {
         const affected = await applyDeletePolicy(tx, this.schemaSql, ref, {
