@@ -11,23 +11,10 @@ import {
 } from './entity-capture.ts';
 import type { MemberSource } from './members.ts';
 import { ownerMemberSource } from './members.ts';
+import { type DeleteOutcome, type DeleteVote, RestrictDelete } from './restrict-delete.ts';
 import { pinnedSetLocal } from './state-form.ts';
 
-/** What `requestDelete` leads to. */
-export type DeleteOutcome =
-  | { state: 'done' }
-  | { state: 'absent' }
-  | { state: 'pending'; waitingFor: string[] }
-  | { state: 'refused'; reason: string };
-
-export interface DeleteVote {
-  entity: string;
-  id: string;
-  version: number;
-  referrer: string;
-  vote: 'prepared' | 'vetoed';
-  references: number;
-}
+export type { DeleteOutcome, DeleteVote } from './restrict-delete.ts';
 
 /**
  * Owner side of one entity. `install()` puts a row trigger on the table (see
@@ -42,6 +29,7 @@ export class EntityOwner {
   private readonly key: string;
   /** The key's and copied fields' types, read at `install()` (or on first use). */
   private columns: Promise<EntityColumns> | undefined;
+  private readonly restrict: RestrictDelete;
 
   constructor(
     private readonly db: Database,
@@ -51,6 +39,15 @@ export class EntityOwner {
   ) {
     this.table = tableSql(def.table);
     this.key = quoteIdent(def.key);
+    this.restrict = new RestrictDelete({
+      db,
+      schemaSql,
+      def,
+      table: this.table,
+      keyEquals: (executor) => this.keyEquals(executor),
+      lookup: (id, executor) => this.lookup(id, executor),
+      emitState: (tx, id, state) => this.emitCurrentState(tx, id, state),
+    });
   }
 
   /** Creates or updates the capture (trigger, versions table) and Baton's record of the entity. Idempotent. */
@@ -188,108 +185,22 @@ export class EntityOwner {
    * votes (see `recordVote`); the outcome is `pending` until every referrer
    * answered — a referrer that is down keeps it pending, visibly.
    */
-  async requestDelete(id: string): Promise<DeleteOutcome> {
-    const d = this.def;
-    if (d.restrictReferrers.length === 0) {
-      const r = await this.db.query(
-        `DELETE FROM ${this.table} WHERE ${await this.keyEquals(this.db)}`,
-        [id],
-      );
-      return r.rowCount ? { state: 'done' } : { state: 'absent' };
-    }
-    return this.db.transaction(async (tx) => {
-      const row = await tx.query(
-        `SELECT 1 FROM ${this.table} WHERE ${await this.keyEquals(tx)} FOR UPDATE`,
-        [id],
-      );
-      if (row.rows.length === 0)
-        return (await this.deleteStatus(id, tx)).state === 'done'
-          ? { state: 'done' }
-          : { state: 'absent' };
-      const fence = await tx.query<{ state: string }>(
-        `SELECT state FROM ${this.schemaSql}.delete_fences WHERE entity = $1 AND id = $2 FOR UPDATE`,
-        [d.name, id],
-      );
-      if (fence.rows[0]?.state === 'pending') return this.deleteStatus(id, tx);
-      const version = await this.emitCurrentState(tx, id, 'deleting');
-      await tx.query(
-        `INSERT INTO ${this.schemaSql}.delete_fences (entity, id, state, version) VALUES ($1, $2, 'pending', $3)
-         ON CONFLICT (entity, id) DO UPDATE SET state = 'pending', version = excluded.version, reason = NULL,
-           requested_at = now(), decided_at = NULL`,
-        [d.name, id, version],
-      );
-      return { state: 'pending', waitingFor: [...d.restrictReferrers] };
-    });
+  requestDelete(id: string): Promise<DeleteOutcome> {
+    return this.restrict.requestDelete(id);
   }
 
   /** Where a coordinated delete stands. */
-  async deleteStatus(id: string, executor: Executor = this.db): Promise<DeleteOutcome> {
-    const d = this.def;
-    const fence = await executor.query<{ state: string; reason: string | null; version: string }>(
-      `SELECT state, reason, version FROM ${this.schemaSql}.delete_fences WHERE entity = $1 AND id = $2`,
-      [d.name, id],
-    );
-    const f = fence.rows[0];
-    if (f?.state === 'refused') return { state: 'refused', reason: f.reason ?? 'vetoed' };
-    if (f?.state === 'pending') {
-      const votes = await executor.query<{ referrer: string }>(
-        `SELECT referrer FROM ${this.schemaSql}.delete_votes WHERE entity = $1 AND id = $2 AND version = $3`,
-        [d.name, id, f.version],
-      );
-      const voted = new Set(votes.rows.map((v) => v.referrer));
-      return { state: 'pending', waitingFor: d.restrictReferrers.filter((r) => !voted.has(r)) };
-    }
-    const lookup = await this.lookup(id, executor);
-    if (lookup.state === 'deleted') return { state: 'done' };
-    if (lookup.state === 'absent') return { state: 'absent' };
-    return f?.state === 'done' ? { state: 'done' } : { state: 'absent' };
+  deleteStatus(id: string, executor: Executor = this.db): Promise<DeleteOutcome> {
+    return this.restrict.deleteStatus(id, executor);
   }
 
   /**
    * Records a referrer's vote (inside the handler transaction of the vote
-   * event) and decides: any veto restores the entity (ACTIVE again, the
-   * delete refused with the referrer's reason); all prepared finalises the
-   * delete. Votes for an older fence version are kept but change nothing.
+   * event) and decides: any veto restores the entity; all prepared
+   * finalises the delete (see restrict-delete.ts).
    */
-  async recordVote(tx: Executor, vote: DeleteVote): Promise<void> {
-    const d = this.def;
-    const s = this.schemaSql;
-    await tx.query(
-      `INSERT INTO ${s}.delete_votes (entity, id, version, referrer, vote, reference_count)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-      [d.name, vote.id, vote.version, vote.referrer, vote.vote, vote.references],
-    );
-    const fence = await tx.query<{ version: string }>(
-      `SELECT version FROM ${s}.delete_fences WHERE entity = $1 AND id = $2 AND state = 'pending' FOR UPDATE`,
-      [d.name, vote.id],
-    );
-    const current = fence.rows[0];
-    if (!current || Number(current.version) !== vote.version) return;
-    const votes = await tx.query<{ referrer: string; vote: string; reference_count: string }>(
-      `SELECT referrer, vote, reference_count FROM ${s}.delete_votes WHERE entity = $1 AND id = $2 AND version = $3`,
-      [d.name, vote.id, vote.version],
-    );
-    const veto = votes.rows.find((v) => v.vote === 'vetoed');
-    if (veto) {
-      const reason = `${veto.referrer} still has ${veto.reference_count} restrict reference(s) to ${d.name} ${vote.id}`;
-      await tx.query(
-        `UPDATE ${s}.delete_fences SET state = 'refused', reason = $3, decided_at = now() WHERE entity = $1 AND id = $2`,
-        [d.name, vote.id, reason],
-      );
-      await this.emitCurrentState(tx, vote.id, 'active');
-      return;
-    }
-    const prepared = new Set(votes.rows.map((v) => v.referrer));
-    if (!d.restrictReferrers.every((r) => prepared.has(r))) return;
-    await tx.query(
-      `UPDATE ${s}.delete_fences SET state = 'finalizing' WHERE entity = $1 AND id = $2`,
-      [d.name, vote.id],
-    );
-    await tx.query(`DELETE FROM ${this.table} WHERE ${await this.keyEquals(tx)}`, [vote.id]);
-    await tx.query(
-      `UPDATE ${s}.delete_fences SET state = 'done', decided_at = now() WHERE entity = $1 AND id = $2`,
-      [d.name, vote.id],
-    );
+  recordVote(tx: Executor, vote: DeleteVote): Promise<void> {
+    return this.restrict.recordVote(tx, vote);
   }
 
   /** `key = $1` with the parameter cast to the key's type, so the primary-key index is used. */
