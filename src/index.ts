@@ -35,6 +35,7 @@ export {
   NotFoundError,
   PayloadTooLargeError,
   ReferenceViolation,
+  type ReferenceViolationReason,
   RetryableError,
   SchemaViolationError,
   TerminalError,

@@ -3,8 +3,10 @@ import {
   createBaton,
   httpFeedSource,
   InvalidInputError,
+  ownerClient,
   ReferenceViolation,
 } from '../src/index.ts';
+import { freePort } from '../src/pg.ts';
 import type { Reference } from '../src/references/reference.ts';
 import { eventually, SECRET } from './helpers.ts';
 import {
@@ -28,6 +30,7 @@ describe('references: bad input', () => {
   let productRef: Reference;
   let ghostRef: Reference;
   let ghostAcceptRef: Reference;
+  let offlineRef: Reference;
 
   beforeAll(async () => {
     [customers, orders] = await Promise.all([startService('customers'), startService('orders')]);
@@ -41,7 +44,7 @@ describe('references: bad input', () => {
       `CREATE TABLE orders (id serial PRIMARY KEY, customer_id text, product_id integer, note text)`,
     );
     await orders.database.db.query(
-      'CREATE TABLE ghosts (id serial PRIMARY KEY, ghost_id text, spook_id text)',
+      'CREATE TABLE ghosts (id serial PRIMARY KEY, ghost_id text, spook_id text, offline_id text)',
     );
     const feed = orders.consumerOf(customers);
     const owner = orders.ownerClientOf(customers);
@@ -72,6 +75,19 @@ describe('references: bad input', () => {
       entity: 'spook',
       onDelete: 'cascade',
       onOwnerUnreachable: 'accept',
+    });
+    // Owned by a service that cannot be reached (nothing listens on its port).
+    const nowhere = ownerClient({
+      name: 'nowhere',
+      url: `http://127.0.0.1:${await freePort()}/baton`,
+      auth: { type: 'hmac', secret: SECRET },
+    });
+    orders.baton.replicate({ entity: 'offline', owner: nowhere, consumer: feed });
+    offlineRef = orders.baton.reference({
+      table: 'ghosts',
+      column: 'offline_id',
+      entity: 'offline',
+      onDelete: 'cascade',
     });
     await orders.baton.install();
     await orders.startConsumers();
@@ -183,8 +199,21 @@ describe('references: bad input', () => {
           .catch((e: unknown) => e);
         expect(error).toBeInstanceOf(ReferenceViolation);
         expect((error as Error).message).toMatch(/owns no entity/);
+        expect(error).toMatchObject({ reason: 'owner-refused', retryable: false });
       }
       expect(await referrerState()).toEqual(before);
+    });
+
+    it('check() while the owner cannot be reached: a ReferenceViolation a caller can tell apart (reason owner-unreachable, retryable)', async () => {
+      const error = await orders.database.db
+        .transaction((tx) => offlineRef.check(tx, 'o1'))
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ReferenceViolation);
+      expect(error).toMatchObject({
+        code: 'BATON_REFERENCE_VIOLATION',
+        reason: 'owner-unreachable',
+        retryable: true,
+      });
     });
 
     it('reference() to an entity that is not replicated: InvalidInputError naming replicate()', () => {

