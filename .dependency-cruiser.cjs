@@ -2,7 +2,7 @@
  * The house rules of src/ (README, "Layout"): dependencies point down only.
  *
  *   core → db → http → transports → messaging → references | sagas → caretaker
- *        → baton.ts, status.ts (the composition) → index.ts, pg.ts, testing/ (the faces) → cli/
+ *        → baton.ts, status.ts (the composition) → index.ts, pg.ts, testing/, adapters/ (the faces) → cli/
  *
  * Each rule names what it keeps out; `npm run lint` fails with that name.
  */
@@ -43,13 +43,13 @@ module.exports = {
       comment: 'baton.ts and status.ts compose the rooms; they never import a face or the CLI.',
       severity: 'error',
       from: { path: '^src/(baton|status)\\.ts$' },
-      to: { path: '^src/(index\\.ts|pg\\.ts|testing/|cli/)' },
+      to: { path: '^src/(index\\.ts|pg\\.ts|testing/|adapters/|cli/)' },
     },
     {
       name: 'faces-below-the-cli',
-      comment: 'The faces (index.ts, pg.ts, testing/) never import the CLI.',
+      comment: 'The faces (index.ts, pg.ts, testing/, adapters/) never import the CLI.',
       severity: 'error',
-      from: { path: '^src/(index\\.ts|pg\\.ts|testing/)' },
+      from: { path: '^src/(index\\.ts|pg\\.ts|testing/|adapters/)' },
       to: { path: '^src/cli/' },
     },
     {

@@ -50,11 +50,15 @@ const GOOD = `
 import { createBaton, InvalidInputError, type Baton } from 'baton';
 import { PgDatabase } from 'baton/pg';
 import { createTestDatabase } from 'baton/testing';
+import { batonMiddleware } from 'baton/node';
+import { batonFetch } from 'baton/fetch';
+import { batonFastify } from 'baton/fastify';
 
 const baton: Baton = createBaton({ db: new PgDatabase({ connectionString: 'postgres://x' }), service: 'orders' });
 baton.entity({ name: 'customer', table: 'customers', key: 'id', fields: ['name'] });
 const error: Error = new InvalidInputError('x');
-export const used = [baton, error, createTestDatabase];
+const handler = baton.httpHandler({ auth: { type: 'hmac', secrets: ['a-secret-of-enough-length'] } });
+export const used = [baton, error, createTestDatabase, batonMiddleware(handler), batonFetch(handler), batonFastify(handler)];
 `;
 
 /** The same, with an option Baton does not have: must not compile. */
@@ -149,9 +153,11 @@ describe('the packed package', () => {
       [
         '-e',
         `const baton = require('baton'); const pg = require('baton/pg'); const testing = require('baton/testing');
+         const node = require('baton/node');
          baton.loadMigrations().then((m) => console.log(JSON.stringify({
            createBaton: typeof baton.createBaton, PgDatabase: typeof pg.PgDatabase,
            createTestDatabase: typeof testing.createTestDatabase, migrations: m.length,
+           batonMiddleware: typeof node.batonMiddleware,
            errorIsError: new baton.InvalidInputError('x') instanceof Error })));`,
       ],
       { cwd: cjs },
@@ -161,6 +167,7 @@ describe('the packed package', () => {
       PgDatabase: 'function',
       createTestDatabase: 'function',
       migrations: (await readdir(join(ROOT, 'sql', 'migrations'))).length,
+      batonMiddleware: 'function',
       errorIsError: true,
     });
   });

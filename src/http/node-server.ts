@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HttpRequestLike, HttpResponseLike } from './http-types.ts';
 import { errorResponse } from './http-types.ts';
@@ -31,25 +31,9 @@ export async function serveHttp(
   handler: RequestHandler,
   options: NodeHttpServerOptions = {},
 ): Promise<RunningServer> {
-  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
-  const server = createServer(async (req, res) => {
-    const controller = new AbortController();
-    res.on('close', () => controller.abort());
-    let response: HttpResponseLike;
-    try {
-      const body = await readBody(req, maxBodyBytes);
-      // Too large: 413 once the excess is drained (or at once past the drain
-      // cap); the answer closes the connection, so an endless body cannot hold it.
-      response =
-        body === 'too-large'
-          ? tooLarge(maxBodyBytes)
-          : await handler(toRequest(req, body), controller.signal);
-    } catch {
-      response = errorResponse(500, 'BATON_INTERNAL', 'internal error; see the server log');
-    }
-    if (res.destroyed) return;
-    res.writeHead(response.status, response.headers);
-    res.end(response.body);
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const server = createServer((req, res) => {
+    void answerNodeRequest(req, res, handler, { maxBodyBytes });
   });
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
@@ -68,6 +52,65 @@ export async function serveHttp(
   };
 }
 
+/** Largest request body Baton reads by default (1 MiB): its own requests are far smaller. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** A `node:http` request as frameworks hand it on: maybe mounted, maybe with its body read already. */
+export type NodeRequest = IncomingMessage & {
+  /** Express/Connect: the target before a mount path was stripped (what the client signed). */
+  originalUrl?: string;
+  /** NestJS (`rawBody: true`) and others: the body as received. */
+  rawBody?: unknown;
+};
+
+/**
+ * Answers one `node:http` request with `handler`: reads at most
+ * `maxBodyBytes` (or takes a raw body a framework kept), aborts the handler
+ * when the client goes away, and never lets a handler error escape (500).
+ * The request target is the one the client sent (`originalUrl` under a mount).
+ */
+export async function answerNodeRequest(
+  req: NodeRequest,
+  res: ServerResponse,
+  handler: RequestHandler,
+  options: { maxBodyBytes: number },
+): Promise<void> {
+  const controller = new AbortController();
+  res.on('close', () => controller.abort());
+  let response: HttpResponseLike;
+  try {
+    const body = await bodyOf(req, options.maxBodyBytes);
+    // Too large: 413 once the excess is drained (or at once past the drain
+    // cap); the answer closes the connection, so an endless body cannot hold it.
+    response =
+      body === 'too-large'
+        ? tooLarge(options.maxBodyBytes)
+        : body === 'consumed'
+          ? BODY_CONSUMED
+          : await handler(toRequest(req, body), controller.signal);
+  } catch {
+    response = errorResponse(500, 'BATON_INTERNAL', 'internal error; see the server log');
+  }
+  if (res.destroyed) return;
+  res.writeHead(response.status, response.headers);
+  res.end(response.body);
+}
+
+/** A body parser ran first and kept no raw body: the signature cannot be checked. */
+const BODY_CONSUMED = errorResponse(
+  500,
+  'BATON_BODY_CONSUMED',
+  "a body parser read this request before Baton and kept no raw body, so its signature cannot be checked: mount Baton's middleware before body parsers (app.use(batonMiddleware(…)) first), or keep raw bodies (NestJS: NestFactory.create(AppModule, { rawBody: true }))",
+);
+
+/** The raw body: kept by a framework, or read here; 'consumed' when neither can be had. */
+async function bodyOf(req: NodeRequest, limit: number): Promise<Buffer | 'too-large' | 'consumed'> {
+  if (Buffer.isBuffer(req.rawBody)) return req.rawBody.length > limit ? 'too-large' : req.rawBody;
+  if (req.readableEnded)
+    return req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : 'consumed';
+  return readBody(req, limit);
+}
+
 function tooLarge(maxBodyBytes: number): HttpResponseLike {
   const response = errorResponse(
     413,
@@ -77,12 +120,12 @@ function tooLarge(maxBodyBytes: number): HttpResponseLike {
   return { ...response, headers: { ...response.headers, connection: 'close' } };
 }
 
-function toRequest(req: IncomingMessage, body: Buffer): HttpRequestLike {
+function toRequest(req: NodeRequest, body: Buffer): HttpRequestLike {
   const headers: Record<string, string | undefined> = {};
   for (const [name, value] of Object.entries(req.headers)) {
     headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  return { method: req.method ?? 'GET', url: req.url ?? '/', headers, body };
+  return { method: req.method ?? 'GET', url: req.originalUrl ?? req.url ?? '/', headers, body };
 }
 
 /**

@@ -16,6 +16,8 @@ export interface Route {
 }
 
 export interface ServiceHandler {
+  /** Where Baton's endpoints live, e.g. `/baton` (no trailing slash). */
+  readonly basePath: string;
   handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike>;
   close(): Promise<void>;
 }
@@ -37,6 +39,7 @@ export function createServiceHandler(options: {
   const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
   const endpoints = options.routes.map((r) => `${r.method} ${basePath}${r.describe}`).join(', ');
   return {
+    basePath,
     async handle(request, signal) {
       let url: URL;
       try {
