@@ -40,7 +40,7 @@ export interface BatonModuleOptions {
   /** Start a relay for this service's outbox. Default true. */
   relay?: boolean;
   /** More parts to start after install and stop on shutdown: consumers, saga workers, a caretaker schedule. */
-  workers?: readonly { start(): Promise<void>; stop(): Promise<void> }[];
+  workers?: readonly Startable[];
 }
 
 export interface BatonModuleAsyncOptions {
@@ -50,13 +50,19 @@ export interface BatonModuleAsyncOptions {
   useFactory: FactoryProvider<BatonModuleOptions | Promise<BatonModuleOptions>>['useFactory'];
 }
 
+/** A part with a life: a consumer, a saga worker, a relay (start may return at once or when running). */
+export interface Startable {
+  start(): unknown;
+  stop(): unknown;
+}
+
 /** Injection token of the Baton instance. */
 export const BATON = Symbol.for('baton:instance');
 const OPTIONS = Symbol.for('baton:module-options');
 
 /** Starts and stops Baton with the application; mounts its endpoints on the Express instance. */
 class BatonLifecycle implements OnModuleInit, OnApplicationShutdown {
-  private readonly started: { stop(): Promise<void> }[] = [];
+  private readonly started: Startable[] = [];
   private handler: ServiceHandler | undefined;
 
   constructor(
