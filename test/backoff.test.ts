@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { backoffDelay } from '../src/core/backoff.ts';
+import { backoffDelay, retryDelay } from '../src/core/backoff.ts';
 
 /** The delay a failure count would get without jitter (the "full exponential"), capped. */
 function fullDelay(baseMs: number, maxMs: number, attempt: number): number {
@@ -55,5 +55,26 @@ describe('backoffDelay', () => {
     const p = { baseMs: 1_000, maxMs: 60_000 };
     const delays = new Set([0, 0.25, 0.5, 0.75].map((r) => backoffDelay(p, 4, () => r)));
     expect(delays.size).toBe(4);
+  });
+});
+
+describe('retryDelay', () => {
+  const policy = { baseMs: 100, maxMs: 1_000 };
+  it('is what the error asked for when that is a finite, non-negative number of ms, else the backoff', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.double(), fc.constant(undefined), fc.string()),
+        fc.integer({ min: 1, max: 50 }),
+        (asked, attempt) => {
+          const error = Object.assign(new Error('x'), { retryAfterMs: asked });
+          const fixed = () => 0.5;
+          const expected =
+            typeof asked === 'number' && Number.isFinite(asked) && asked >= 0
+              ? asked
+              : backoffDelay(policy, attempt, fixed);
+          expect(retryDelay(error, policy, attempt, fixed)).toBe(expected);
+        },
+      ),
+    );
   });
 });

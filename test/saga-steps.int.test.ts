@@ -166,6 +166,16 @@ describe('saga step kinds', () => {
           { retry: { attempts: 3, backoff: FAST } },
         );
       }),
+      saga('told-when', async (ctx) => {
+        await ctx.step(
+          'rate-limited',
+          async () => {
+            // the first attempt is told to come back in a minute (a 429's Retry-After, say)
+            if (countAttempt(ctx.sagaId) === 1) throw new RetryableError('rate limited', 60_000);
+          },
+          { retry: { attempts: 3, backoff: FAST } },
+        );
+      }),
       saga('slow-local', async (ctx) => {
         await ctx.step(
           'slow',
@@ -279,6 +289,24 @@ describe('saga step kinds', () => {
       [`${id}:grant`],
     );
     expect(keys.rows).toEqual([{ key: `${id}:grant`, action: 'grant' }]);
+  });
+
+  it("a step's RetryableError with retryAfterMs is retried no sooner than it asked (not by the backoff)", async () => {
+    const { id } = await orders.baton.sagas.start('told-when', {});
+    const waitSeconds = async () =>
+      (
+        await orders.database.db.query<{ wait_s: number | null }>(
+          `SELECT extract(epoch FROM retry_at - now())::float AS wait_s FROM baton.saga_steps
+           WHERE saga_id = $1 AND name = 'rate-limited'`,
+          [id],
+        )
+      ).rows[0]?.wait_s ?? null;
+    await eventually(async () => (await waitSeconds()) !== null, 'the retry recorded');
+    const rows = [{ wait_s: await waitSeconds() }];
+    // FAST backoff would retry within 50 ms; the step asked for 60 s.
+    expect(rows[0]?.wait_s).toBeGreaterThan(50);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(attempts.get(id), 'not retried before its time').toBe(1);
   });
 
   it('a local step that overruns its timeout cannot write after its transaction was given up', async () => {

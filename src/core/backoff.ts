@@ -19,3 +19,21 @@ export function backoffDelay(
   const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(40, Math.max(0, attempt - 1)));
   return Math.round(exp / 2 + random() * (exp / 2));
 }
+
+/**
+ * The delay before retrying after `error`: what the error asked for
+ * (`RetryableError`'s `retryAfterMs` — a 429's Retry-After, say) when it
+ * names a finite, non-negative number of milliseconds, else the backoff.
+ * One rule for consumers, saga steps and compensations.
+ */
+export function retryDelay(
+  error: unknown,
+  policy: BackoffPolicy,
+  attempt: number,
+  random: () => number = Math.random,
+): number {
+  const asked = (error as { retryAfterMs?: unknown } | null)?.retryAfterMs;
+  return typeof asked === 'number' && Number.isFinite(asked) && asked >= 0
+    ? asked
+    : backoffDelay(policy, attempt, random);
+}

@@ -1,5 +1,5 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import { type BackoffPolicy, backoffDelay } from '../core/backoff.ts';
+import { type BackoffPolicy, backoffDelay, retryDelay } from '../core/backoff.ts';
 import {
   BatonError,
   CursorExpiredError,
@@ -10,6 +10,7 @@ import {
 import type { BatonEvent } from '../core/event.ts';
 import { validatePayload } from '../core/event-schemas.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
+import { check, withDefaults } from '../core/options.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EventSource, FetchedBatch } from '../transports/transport.ts';
@@ -84,6 +85,49 @@ export interface ConsumerOptions {
   random?: () => number;
 }
 
+export type CompiledConsumerOptions = Readonly<
+  Required<Omit<ConsumerOptions, 'source' | 'db' | 'cursorChannel'>>
+>;
+
+const SUBSCRIPTION_NAME = /^[A-Za-z0-9_.:-]{1,200}$/;
+
+/** A consumer's options, defaults applied key by key, checked, frozen. */
+export function compileConsumerOptions(options: ConsumerOptions): CompiledConsumerOptions {
+  if (!SUBSCRIPTION_NAME.test(options.name ?? '')) {
+    throw new InvalidInputError(
+      `subscription name "${options.name}" must be 1–200 letters, digits, '.', '_', ':' or '-'.`,
+    );
+  }
+  const part = `consumer ${options.name}`;
+  const { source: _source, db: _db, cursorChannel: _channel, ...given } = options;
+  const o = withDefaults<CompiledConsumerOptions>(given, {
+    name: options.name,
+    schemaSql: options.schemaSql,
+    batchSize: 500,
+    handleBatchSize: 100,
+    fetchWaitMs: 10_000,
+    concurrency: 2,
+    maxAttempts: 10,
+    backoff: { baseMs: 200, maxMs: 60_000 },
+    onDeadLetter: 'block-key',
+    maxPendingEntries: 20_000,
+    retentionMs: 7 * 24 * 3600_000,
+    handleOnIngest: true,
+    logger: silentLogger,
+    random: Math.random,
+  });
+  check.integer(part, 'batchSize', o.batchSize, 1, 100_000);
+  check.integer(part, 'handleBatchSize', o.handleBatchSize, 1, 100_000);
+  check.integer(part, 'concurrency', o.concurrency, 1, 1_000);
+  check.integer(part, 'maxAttempts', o.maxAttempts, 1);
+  check.integer(part, 'maxPendingEntries', o.maxPendingEntries, 1);
+  check.ms(part, 'fetchWaitMs', o.fetchWaitMs);
+  check.ms(part, 'retentionMs', o.retentionMs);
+  check.oneOf(part, 'onDeadLetter', o.onDeadLetter, ['block-key', 'skip']);
+  check.flag(part, 'handleOnIngest', o.handleOnIngest);
+  return Object.freeze(o);
+}
+
 /** How often a consumer whose cursor the producer refused (410) looks again. */
 const EXPIRED_POLL_MS = 2_000;
 
@@ -117,7 +161,7 @@ interface Subscription {
  *   skips the gap by itself.
  */
 export class Consumer {
-  private readonly o: Required<Omit<ConsumerOptions, 'source' | 'db' | 'cursorChannel'>>;
+  private readonly o: CompiledConsumerOptions;
   private readonly store: InboxStore;
   private readonly gate: FetchGate;
   private readonly subscriptions = new Map<string, Subscription>();
@@ -135,29 +179,7 @@ export class Consumer {
   private unlisten: (() => Promise<void>) | undefined;
 
   constructor(private readonly options: ConsumerOptions) {
-    this.o = {
-      name: options.name,
-      schemaSql: options.schemaSql,
-      batchSize: 500,
-      handleBatchSize: 100,
-      fetchWaitMs: 10_000,
-      concurrency: 2,
-      maxAttempts: 10,
-      backoff: { baseMs: 200, maxMs: 60_000 },
-      onDeadLetter: 'block-key',
-      maxPendingEntries: 20_000,
-      retentionMs: 7 * 24 * 3600_000,
-      handleOnIngest: true,
-      logger: silentLogger,
-      random: Math.random,
-      ...stripUndefined(options),
-    } as Required<Omit<ConsumerOptions, 'source' | 'db' | 'cursorChannel'>>;
-    if (!/^[A-Za-z0-9_.:-]{1,200}$/.test(this.o.name)) {
-      throw new InvalidInputError(
-        `subscription name "${options.name}" must be 1–200 letters, digits, '.', '_', ':' or '-'.`,
-      );
-    }
-    if (!(this.o.maxAttempts >= 1)) throw new InvalidInputError('maxAttempts must be at least 1.');
+    this.o = compileConsumerOptions(options);
     this.store = new InboxStore(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
     this.gate = new FetchGate(this.o.schemaSql, this.o.name, this.o.onDeadLetter);
   }
@@ -488,11 +510,7 @@ export class Consumer {
       error instanceof TerminalError ||
       (error instanceof BatonError && error.code === 'BATON_SCHEMA_VIOLATION');
     const dead = terminal || attempts >= this.o.maxAttempts;
-    const retryAfter = (error as { retryAfterMs?: unknown })?.retryAfterMs;
-    const delay =
-      typeof retryAfter === 'number'
-        ? retryAfter
-        : backoffDelay(this.o.backoff, attempts, this.o.random);
+    const delay = retryDelay(error, this.o.backoff, attempts, this.o.random);
     await this.store.markFailed(
       tx,
       entry.inboxId,
@@ -506,8 +524,4 @@ export class Consumer {
 function describeError(error: unknown, attempts: number, dead: boolean): string {
   const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   return dead ? `${message} (dead after ${attempts} attempt${attempts === 1 ? '' : 's'})` : message;
-}
-
-function stripUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

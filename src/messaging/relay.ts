@@ -1,4 +1,5 @@
 import { type Logger, silentLogger } from '../core/logger.ts';
+import { check, withDefaults } from '../core/options.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
@@ -32,6 +33,34 @@ export interface RelayOptions {
   logger?: Logger;
 }
 
+export type CompiledRelayOptions = Readonly<
+  Required<Omit<RelayOptions, 'transport'>> & { transport?: Transport }
+>;
+
+/** The relay's options, defaults applied key by key, checked, frozen. */
+export function compileRelayOptions(options: RelayOptions): CompiledRelayOptions {
+  const o = withDefaults<RelayOptions>(options, {
+    ...options,
+    batchSize: 1000,
+    pollIntervalMs: 500,
+    activePollIntervalMs: 5,
+    activeForMs: 250,
+    retentionMs: 7 * 24 * 3600_000,
+    pruneIntervalMs: 60_000,
+    logger: silentLogger,
+  }) as Required<RelayOptions>;
+  check.integer('relay', 'batchSize', o.batchSize, 1, 100_000);
+  for (const name of [
+    'pollIntervalMs',
+    'activePollIntervalMs',
+    'activeForMs',
+    'retentionMs',
+    'pruneIntervalMs',
+  ] as const)
+    check.ms('relay', name, o[name]);
+  return Object.freeze(o);
+}
+
 /**
  * Moves committed outbox rows to the transport, in commit order.
  *
@@ -55,7 +84,7 @@ export interface RelayOptions {
  * them (the transport deduplicates by event id).
  */
 export class Relay {
-  private readonly o: Required<Omit<RelayOptions, 'transport'>> & { transport?: Transport };
+  private readonly o: CompiledRelayOptions;
   private readonly signal = new WakeSignal();
   private running: Promise<void> | undefined;
   private stopping = false;
@@ -67,16 +96,7 @@ export class Relay {
   private readonly lockKey: string;
 
   constructor(options: RelayOptions) {
-    this.o = {
-      batchSize: 1000,
-      pollIntervalMs: 500,
-      activePollIntervalMs: 5,
-      activeForMs: 250,
-      retentionMs: 7 * 24 * 3600_000,
-      pruneIntervalMs: 60_000,
-      logger: silentLogger,
-      ...options,
-    };
+    this.o = compileRelayOptions(options);
     const s = this.o.schemaSql;
     this.lockKey = `baton:relay:${this.o.schema}`;
     this.sequenceSql = `

@@ -1,4 +1,4 @@
-import { backoffDelay } from '../core/backoff.ts';
+import { retryDelay } from '../core/backoff.ts';
 import { LeaseLostError, TerminalError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
 import type { Executor } from '../db/executor.ts';
@@ -375,7 +375,7 @@ export class RunContext implements SagaContext {
       const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
       const retryAt = terminal
         ? null
-        : new Date(this.now().getTime() + backoffDelay(retry.backoff, attempts, this.random));
+        : new Date(this.now().getTime() + retryDelay(error, retry.backoff, attempts, this.random));
       await this.record(name, kind, ordinal, {
         state: terminal ? 'failed' : 'pending',
         attempts,

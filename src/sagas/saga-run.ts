@@ -1,4 +1,4 @@
-import { backoffDelay } from '../core/backoff.ts';
+import { retryDelay } from '../core/backoff.ts';
 import { CompensationFailed, LeaseLostError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
@@ -168,7 +168,8 @@ async function finish(
             stuckFrom: phase,
           });
         } else {
-          const delay = backoffDelay(
+          const delay = retryDelay(
+            error,
             definition.options.compensationBackoff ?? { baseMs: 200, maxMs: 30_000 },
             attempts,
             deps.random,

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { InvalidInputError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
+import { check, withDefaults } from '../core/options.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Executor } from '../db/executor.ts';
 import type { SagaDefinition } from './saga-definition.ts';
@@ -16,6 +18,26 @@ export interface SagaWorkerOptions {
   pollIntervalMs?: number;
   /** Name in leases and logs. Default a random id. */
   id?: string;
+}
+
+/** A saga worker's options, defaults applied key by key, checked, frozen. */
+export function compileSagaWorkerOptions(
+  options: SagaWorkerOptions,
+): Readonly<Required<SagaWorkerOptions>> {
+  const o = withDefaults<Required<SagaWorkerOptions>>(options, {
+    concurrency: 4,
+    leaseMs: 30_000,
+    pollIntervalMs: 250,
+    id: `worker-${randomUUID().slice(0, 8)}`,
+  });
+  check.integer('saga worker', 'concurrency', o.concurrency, 1, 1_000);
+  check.ms('saga worker', 'leaseMs', o.leaseMs, 1);
+  check.ms('saga worker', 'pollIntervalMs', o.pollIntervalMs);
+  if (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 200)
+    throw new InvalidInputError(
+      `saga worker: id must be 1–200 characters (got ${JSON.stringify(o.id)}).`,
+    );
+  return Object.freeze(o);
 }
 
 /** A loop waiting for work; `handed` is set when `reserveLoop` promised it a saga. */
@@ -40,7 +62,7 @@ export class SagaWorker {
   private readonly idle: IdleLoop[] = [];
   private loops: Promise<void>[] = [];
   private stopping = false;
-  private readonly o: Required<SagaWorkerOptions>;
+  private readonly o: Readonly<Required<SagaWorkerOptions>>;
   /**
    * Bumped whenever a saga may be waiting to be claimed (a start that could
    * not be handed to a loop, a wake-up, a claim that found one). A loop that
@@ -59,13 +81,7 @@ export class SagaWorker {
     options: SagaWorkerOptions = {},
     private readonly logger: Logger = silentLogger,
   ) {
-    this.o = {
-      concurrency: 4,
-      leaseMs: 30_000,
-      pollIntervalMs: 250,
-      id: `worker-${randomUUID().slice(0, 8)}`,
-      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
-    } as Required<SagaWorkerOptions>;
+    this.o = compileSagaWorkerOptions(options);
     this.id = this.o.id;
   }
 

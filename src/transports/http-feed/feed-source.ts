@@ -1,4 +1,5 @@
 import { CursorExpiredError } from '../../core/errors.ts';
+import { check, withDefaults } from '../../core/options.ts';
 import type { ClientAuth } from '../../http/auth.ts';
 import { failure, PeerError, signedClient } from '../../http/signed-client.ts';
 import type { EventSource, FetchedBatch, FetchRequest, IncomingItem } from '../transport.ts';
@@ -18,6 +19,23 @@ export interface HttpFeedSourceOptions {
   requestTimeoutMs?: number;
 }
 
+/** A feed source's options, defaults applied key by key, checked, frozen. */
+export function compileFeedSourceOptions(
+  options: HttpFeedSourceOptions,
+): Readonly<Required<HttpFeedSourceOptions>> {
+  const o = withDefaults<Required<HttpFeedSourceOptions>>(options, {
+    ...options,
+    maxEventBytes: 1024 * 1024,
+    maxResponseBytes: 64 * 1024 * 1024,
+    requestTimeoutMs: 10_000,
+  });
+  const part = `feed source ${options.name}`;
+  check.integer(part, 'maxEventBytes', o.maxEventBytes);
+  check.integer(part, 'maxResponseBytes', o.maxResponseBytes);
+  check.ms(part, 'requestTimeoutMs', o.requestTimeoutMs);
+  return Object.freeze(o);
+}
+
 /**
  * Reads a producer's HTTP feed. Each fetch is one signed GET; the returned
  * cursor is the feed position to store with the inbox rows.
@@ -30,14 +48,14 @@ export interface HttpFeedSourceOptions {
  * throws: it comes back as an item with a `problem`, to be kept as a dead
  * letter.
  */
-export function httpFeedSource(options: HttpFeedSourceOptions): EventSource {
-  const maxEventBytes = options.maxEventBytes ?? 1024 * 1024;
-  const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+export function httpFeedSource(given: HttpFeedSourceOptions): EventSource {
+  const options = compileFeedSourceOptions(given);
+  const { maxEventBytes, requestTimeoutMs } = options;
   const client = signedClient({
     name: `feed ${options.name}`,
     url: options.url,
     auth: options.auth,
-    maxResponseBytes: options.maxResponseBytes ?? 64 * 1024 * 1024,
+    maxResponseBytes: options.maxResponseBytes,
   });
 
   async function fetchBatch(request: FetchRequest): Promise<FetchedBatch> {
