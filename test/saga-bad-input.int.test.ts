@@ -1,9 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import {
+  LOYALTY_TABLES,
+  type PointsRequest as PointsPayload,
+  pointsReservation,
+} from '../examples/shop/loyalty-points.ts';
 import { authHeaders } from '../src/http/auth.ts';
 import { InvalidInputError, participantClient, saga } from '../src/index.ts';
 import { SECRET } from './helpers.ts';
-import { LOYALTY_TABLES, type PointsPayload, pointsReservation } from './support/loyalty-points.ts';
 import { startService, type TestService } from './support/services.ts';
 
 /**
@@ -296,9 +300,9 @@ describe('bad input to participants and to saga starts', () => {
     });
     expect(await balance()).toEqual(before);
     expect((await db.query('SELECT * FROM holds')).rows).toEqual([]);
-    expect((await db.query('SELECT * FROM movements WHERE tx_id = $1', [call.txId])).rows).toEqual(
-      [],
-    );
+    expect(
+      (await db.query('SELECT * FROM movements WHERE reference = $1', [`spend:${call.txId}`])).rows,
+    ).toEqual([]);
     const barrier = await db.query(
       'SELECT op, outcome FROM baton.barrier WHERE tx_id = $1 ORDER BY op',
       [call.txId],

@@ -1,10 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LOYALTY_TABLES, pointsReservation } from '../examples/shop/loyalty-points.ts';
 import { type Baton, createBaton, participantClient } from '../src/index.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { type FixtureProcess, ProcessGroup } from './fixtures/process-harness.ts';
 import { placeOrder, SHOP_TABLES, type ShopInput } from './fixtures/saga-shop.ts';
 import { eventually, freshDatabase, SECRET } from './helpers.ts';
-import { LOYALTY_TABLES, pointsReservation } from './support/loyalty-points.ts';
 import { startService, type TestService } from './support/services.ts';
 
 /**
@@ -173,7 +173,8 @@ describe('SIGKILLed orchestrators at every saga step boundary', () => {
     ).rows;
     const movements = (
       await l.query<{ tx_id: string; n: number; points: number }>(
-        'SELECT tx_id, count(*)::int AS n, sum(-points)::int AS points FROM movements GROUP BY tx_id',
+        `SELECT substr(reference, length('spend:') + 1) AS tx_id, count(*)::int AS n, sum(-points)::int AS points
+         FROM movements WHERE kind = 'spend' GROUP BY 1`,
       )
     ).rows;
     const movementOf = new Map(movements.map((m) => [m.tx_id, m]));

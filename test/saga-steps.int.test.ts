@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  LOYALTY_TABLES,
+  type PointsRequest as PointsPayload,
+  pointsReservation,
+} from '../examples/shop/loyalty-points.ts';
+import {
   type Baton,
   commandReply,
   createBaton,
@@ -13,7 +18,6 @@ import { PgDatabase } from '../src/pg.ts';
 import type { SagaWorker } from '../src/sagas/saga-worker.ts';
 import { startSagaProxy } from './fixtures/saga-proxy.ts';
 import { eventually, SECRET } from './helpers.ts';
-import { LOYALTY_TABLES, type PointsPayload, pointsReservation } from './support/loyalty-points.ts';
 import { startService, type TestService } from './support/services.ts';
 
 /**

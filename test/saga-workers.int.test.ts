@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LOYALTY_TABLES, pointsReservation } from '../examples/shop/loyalty-points.ts';
 import { type Baton, createBaton, participantClient, saga } from '../src/index.ts';
 import { PgDatabase } from '../src/pg.ts';
 import type { SagaWorker } from '../src/sagas/saga-worker.ts';
@@ -6,7 +7,6 @@ import type { TestDatabase } from '../src/testing/index.ts';
 import { type FixtureProcess, ProcessGroup } from './fixtures/process-harness.ts';
 import { placeOrder, SHOP_TABLES } from './fixtures/saga-shop.ts';
 import { eventually, freshDatabase, SECRET } from './helpers.ts';
-import { LOYALTY_TABLES, pointsReservation } from './support/loyalty-points.ts';
 import { startService, type TestService } from './support/services.ts';
 
 const LEASE_MS = 1500;

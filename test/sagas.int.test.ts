@@ -1,8 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  LOYALTY_TABLES,
+  type PointsRequest as PointsPayload,
+  pointsReservation,
+} from '../examples/shop/loyalty-points.ts';
 import { participantClient, saga, TerminalError } from '../src/index.ts';
 import type { SagaWorker } from '../src/sagas/saga-worker.ts';
 import { SECRET } from './helpers.ts';
-import { LOYALTY_TABLES, type PointsPayload, pointsReservation } from './support/loyalty-points.ts';
 import { startService, type TestService } from './support/services.ts';
 
 describe('sagas: a local step and a points reservation on another service', () => {

@@ -51,9 +51,13 @@ export async function runBaseline(
   await loyaltyDb.db.query(seedAccountsSql());
 
   const tryHold = (body: Points & { txId: string }) =>
-    loyaltyDb.db.transaction((tx) => holdPoints(tx, body, body.txId, 'spend-points'));
+    loyaltyDb.db.transaction((tx) =>
+      holdPoints(tx, body, { txId: body.txId, branch: 'spend-points' }),
+    );
   const confirm = (body: Points & { txId: string }) =>
-    loyaltyDb.db.transaction((tx) => spendHold(tx, body, body.txId, 'spend-points'));
+    loyaltyDb.db.transaction((tx) =>
+      spendHold(tx, body, { txId: body.txId, branch: 'spend-points' }),
+    );
 
   const server = o.http
     ? await serveHttp(async (req) => {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { pointsReservation } from '../../examples/shop/loyalty-points.ts';
 import type { Database } from '../../src/db/executor.ts';
 import { type RunningServer, serveHttp } from '../../src/http/node-server.ts';
 import { createBaton, participantClient, saga } from '../../src/index.ts';
@@ -8,14 +9,11 @@ import type { BenchClusters } from './clusters.ts';
 import {
   CUSTOMERS,
   checkConsistency,
-  holdPoints,
   insertOrder,
   LOYALTY_TABLES,
   ORDERS_TABLE,
   type Points,
-  releaseHold,
   seedAccountsSql,
-  spendHold,
 } from './saga-loyalty.ts';
 import { closedLoop, latencySummary, type Window } from './saga-measure.ts';
 import { Profile, profiledClient, profiledDatabase } from './saga-profile.ts';
@@ -90,11 +88,7 @@ export async function runBatonPass(
   await ordersDb.db.query(ORDERS_TABLE);
   await loyaltyDb.db.query(LOYALTY_TABLES);
   await loyaltyDb.db.query(seedAccountsSql());
-  loyalty.participant.reservation<Points, { held: number }>('points', {
-    try: (tx, p, call) => holdPoints(tx, p, call.txId, call.branch),
-    confirm: (tx, p, call) => spendHold(tx, p, call.txId, call.branch),
-    cancel: (tx, _p, call) => releaseHold(tx, call.txId, call.branch),
-  });
+  loyalty.participant.reservation('points', pointsReservation);
   const handler = loyalty.httpHandler({ auth: { type: 'hmac', secrets: [SECRET] } });
   const server: RunningServer = await serveHttp((req, signal) => handler.handle(req, signal));
   let client: ReservationClient = participantClient({

@@ -1,4 +1,3 @@
-import { TerminalError } from '../../src/core/errors.ts';
 import type { Executor } from '../../src/db/executor.ts';
 
 /**
@@ -10,12 +9,7 @@ import type { Executor } from '../../src/db/executor.ts';
 export const ORDERS_TABLE =
   'CREATE TABLE orders (id text PRIMARY KEY, customer_id text NOT NULL, points int NOT NULL, state text NOT NULL)';
 
-export const LOYALTY_TABLES = `
-  CREATE TABLE accounts (customer_id text PRIMARY KEY, balance bigint NOT NULL);
-  CREATE TABLE holds (tx_id text, branch text, customer_id text NOT NULL, points int NOT NULL, PRIMARY KEY (tx_id, branch));
-  CREATE INDEX holds_customer ON holds (customer_id);
-  CREATE TABLE movements (id bigserial PRIMARY KEY, customer_id text NOT NULL, points int NOT NULL, tx_id text, branch text);
-`;
+export { LOYALTY_TABLES } from '../../examples/shop/loyalty-points.ts';
 
 /** Customers, each rich enough never to be refused during a run. */
 export const CUSTOMERS = 1000;
@@ -25,10 +19,7 @@ export function seedAccountsSql(): string {
   return `INSERT INTO accounts SELECT 'c' || g, ${START_BALANCE} FROM generate_series(1, ${CUSTOMERS}) g`;
 }
 
-export interface Points {
-  customerId: string;
-  points: number;
-}
+export type { PointsRequest as Points } from '../../examples/shop/loyalty-points.ts';
 
 export async function insertOrder(
   db: Executor,
@@ -41,56 +32,9 @@ export async function insertOrder(
   ]);
 }
 
-/** try: check what is available (locking the account) and hold it. */
-export async function holdPoints(
-  tx: Executor,
-  p: Points,
-  txId: string,
-  branch: string,
-): Promise<{ held: number }> {
-  const r = await tx.query<{ available: string }>(
-    `SELECT a.balance - coalesce((SELECT sum(points) FROM holds h WHERE h.customer_id = a.customer_id), 0) AS available
-     FROM accounts a WHERE customer_id = $1 FOR UPDATE`,
-    [p.customerId],
-  );
-  const available = Number(r.rows[0]?.available ?? -1);
-  if (available < p.points) {
-    throw new TerminalError(`customer ${p.customerId} has ${available} points, ${p.points} asked`);
-  }
-  await tx.query('INSERT INTO holds VALUES ($1, $2, $3, $4)', [
-    txId,
-    branch,
-    p.customerId,
-    p.points,
-  ]);
-  return { held: p.points };
-}
-
-/** confirm: the hold becomes a movement and leaves the balance. */
-export async function spendHold(
-  tx: Executor,
-  p: Points,
-  txId: string,
-  branch: string,
-): Promise<void> {
-  const hold = await tx.query<{ points: number }>(
-    'DELETE FROM holds WHERE tx_id = $1 AND branch = $2 RETURNING points',
-    [txId, branch],
-  );
-  const points = hold.rows[0]?.points ?? p.points;
-  await tx.query('UPDATE accounts SET balance = balance - $2 WHERE customer_id = $1', [
-    p.customerId,
-    points,
-  ]);
-  await tx.query(
-    'INSERT INTO movements (customer_id, points, tx_id, branch) VALUES ($1, $2, $3, $4)',
-    [p.customerId, -points, txId, branch],
-  );
-}
-
-export async function releaseHold(tx: Executor, txId: string, branch: string): Promise<void> {
-  await tx.query('DELETE FROM holds WHERE tx_id = $1 AND branch = $2', [txId, branch]);
-}
+// The reservation's business writes are the demo's own (examples/shop/loyalty-points.ts): the
+// Baton run serves them as the `points` reservation, the baseline calls them directly.
+export { holdPoints, releaseHold, spendHold } from '../../examples/shop/loyalty-points.ts';
 
 /** After a run: every order's points moved exactly once, no hold left. */
 export async function checkConsistency(
@@ -101,7 +45,8 @@ export async function checkConsistency(
     `SELECT count(*) AS n, coalesce(sum(points), 0) AS points FROM orders WHERE state = 'placed'`,
   );
   const m = await loyalty.query<{ n: string; points: string; holds: string; balance: string }>(
-    `SELECT (SELECT count(*) FROM movements) AS n, (SELECT coalesce(-sum(points), 0) FROM movements) AS points,
+    `SELECT (SELECT count(*) FROM movements WHERE kind = 'spend') AS n,
+            (SELECT coalesce(-sum(points), 0) FROM movements WHERE kind = 'spend') AS points,
             (SELECT count(*) FROM holds) AS holds,
             (SELECT ${CUSTOMERS}::bigint * ${START_BALANCE} - sum(balance) FROM accounts) AS balance`,
   );

@@ -1,13 +1,9 @@
-import { TerminalError } from '../../src/index.ts';
 import { WELCOME_POINTS } from './config.ts';
 import { type ApiRoute, json, problem } from './http-api.ts';
+import { LOYALTY_TABLES, type PointsRequest, pointsReservation } from './loyalty-points.ts';
 import type { ServiceBase } from './service-base.ts';
 
-export interface PointsRequest {
-  customerId: string;
-  points: number;
-  orderId: string;
-}
+export type { PointsRequest } from './loyalty-points.ts';
 
 /**
  * loyalty: owns accounts and point movements. Accounts (and movements)
@@ -18,11 +14,7 @@ export interface PointsRequest {
  */
 export async function declareLoyalty(base: ServiceBase): Promise<{ routes: ApiRoute[] }> {
   const { db, baton } = base;
-  await db.query(`
-    CREATE TABLE IF NOT EXISTS accounts (customer_id text PRIMARY KEY, balance int NOT NULL);
-    CREATE TABLE IF NOT EXISTS holds (tx_id text, branch text, customer_id text NOT NULL, points int NOT NULL, PRIMARY KEY (tx_id, branch));
-    CREATE TABLE IF NOT EXISTS movements (id bigserial PRIMARY KEY, customer_id text NOT NULL, points int NOT NULL,
-      kind text NOT NULL, reference text NOT NULL UNIQUE, at timestamptz NOT NULL DEFAULT now());`);
+  await db.query(LOYALTY_TABLES);
 
   const fromCustomers = base.consumerOf('customers');
   baton.replicate({
@@ -71,51 +63,7 @@ export async function declareLoyalty(base: ServiceBase): Promise<{ routes: ApiRo
     }
   });
 
-  baton.participant.reservation<PointsRequest, { held: number }>('points', {
-    async try(tx, p, call) {
-      if (!(Number.isInteger(p?.points) && p.points > 0 && typeof p.customerId === 'string'))
-        throw new TerminalError('points must be a positive integer');
-      const r = await tx.query<{ available: number }>(
-        `SELECT a.balance - coalesce((SELECT sum(points) FROM holds h WHERE h.customer_id = a.customer_id), 0) AS available
-         FROM accounts a WHERE customer_id = $1 FOR UPDATE`,
-        [p.customerId],
-      );
-      if (!r.rows[0]) throw new TerminalError(`customer ${p.customerId} has no loyalty account`);
-      const available = Number(r.rows[0].available);
-      if (available < p.points)
-        throw new TerminalError(
-          `customer ${p.customerId} has ${available} points, the order needs ${p.points}`,
-        );
-      await tx.query('INSERT INTO holds VALUES ($1, $2, $3, $4)', [
-        call.txId,
-        call.branch,
-        p.customerId,
-        p.points,
-      ]);
-      return { held: p.points };
-    },
-    async confirm(tx, p, call) {
-      const hold = await tx.query<{ points: number }>(
-        'DELETE FROM holds WHERE tx_id = $1 AND branch = $2 RETURNING points',
-        [call.txId, call.branch],
-      );
-      if (!hold.rows[0]) return; // the customer was deleted meanwhile (cascade): nothing left to book
-      await tx.query('UPDATE accounts SET balance = balance - $2 WHERE customer_id = $1', [
-        p.customerId,
-        hold.rows[0].points,
-      ]);
-      await tx.query(
-        "INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'spend', $3)",
-        [p.customerId, -hold.rows[0].points, `spend:${call.txId}`],
-      );
-    },
-    async cancel(tx, _p, call) {
-      await tx.query('DELETE FROM holds WHERE tx_id = $1 AND branch = $2', [
-        call.txId,
-        call.branch,
-      ]);
-    },
-  });
+  baton.participant.reservation('points', pointsReservation);
 
   baton.participant.action<PointsRequest, { refunded: number }>('refund', {
     async run(tx, p) {
