@@ -140,9 +140,9 @@ describe('a paused worker loses its sagas to another and cannot write after waki
       ]),
     );
     const l = loyalty.database.db;
-    expect((await l.query('SELECT tx_id, points FROM movements ORDER BY tx_id')).rows).toEqual(
-      ids.map((id) => ({ tx_id: id, points: -10 })),
-    );
+    expect(
+      (await l.query('SELECT reference, points FROM movements ORDER BY reference')).rows,
+    ).toEqual(ids.map((id) => ({ reference: `spend:${id}`, points: -10 })));
     expect((await l.query('SELECT * FROM holds')).rows).toEqual([]);
     expect((await l.query('SELECT balance FROM accounts')).rows).toEqual([{ balance: 980 }]);
     // worker a is alive and well after losing its sagas

@@ -49,7 +49,7 @@ export interface ConsumerOptions {
   handleBatchSize?: number;
   /** Long-poll wait per fetch. */
   fetchWaitMs?: number;
-  /** Handler loops in this process (keys are spread over them). */
+  /** Handler loops in this process (keys are spread over them); 0 runs none, leaving entries to ingest or to other processes. */
   concurrency?: number;
   /** Attempts before an event becomes a dead letter. */
   maxAttempts?: number;
@@ -118,7 +118,8 @@ export function compileConsumerOptions(options: ConsumerOptions): CompiledConsum
   });
   check.integer(part, 'batchSize', o.batchSize, 1, 100_000);
   check.integer(part, 'handleBatchSize', o.handleBatchSize, 1, 100_000);
-  check.integer(part, 'concurrency', o.concurrency, 1, 1_000);
+  // 0: no worker loops here (entries are handled on ingest, or by another process's workers)
+  check.integer(part, 'concurrency', o.concurrency, 0, 1_000);
   check.integer(part, 'maxAttempts', o.maxAttempts, 1);
   check.integer(part, 'maxPendingEntries', o.maxPendingEntries, 1);
   check.ms(part, 'fetchWaitMs', o.fetchWaitMs);
