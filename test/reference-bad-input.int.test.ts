@@ -313,15 +313,25 @@ describe('references: bad input', () => {
       ['a bad name', { name: 'Bad-Name', table: 'customers', key: 'id' }, /entity name "Bad-Name"/],
       ['an empty name', { name: '', table: 'customers', key: 'id' }, /entity name ""/],
       [
-        'a table with SQL in it',
-        { name: 'c2', table: 'customers; DROP TABLE x', key: 'id' },
-        /table/,
+        'a table name of three parts',
+        { name: 'c2', table: 'a.b.c', key: 'id' },
+        /table "a.b.c" is not a table name: it has more than two parts/,
       ],
-      ['a bad key', { name: 'c2', table: 'customers', key: 'id"' }, /key/],
       [
-        'a bad field',
-        { name: 'c2', table: 'customers', key: 'id', fields: ['na me'] },
-        /field "na me"/,
+        'a quote inside an unquoted table name',
+        { name: 'c2', table: 'cust"omers', key: 'id' },
+        /table "cust\\"omers" is not a table name: a double quote inside an unquoted part/,
+      ],
+      ['an empty key', { name: 'c2', table: 'customers', key: '' }, /key "" is not a column name/],
+      [
+        'a key over 63 bytes',
+        { name: 'c2', table: 'customers', key: 'é'.repeat(32) },
+        /is not a column name: a part is 64 bytes, PostgreSQL keeps at most 63/,
+      ],
+      [
+        'a field with a NUL',
+        { name: 'c2', table: 'customers', key: 'id', fields: ['na\u0000me'] },
+        /field "na\\u0000me" is not a column name: it contains a NUL character/,
       ],
       [
         'personal not among fields',
@@ -342,6 +352,18 @@ describe('references: bad input', () => {
       });
     }
 
+    it('names are data, never SQL: an entity on a table named "customers; DROP TABLE x" is refused at install as missing, and nothing is dropped', async () => {
+      const svc = await startService('decl-sql');
+      try {
+        await svc.database.db.query('CREATE TABLE x (id text PRIMARY KEY)');
+        svc.baton.entity({ name: 'thing', table: 'customers; DROP TABLE x', key: 'id' });
+        await expect(svc.baton.install()).rejects.toThrow(/does not exist/);
+        expect(await count(svc.database.db, "SELECT 1 FROM pg_class WHERE relname = 'x'")).toBe(1);
+      } finally {
+        await svc.stop();
+      }
+    });
+
     it('entity on a table or column that does not exist: refused at install, nothing installed', async () => {
       const svc = await startService('decl-owner');
       try {
@@ -359,14 +381,14 @@ describe('references: bad input', () => {
 
     const referenceCases: [string, Record<string, unknown>, RegExp][] = [
       [
-        'a bad table',
-        { table: 'or ders', column: 'customer_id', entity: 'customer', onDelete: 'keep' },
-        /table "or ders"/,
+        'an unclosed quoted table',
+        { table: '"orders', column: 'customer_id', entity: 'customer', onDelete: 'keep' },
+        /table "\\"orders" is not a table name: a quoted part is not closed/,
       ],
       [
-        'a bad column',
-        { table: 'orders', column: '1x', entity: 'customer', onDelete: 'keep' },
-        /column "1x"/,
+        'an empty column',
+        { table: 'orders', column: '', entity: 'customer', onDelete: 'keep' },
+        /column "" is not a column name/,
       ],
       [
         'a bad entity',
@@ -396,9 +418,9 @@ describe('references: bad input', () => {
           column: 'x',
           entity: 'customer',
           onDelete: 'keep',
-          snapshotColumns: { name: 'a;b' },
+          snapshotColumns: { name: '' },
         },
-        /snapshotColumns maps plain field names/,
+        /snapshotColumns column "" is not a column name/,
       ],
       [
         'a bad onOwnerUnreachable',

@@ -1,5 +1,5 @@
 import type { Database } from '../db/executor.ts';
-import { quoteIdent } from '../db/sql.ts';
+import { quoteIdent, quoteLiteral } from '../db/sql.ts';
 import { tableSql } from '../references/definitions.ts';
 import { applyDeletePolicy } from '../references/delete-policies.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
@@ -131,11 +131,11 @@ function missingSnapshotSql(ref: Reference): string {
   const columns = Object.entries(ref.def.snapshotColumns);
   if (columns.length === 0) return 'false';
   const personalOk = (field: string) =>
-    ref.def.onDelete === 'anonymise' ? ` AND NOT ('${field}' = ANY(r.personal))` : '';
+    ref.def.onDelete === 'anonymise' ? ` AND NOT (${quoteLiteral(field)} = ANY(r.personal))` : '';
   return columns
     .map(
       ([field, column]) =>
-        `(t.${quoteIdent(column)} IS NULL AND r.fields ->> '${field.replaceAll("'", "''")}' IS NOT NULL${personalOk(field)})`,
+        `(t.${quoteIdent(column)} IS NULL AND r.fields ->> ${quoteLiteral(field)} IS NOT NULL${personalOk(field)})`,
     )
     .join(' OR ');
 }

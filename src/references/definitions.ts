@@ -1,4 +1,5 @@
 import { InvalidInputError } from '../core/errors.ts';
+import { checkColumnName, parseTableName, tableNameSql } from '../db/sql.ts';
 
 /** What happens to referencing rows when the referenced entity is deleted. */
 export const ON_DELETE_POLICIES = ['cascade', 'restrict', 'set-null', 'keep', 'anonymise'] as const;
@@ -8,7 +9,11 @@ export type OnDeletePolicy = (typeof ON_DELETE_POLICIES)[number];
 export interface EntityDefinition {
   /** Entity name, e.g. `customer` (letters, digits, `_`). */
   name: string;
-  /** The owning table (optionally schema-qualified, e.g. `public.customers`). */
+  /**
+   * The owning table, optionally schema-qualified (`public.customers`), each
+   * part exactly as in the catalog (`userProfile` is "userProfile"); quote a
+   * part with double quotes only if it holds a dot or a double quote.
+   */
   table: string;
   /** Its primary-key column. */
   key: string;
@@ -35,10 +40,8 @@ export interface ReferenceDefinition {
 }
 
 const NAME = /^[a-z][a-z0-9_]{0,50}$/;
-const COLUMN = /^[a-z_][a-z0-9_]{0,62}$/;
 /** As `createBaton`'s `service`: the name a referrer signs its votes with. */
 const SERVICE = /^[A-Za-z0-9_.-]{1,100}$/;
-const TABLE = /^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/;
 
 export function validateEntity(def: EntityDefinition): Required<EntityDefinition> {
   if (!NAME.test(def?.name ?? '')) {
@@ -46,22 +49,15 @@ export function validateEntity(def: EntityDefinition): Required<EntityDefinition
       `entity name ${JSON.stringify(def?.name)} must be lower-case letters, digits or '_' (max 51), starting with a letter.`,
     );
   }
-  if (!TABLE.test(def.table ?? ''))
-    throw new InvalidInputError(
-      `entity ${def.name}: table ${JSON.stringify(def.table)} is not a plain (schema.)table name.`,
-    );
-  if (!COLUMN.test(def.key ?? ''))
-    throw new InvalidInputError(
-      `entity ${def.name}: key ${JSON.stringify(def.key)} is not a plain column name.`,
-    );
+  parseTableName(def.table, `entity ${def.name}: table`);
+  checkColumnName(def.key, `entity ${def.name}: key`);
   const fields = [...(def.fields ?? [])];
   const personal = [...(def.personal ?? [])];
-  for (const f of fields) {
-    if (!COLUMN.test(f))
-      throw new InvalidInputError(
-        `entity ${def.name}: field ${JSON.stringify(f)} is not a plain column name.`,
-      );
-  }
+  for (const f of fields) checkColumnName(f, `entity ${def.name}: field`);
+  if (new Set(fields).size !== fields.length)
+    throw new InvalidInputError(
+      `entity ${def.name}: fields lists a column twice (${fields.join(', ')}).`,
+    );
   for (const p of personal) {
     if (!fields.includes(p))
       throw new InvalidInputError(
@@ -84,14 +80,8 @@ export function validateEntity(def: EntityDefinition): Required<EntityDefinition
 }
 
 export function validateReference(def: ReferenceDefinition): Required<ReferenceDefinition> {
-  if (!TABLE.test(def?.table ?? ''))
-    throw new InvalidInputError(
-      `reference: table ${JSON.stringify(def?.table)} is not a plain (schema.)table name.`,
-    );
-  if (!COLUMN.test(def.column ?? ''))
-    throw new InvalidInputError(
-      `reference ${def.table}: column ${JSON.stringify(def.column)} is not a plain column name.`,
-    );
+  parseTableName(def?.table, 'reference: table');
+  checkColumnName(def.column, `reference ${def.table}: column`);
   if (!NAME.test(def.entity ?? ''))
     throw new InvalidInputError(
       `reference ${def.table}.${def.column}: entity ${JSON.stringify(def.entity)} is not a valid entity name.`,
@@ -103,11 +93,8 @@ export function validateReference(def: ReferenceDefinition): Required<ReferenceD
   }
   const snapshotColumns = { ...(def.snapshotColumns ?? {}) };
   for (const [field, column] of Object.entries(snapshotColumns)) {
-    if (!COLUMN.test(field) || !COLUMN.test(column)) {
-      throw new InvalidInputError(
-        `reference ${def.table}.${def.column}: snapshotColumns maps plain field names to plain column names.`,
-      );
-    }
+    checkColumnName(field, `reference ${def.table}.${def.column}: snapshotColumns field`);
+    checkColumnName(column, `reference ${def.table}.${def.column}: snapshotColumns column`);
   }
   if (
     Object.keys(snapshotColumns).length > 0 &&
@@ -127,12 +114,9 @@ export function validateReference(def: ReferenceDefinition): Required<ReferenceD
   return { ...def, snapshotColumns, onOwnerUnreachable };
 }
 
-/** `schema.table` → quoted SQL; a bare name stays unqualified (search_path). */
+/** A declared table name (validated at declaration) → quoted SQL; a bare name stays unqualified (search_path). */
 export function tableSql(table: string): string {
-  return table
-    .split('.')
-    .map((part) => `"${part}"`)
-    .join('.');
+  return tableNameSql(parseTableName(table, 'table'));
 }
 
 export function referenceName(def: Pick<ReferenceDefinition, 'table' | 'column'>): string {

@@ -1,6 +1,6 @@
 import { InvalidInputError } from '../core/errors.ts';
 import type { Executor } from '../db/executor.ts';
-import { quoteIdent } from '../db/sql.ts';
+import { derivedName, dollarQuote, quoteIdent, quoteLiteral } from '../db/sql.ts';
 import { type EntityDefinition, tableSql } from './definitions.ts';
 import {
   COLUMN_TYPES_SQL,
@@ -102,12 +102,12 @@ export async function installCapture(tx: Executor, entity: CapturedEntity): Prom
   await tx.query(captureFunctionSql(entity));
   await tx.query(lookupFunctionSql(entity));
   await tx.query(
-    `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_capture_${def.name}`)}
+    `CREATE OR REPLACE TRIGGER ${quoteIdent(derivedName(`baton_capture_${def.name}`))}
      AFTER INSERT OR UPDATE OR DELETE ON ${entity.table}
      FOR EACH ROW EXECUTE FUNCTION ${captureFunction(s, def.name)}()`,
   );
   await tx.query(
-    `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_no_truncate_${def.name}`)}
+    `CREATE OR REPLACE TRIGGER ${quoteIdent(derivedName(`baton_no_truncate_${def.name}`))}
      BEFORE TRUNCATE ON ${entity.table}
      FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_entity_truncate('${def.name}')`,
   );
@@ -130,23 +130,18 @@ export function lookupFunctionSql(entity: CapturedEntity): string {
   return `
     CREATE OR REPLACE FUNCTION ${lookupFunction(s, def.name)}(p_id text)
     RETURNS TABLE (fields jsonb, version bigint, deleting boolean)
-    LANGUAGE sql STABLE ${pinnedSetClauses()} AS $lookup$
+    LANGUAGE sql STABLE ${pinnedSetClauses()} AS ${dollarQuote(`
       SELECT ${stateFieldsSql(entity.fields, 't')}, v.version,
              EXISTS (SELECT 1 FROM ${s}.delete_fences f
-                     WHERE f.entity = ${literal(def.name)} AND f.id = p_id AND f.state = 'pending')
+                     WHERE f.entity = ${quoteLiteral(def.name)} AND f.id = p_id AND f.state = 'pending')
       FROM ${entity.table} t
       LEFT JOIN ${versionsTableSql(s, def.name)} v ON v.id = t.${quoteIdent(def.key)}
       WHERE t.${quoteIdent(def.key)} = p_id::${key.type}
-    $lookup$`;
+    `)}`;
 }
 
 function captureFunction(schemaSql: string, entity: string): string {
   return `${schemaSql}.${quoteIdent(`capture_${entity}`)}`;
-}
-
-/** SQL text of a literal: `'…'` with quotes doubled. */
-function literal(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
 }
 
 /**
@@ -158,17 +153,17 @@ function literal(text: string): string {
  */
 export function captureFunctionSql(entity: CapturedEntity): string {
   const { def, schemaSql: s } = entity;
-  const name = literal(def.name);
+  const name = quoteLiteral(def.name);
   const key = quoteIdent(def.key);
   const versions = versionsTableSql(s, def.name);
-  const personal = `ARRAY[${def.personal.map(literal).join(', ')}]::text[]`;
+  const personal = `ARRAY[${def.personal.map(quoteLiteral).join(', ')}]::text[]`;
   const restrict =
     def.restrictReferrers.length > 0
       ? `PERFORM ${s}.refuse_unfenced_delete(${name}, v_old_id);`
       : '';
   return `
     CREATE OR REPLACE FUNCTION ${captureFunction(s, def.name)}() RETURNS trigger
-    LANGUAGE plpgsql ${pinnedSetClauses()} AS $capture$
+    LANGUAGE plpgsql ${pinnedSetClauses()} AS ${dollarQuote(`
     DECLARE
       v_old_id text;
       v_new_id text;
@@ -207,7 +202,7 @@ export function captureFunctionSql(entity: CapturedEntity): string {
       VALUES (NEW.${key}, v_version, ${s}.entity_version_seal(${name}, v_new_id, v_version))
       ON CONFLICT (id) DO UPDATE SET version = excluded.version, seal = excluded.seal;
       RETURN NULL;
-    END $capture$`;
+    END`)}`;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { quoteIdent } from '../db/sql.ts';
+import { quoteIdent, quoteLiteral } from '../db/sql.ts';
 import type { EntityColumns } from './entity-capture.ts';
 import { versionsTableSql } from './entity-capture.ts';
 import { fieldsHashSql, pinnedSetLocal } from './state-form.ts';
@@ -74,7 +74,7 @@ export function ownerMemberSource(
   const versions = versionsTableSql(s, o.entity);
   const entity = `'${o.entity}'`;
   const fields = fieldsHashSql(o.fields, 't', s);
-  const personal = `ARRAY[${o.personal.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}]::text[]`;
+  const personal = `ARRAY[${o.personal.map(quoteLiteral).join(', ')}]::text[]`;
   // Deleted ids: those with a tombstone (what a lookup answers) and no live row — found
   // through the versions table, which has the key's type, so the anti-join uses the index.
   const deleted = `

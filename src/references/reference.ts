@@ -1,10 +1,28 @@
 import { InvalidInputError, ReferenceViolation } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
-import { quoteIdent } from '../db/sql.ts';
+import { derivedName, dollarQuote, quoteIdent, quoteLiteral } from '../db/sql.ts';
 import { type ReferenceDefinition, referenceName, tableSql } from './definitions.ts';
 import type { OwnerClient } from './owner-client.ts';
 import { REFERENCEABLE, replicaStateOf } from './replica-states.ts';
 import type { ReplicaStore } from './replica-store.ts';
+
+/**
+ * The names of what `install()` puts on a referencing table: the foreign key
+ * to the replica, the check trigger and its function. Today's names where
+ * they fit in 63 bytes (installations keep theirs), else shortened with a
+ * hash (`derivedName`).
+ */
+export function referenceObjectNames(d: Pick<ReferenceDefinition, 'table' | 'column' | 'entity'>): {
+  constraint: string;
+  trigger: string;
+  function: string;
+} {
+  return {
+    constraint: derivedName(`baton_ref_${d.column}_${d.entity}`),
+    trigger: derivedName(`baton_check_${d.column}_${d.entity}`),
+    function: derivedName(`check_ref_${d.table.replace('.', '_')}_${d.column}`),
+  };
+}
 
 /** SQLSTATE raised by the check trigger on a referencing table. */
 export const REFERENCE_VIOLATION_SQLSTATE = 'BR001';
@@ -40,7 +58,7 @@ export class Reference {
     const r = await db.query<{ type: string | null }>(
       `SELECT format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a
        WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`,
-      [this.def.table, this.def.column],
+      [tableSql(this.def.table), this.def.column],
     );
     const type = r.rows[0]?.type;
     if (!type) {
@@ -62,7 +80,7 @@ export class Reference {
     const r = await db.query<{ name: string; not_null: boolean }>(
       `SELECT attname AS name, attnotnull AS not_null FROM pg_attribute
        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
-      [d.table],
+      [tableSql(d.table)],
     );
     const columns = new Map(r.rows.map((c) => [c.name, c.not_null]));
     if (!columns.has(d.column)) await this.columnType(db); // throws the usual "has no column" error
@@ -85,8 +103,8 @@ export class Reference {
     const d = this.def;
     const table = tableSql(d.table);
     const column = quoteIdent(d.column);
-    const fk = quoteIdent(`baton_ref_${d.column}_${d.entity}`);
-    const fn = `${this.schemaSql}.${quoteIdent(`check_ref_${d.table.replace('.', '_')}_${d.column}`)}`;
+    const names = referenceObjectNames(d);
+    const fn = `${this.schemaSql}.${quoteIdent(names.function)}`;
     await db.transaction(async (tx) => {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
         `baton:reference:${this.name}`,
@@ -100,34 +118,38 @@ export class Reference {
       );
       const exists = await tx.query(
         `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`,
-        [d.table, `baton_ref_${d.column}_${d.entity}`],
+        [table, names.constraint],
       );
       if (exists.rows.length === 0) {
         await tx.query(
-          `ALTER TABLE ${table} ADD CONSTRAINT ${fk} FOREIGN KEY (${column}) REFERENCES ${this.replica.tableSql} (id) NOT VALID`,
+          `ALTER TABLE ${table} ADD CONSTRAINT ${quoteIdent(names.constraint)} FOREIGN KEY (${column}) REFERENCES ${this.replica.tableSql} (id) NOT VALID`,
         );
       }
-      const message = `${d.table}.${d.column} refers to ${d.entity} %, which is %`;
-      await tx.query(`
-        CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      // The names reach the function as trigger arguments (TG_ARGV), never as
+      // SQL or format text: a quote, a percent sign or a dollar in a name is data.
+      const body = `
         DECLARE v_state text;
         BEGIN
           IF NEW.${column} IS NULL THEN RETURN NEW; END IF;
           IF TG_OP = 'UPDATE' AND OLD.${column} IS NOT DISTINCT FROM NEW.${column} THEN RETURN NEW; END IF;
           SELECT state INTO v_state FROM ${this.replica.tableSql} WHERE id = NEW.${column} FOR SHARE;
           IF v_state IS NULL OR v_state NOT IN ('ACTIVE', 'UNVERIFIED') THEN
-            RAISE EXCEPTION '${message}', NEW.${column}, coalesce(lower(v_state), 'unknown')
+            RAISE EXCEPTION '%.% refers to % %, which is %', TG_ARGV[0], TG_ARGV[1], TG_ARGV[2],
+                NEW.${column}, coalesce(lower(v_state), 'unknown')
               USING ERRCODE = '${REFERENCE_VIOLATION_SQLSTATE}',
-                    DETAIL = json_build_object('table', '${d.table}', 'column', '${d.column}',
-                      'entity', '${d.entity}', 'id', NEW.${column}::text,
+                    DETAIL = json_build_object('table', TG_ARGV[0], 'column', TG_ARGV[1],
+                      'entity', TG_ARGV[2], 'id', NEW.${column}::text,
                       'state', coalesce(lower(v_state), 'unknown'))::text;
           END IF;
           RETURN NEW;
-        END $fn$`);
+        END`;
       await tx.query(
-        `CREATE OR REPLACE TRIGGER ${quoteIdent(`baton_check_${d.column}_${d.entity}`)}
+        `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+      );
+      await tx.query(
+        `CREATE OR REPLACE TRIGGER ${quoteIdent(names.trigger)}
          BEFORE INSERT OR UPDATE OF ${column} ON ${table}
-         FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+         FOR EACH ROW EXECUTE FUNCTION ${fn}(${[d.table, d.column, d.entity].map(quoteLiteral).join(', ')})`,
       );
     });
   }

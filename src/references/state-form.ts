@@ -1,4 +1,4 @@
-import { quoteIdent } from '../db/sql.ts';
+import { quoteIdent, quoteLiteral } from '../db/sql.ts';
 
 /**
  * The form an owner's column takes in its entity's state events — the
@@ -132,7 +132,7 @@ export function stateJsonbSql(column: ColumnType, alias: string): string {
 /** SQL: the row's copied fields as one jsonb object, in their state form. */
 export function stateFieldsSql(columns: readonly ColumnType[], alias: string): string {
   if (columns.length === 0) return `'{}'::jsonb`;
-  const pairs = columns.map((c) => `'${c.name.replaceAll("'", "''")}', ${stateValueSql(c, alias)}`);
+  const pairs = columns.map((c) => `${quoteLiteral(c.name)}, ${stateValueSql(c, alias)}`);
   return `jsonb_build_object(${pairs.join(', ')})`;
 }
 
