@@ -2,6 +2,7 @@ import { retryDelay } from '../core/backoff.ts';
 import { LeaseLostError, TerminalError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
 import type { Executor } from '../db/executor.ts';
+import { shareClient } from '../db/pg-client.ts';
 import type { ReservationClient } from './participant-client.ts';
 import {
   type CallStepOptions,
@@ -442,6 +443,8 @@ function closable(tx: Executor, step: string): { executor: Executor; close: () =
           )
         : tx.query(text, values),
   };
+  // An ORM bound to the step's transaction (pgClient(tx)) is stopped with it too.
+  shareClient(executor, tx, () => !closed);
   return {
     executor,
     close: () => {
