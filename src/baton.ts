@@ -128,6 +128,14 @@ export interface Baton {
   acceptDeleteVotes(consumer: Consumer): void;
   /** Creates triggers, replica tables and foreign keys for the declarations. Idempotent; call at start-up in every process. */
   install(): Promise<void>;
+  /**
+   * A service's Baton at start-up, in one call: `migrate()`, `install()`
+   * (after your declarations), then a relay for this service's outbox
+   * (unless `relay: false`) and your `workers` (consumers, saga workers, a
+   * caretaker schedule), in that order. The answer stops them, last started
+   * first; the database stays yours to close.
+   */
+  start(options?: StartOptions): Promise<{ stop(): Promise<void> }>;
   /** Declares a named invariant (SQL returning violating rows) with a remedy, checked by the caretaker. */
   invariant(definition: InvariantDefinition): void;
   /**
@@ -151,6 +159,37 @@ export interface Baton {
 }
 
 export { channelsFor };
+
+/** A part with a life: a relay, a consumer, a saga worker (start may return at once or once running). */
+export interface Startable {
+  start(): unknown;
+  stop(): unknown;
+}
+
+export interface StartOptions {
+  /** Start a relay for this service's outbox (default true), or with these options. */
+  relay?: boolean | Parameters<Baton['relay']>[0];
+  /** More parts to start after the relay, and stop before it. */
+  workers?: readonly Startable[];
+}
+
+/** Starts `parts` in order; the answer stops the started ones, last first (also after a failed start). */
+async function startParts(parts: readonly Startable[]): Promise<{ stop(): Promise<void> }> {
+  const started: Startable[] = [];
+  const stop = async () => {
+    for (const part of started.splice(0).reverse()) await part.stop();
+  };
+  try {
+    for (const part of parts) {
+      await part.start();
+      started.push(part);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { stop };
+}
 
 /** `BatonOptions` after `compileBatonOptions`: checked, defaults applied, frozen. */
 export type CompiledBatonOptions = Readonly<
@@ -253,6 +292,16 @@ export function createBaton(options: BatonOptions): Baton {
   const { schemaSql, channels, publish, registry, invariants, caretaker } = assemble(o);
   const { schema, logger } = o;
   const sagas = new Sagas(o.db, schemaSql, publish, logger);
+  const makeRelay = (relayOptions: Parameters<Baton['relay']>[0] = {}) =>
+    new Relay({
+      db: o.db,
+      schema,
+      schemaSql,
+      outboxChannel: channels.outbox,
+      feedChannel: channels.feed,
+      logger,
+      ...relayOptions,
+    });
   const participant = new Participant(o.db, schemaSql);
 
   return {
@@ -263,16 +312,7 @@ export function createBaton(options: BatonOptions): Baton {
     db: o.db,
     migrate: () => migrate(o.db, schema),
     publish,
-    relay: (relayOptions = {}) =>
-      new Relay({
-        db: o.db,
-        schema,
-        schemaSql,
-        outboxChannel: channels.outbox,
-        feedChannel: channels.feed,
-        logger,
-        ...relayOptions,
-      }),
+    relay: (relayOptions = {}) => makeRelay(relayOptions),
     feedHandler: (feedOptions) =>
       createFeedHandler({ db: o.db, schemaSql, feedChannel: channels.feed, ...feedOptions }),
     consumer: (consumerOptions) =>
@@ -290,6 +330,13 @@ export function createBaton(options: BatonOptions): Baton {
     reference: (definition) => registry.reference(definition),
     acceptDeleteVotes: (consumer) => registry.acceptDeleteVotes(consumer),
     install: () => registry.install(),
+    start: async (startOptions = {}) => {
+      await migrate(o.db, schema);
+      await registry.install();
+      const relay = startOptions.relay ?? true;
+      const relayParts = relay === false ? [] : [makeRelay(relay === true ? {} : relay)];
+      return startParts([...relayParts, ...(startOptions.workers ?? [])]);
+    },
     invariant: (definition) => {
       const def = validateInvariant(definition);
       if (invariants.some((i) => i.name === def.name)) {

@@ -8,6 +8,8 @@ export {
   type RecordedCaretaker,
   type RecordedCaretakerOptions,
   recordedCaretaker,
+  type Startable,
+  type StartOptions as BatonStartOptions,
 } from './baton.ts';
 export {
   Caretaker,

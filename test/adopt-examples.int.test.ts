@@ -57,18 +57,26 @@ const APPS: App[] = [
       {
         name: 'orders',
         wiring: 'orders-baton.ts',
-        app: ['services.ts:OrdersController', 'services.ts:startOrders'],
+        app: [
+          'services.ts:const USER_REF',
+          'services.ts:OrdersController',
+          'services.ts:startOrders',
+        ],
       },
     ],
   },
 ];
 
-const code = (line: string) => line.trim() !== '' && !line.trim().startsWith('//');
+const code = (line: string) =>
+  line.trim() !== '' && !line.trim().startsWith('//') && !/^import /.test(line.trim());
+/** App lines that touch Baton: its instance and module, or what a wiring file hands the app. */
+const TOUCHES_BATON =
+  /\bbaton\b|\bBaton|\bBATON\b|\bwiring\b|\bmiddleware\b|\brunning\b|\.check\(|userRef|USER_REF|ReferenceViolation|error\.reason|from(Drizzle|TypeORM)\(/;
 
 /**
- * Lines of Baton wiring of a service: every code line of its wiring file,
- * and the lines of its app files that name Baton (`file.ts:Name` counts only
- * the block that starts at `Name`).
+ * Lines of Baton wiring of a service: every code line (imports aside) of
+ * its wiring file, and the lines of its app files that touch Baton
+ * (`file.ts:Name` counts only the block that starts at `Name`).
  */
 async function wiringLines(dir: string, service: App['services'][number]): Promise<number> {
   const wiring = (await readFile(join(ROOT, dir, service.wiring), 'utf8')).split('\n').filter(code);
@@ -81,9 +89,7 @@ async function wiringLines(dir: string, service: App['services'][number]): Promi
       const end = lines.findIndex((l, i) => i > start && /^\S/.test(l) && !l.startsWith('}'));
       lines = lines.slice(start, end === -1 ? undefined : end);
     }
-    app += lines.filter(
-      (l) => code(l) && /baton|userRef|BATON|USER_REF/.test(l) && !/^import /.test(l.trim()),
-    ).length;
+    app += lines.filter((l) => code(l) && TOUCHES_BATON.test(l)).length;
   }
   return wiring.length + app;
 }

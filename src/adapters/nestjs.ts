@@ -6,15 +6,15 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import type { Baton } from '../baton.ts';
+import type { Baton, Startable, StartOptions } from '../baton.ts';
 import type { ServiceHandler } from '../http/service-handler.ts';
 import { type BatonMiddlewareOptions, batonMiddleware } from './node.ts';
 
 /**
  * `baton/nestjs`: a module that owns Baton's life in a NestJS app (Express
- * platform) — migrate, install, start the relay and your workers on module
- * init; stop them, last started first, on shutdown — and mounts Baton's
- * endpoints. Inject the Baton instance with `@Inject(BATON)`.
+ * platform) — `baton.start()` on module init (migrate, install, the relay
+ * and your workers), stop and close its database on shutdown — and mounts
+ * Baton's endpoints. Inject the Baton instance with `@Inject(BATON)`.
  *
  *   BatonModule.forRootAsync({
  *     inject: [ConfigService],
@@ -33,14 +33,12 @@ export interface BatonModuleOptions {
   baton: Baton;
   /** Mounts Baton's endpoints (feed, lookups, votes, participant calls) when given. */
   http?: Parameters<Baton['httpHandler']>[0] & BatonMiddlewareOptions;
-  /** Run `baton.migrate()` on init. Default true. */
-  migrate?: boolean;
-  /** Run `baton.install()` on init (after entities, references, … are declared). Default true. */
-  install?: boolean;
-  /** Start a relay for this service's outbox. Default true. */
-  relay?: boolean;
+  /** Start a relay for this service's outbox (default true), or with these options. */
+  relay?: StartOptions['relay'];
   /** More parts to start after install and stop on shutdown: consumers, saga workers, a caretaker schedule. */
   workers?: readonly Startable[];
+  /** Close the Baton instance's database on shutdown (default true: the module owns it). */
+  closeDatabase?: boolean;
 }
 
 export interface BatonModuleAsyncOptions {
@@ -50,19 +48,13 @@ export interface BatonModuleAsyncOptions {
   useFactory: FactoryProvider<BatonModuleOptions | Promise<BatonModuleOptions>>['useFactory'];
 }
 
-/** A part with a life: a consumer, a saga worker, a relay (start may return at once or when running). */
-export interface Startable {
-  start(): unknown;
-  stop(): unknown;
-}
-
 /** Injection token of the Baton instance. */
 export const BATON = Symbol.for('baton:instance');
 const OPTIONS = Symbol.for('baton:module-options');
 
 /** Starts and stops Baton with the application; mounts its endpoints on the Express instance. */
 class BatonLifecycle implements OnModuleInit, OnApplicationShutdown {
-  private readonly started: Startable[] = [];
+  private running: { stop(): Promise<void> } | undefined;
   private handler: ServiceHandler | undefined;
 
   constructor(
@@ -86,21 +78,16 @@ class BatonLifecycle implements OnModuleInit, OnApplicationShutdown {
         );
       app.use(batonMiddleware(this.handler, { maxBodyBytes }));
     }
-    if (this.options.migrate !== false) await baton.migrate();
-    if (this.options.install !== false) await baton.install();
-    const parts = [
-      ...(this.options.relay === false ? [] : [baton.relay()]),
-      ...(this.options.workers ?? []),
-    ];
-    for (const part of parts) {
-      await part.start();
-      this.started.push(part);
-    }
+    this.running = await baton.start({
+      relay: this.options.relay ?? true,
+      workers: this.options.workers ?? [],
+    });
   }
 
   async onApplicationShutdown(): Promise<void> {
-    for (const part of this.started.splice(0).reverse()) await part.stop();
+    await this.running?.stop();
     await this.handler?.close();
+    if (this.options.closeDatabase !== false) await this.options.baton.db.close();
   }
 }
 

@@ -55,6 +55,7 @@ export class PgDatabase implements Database, PreparingExecutor {
   private listenerReady: Promise<pg.Client> | undefined;
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly connectRetryMs: number;
   private readonly preparedStatements: boolean;
 
@@ -232,7 +233,13 @@ export class PgDatabase implements Database, PreparingExecutor {
     }, 500).unref();
   }
 
-  async close(): Promise<void> {
+  /** Ends the listener and (when this owns it) the pool. Idempotent: every call waits for the one close. */
+  close(): Promise<void> {
+    this.closing ??= this.end();
+    return this.closing;
+  }
+
+  private async end(): Promise<void> {
     this.closed = true;
     const listener = this.listener;
     this.listener = undefined;

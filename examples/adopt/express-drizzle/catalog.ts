@@ -9,13 +9,14 @@ import { CREATE_TABLES, products } from './schema.ts';
 
 export async function startCatalog(config: { databaseUrl: string; secret: string; port?: number }) {
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  pool.on('error', () => {}); // an idle client whose server went away: the next query reconnects
   await pool.query(CREATE_TABLES.catalog);
   const db = drizzle({ client: pool });
-  const baton = catalogBaton(config);
-  await baton.start();
+  const { baton, middleware } = catalogBaton(config);
+  const running = await baton.start(); // migrate, install, relay
 
   const app = express();
-  app.use(baton.middleware); // before the JSON parser: Baton checks signatures over raw bodies
+  app.use(middleware); // before the JSON parser: Baton checks signatures over raw bodies
   app.use(express.json());
   app.post('/products', async (req, res) => {
     await db.insert(products).values(req.body);
@@ -38,8 +39,8 @@ export async function startCatalog(config: { databaseUrl: string; secret: string
     stop: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
-      await baton.stop();
-      await baton.baton.db.close();
+      await running.stop();
+      await baton.db.close();
       await pool.end();
     },
   };

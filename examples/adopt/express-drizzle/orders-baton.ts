@@ -1,23 +1,19 @@
 // Baton in the orders service: orders point at the catalog's products, and a saga holds stock.
+import type { Executor } from 'baton';
 import { createBaton, httpFeedSource, ownerClient, participantClient, saga } from 'baton';
 import { batonMiddleware } from 'baton/node';
 import { PgDatabase, pgClient } from 'baton/pg';
-import { eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
-import { orders } from './schema.ts';
+import { orderWrites, type PlaceOrder } from './schema.ts';
 
-export type PlaceOrder = { orderId: string; productId: string; quantity: number };
+/** The app's order writes, with Drizzle bound to Baton's transaction. */
+const writesIn = (tx: Executor) => orderWrites(drizzle({ client: pgClient(tx) }));
 
 export function ordersBaton(config: { databaseUrl: string; secret: string; catalogUrl: string }) {
-  const baton = createBaton({
-    db: new PgDatabase({ connectionString: config.databaseUrl }),
-    service: 'orders',
-  });
-  const catalog = {
-    name: 'catalog',
-    url: `${config.catalogUrl}/baton`,
-    auth: { type: 'hmac', secret: config.secret },
-  } as const;
+  const db = new PgDatabase({ connectionString: config.databaseUrl });
+  const baton = createBaton({ db, service: 'orders' });
+  const auth = { type: 'hmac', secret: config.secret } as const;
+  const catalog = { name: 'catalog', url: `${config.catalogUrl}/baton`, auth };
   const feed = baton.consumer({ name: 'orders-from-catalog', source: httpFeedSource(catalog) });
   baton.replicate({ entity: 'product', owner: ownerClient(catalog), consumer: feed });
   const product = baton.reference({
@@ -27,50 +23,17 @@ export function ordersBaton(config: { databaseUrl: string; secret: string; catal
     onDelete: 'keep',
     snapshotColumns: { name: 'productName' },
   });
-
   const stock = participantClient(catalog);
-  const setState = async (tx: Parameters<typeof pgClient>[0], id: string, state: string) =>
-    void (await drizzle({ client: pgClient(tx) })
-      .update(orders)
-      .set({ state })
-      .where(eq(orders.id, id)));
   baton.sagas.define(
     saga('place-order', async (ctx, o: PlaceOrder) => {
-      await ctx.step(
-        'create',
-        async (tx) =>
-          void (await drizzle({ client: pgClient(tx) })
-            .insert(orders)
-            .values({
-              id: o.orderId,
-              productId: o.productId,
-              quantity: o.quantity,
-              state: 'pending',
-            })),
-        { compensate: (tx) => setState(tx, o.orderId, 'rejected') },
-      );
-      await ctx.reserve('hold-stock', stock, 'stock', {
-        productId: o.productId,
-        quantity: o.quantity,
+      await ctx.step('create', (tx) => writesIn(tx).create(o), {
+        compensate: (tx) => writesIn(tx).setState(o.orderId, 'rejected'),
       });
-      await ctx.step('accept', (tx) => setState(tx, o.orderId, 'placed'));
+      await ctx.reserve('hold-stock', stock, 'stock', o); // the catalog reads productId, quantity
+      await ctx.step('accept', (tx) => writesIn(tx).setState(o.orderId, 'placed'));
     }),
   );
-
-  const parts = [baton.relay(), feed, baton.sagas.worker()];
-  return {
-    baton,
-    product,
-    middleware: batonMiddleware(
-      baton.httpHandler({ auth: { type: 'hmac', secrets: [config.secret] } }),
-    ),
-    start: async () => {
-      await baton.migrate();
-      await baton.install();
-      for (const p of parts) await p.start();
-    },
-    stop: async () => {
-      for (const p of parts.reverse()) await p.stop();
-    },
-  };
+  const served = { auth: { type: 'hmac', secrets: [config.secret] } } as const;
+  const middleware = batonMiddleware(baton.httpHandler(served));
+  return { baton, product, middleware, workers: [feed, baton.sagas.worker()] };
 }

@@ -6,8 +6,8 @@ import { eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import express from 'express';
 import pg from 'pg';
-import { ordersBaton, type PlaceOrder } from './orders-baton.ts';
-import { CREATE_TABLES, orders } from './schema.ts';
+import { ordersBaton } from './orders-baton.ts';
+import { CREATE_TABLES, orders, type PlaceOrder } from './schema.ts';
 
 export async function startOrders(config: {
   databaseUrl: string;
@@ -16,21 +16,22 @@ export async function startOrders(config: {
   port?: number;
 }) {
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  pool.on('error', () => {}); // an idle client whose server went away: the next query reconnects
   await pool.query(CREATE_TABLES.orders);
   const db = drizzle({ client: pool });
-  const baton = ordersBaton(config);
-  await baton.start();
+  const { baton, product, middleware, workers } = ordersBaton(config);
+  const running = await baton.start({ workers });
 
   const app = express();
-  app.use(baton.middleware);
+  app.use(middleware);
   app.use(express.json());
   app.post('/orders', async (req, res) => {
     const order = req.body as PlaceOrder;
     try {
       await db.transaction(async (tx) => {
         // An unknown or deleted product is refused here, in the request, not later in the saga.
-        await baton.product.check(fromDrizzle(tx), order.productId);
-        await baton.baton.sagas.start('place-order', order, {
+        await product.check(fromDrizzle(tx), order.productId);
+        await baton.sagas.start('place-order', order, {
           id: `place:${order.orderId}`,
           tx: fromDrizzle(tx),
         });
@@ -54,8 +55,8 @@ export async function startOrders(config: {
     stop: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
-      await baton.stop();
-      await baton.baton.db.close();
+      await running.stop();
+      await baton.db.close();
       await pool.end();
     },
   };

@@ -1,4 +1,6 @@
 // The two services' tables, as Drizzle declares them (drizzle-kit would create them).
+import { eq } from 'drizzle-orm';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { integer, pgTable, text } from 'drizzle-orm/pg-core';
 
 export const products = pgTable('products', {
@@ -20,3 +22,13 @@ export const CREATE_TABLES = {
   orders: `CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, "productId" text, "productName" text,
     quantity integer NOT NULL, state text NOT NULL)`,
 };
+
+export type PlaceOrder = { orderId: string; productId: string; quantity: number };
+
+/** The app's own order writes, on any Drizzle database (the pool, or Baton's transaction in a step). */
+export const orderWrites = (db: NodePgDatabase) => ({
+  create: async (o: PlaceOrder) =>
+    void (await db.insert(orders).values({ id: o.orderId, ...o, state: 'pending' })),
+  setState: async (id: string, state: string) =>
+    void (await db.update(orders).set({ state }).where(eq(orders.id, id))),
+});

@@ -1,20 +1,13 @@
 // Baton in the orders service: orders point at the accounts' users, and a saga holds credit.
 import { createBaton, httpFeedSource, ownerClient, participantClient, saga } from 'baton';
-import type { BatonModuleOptions } from 'baton/nestjs';
 import { PgDatabase } from 'baton/pg';
-
-export type PlaceOrder = { orderId: string; userId: string; amount: number };
+import { orderWrites, type PlaceOrder } from './entities';
 
 export function ordersBaton(config: { databaseUrl: string; secret: string; accountsUrl: string }) {
-  const baton = createBaton({
-    db: new PgDatabase({ connectionString: config.databaseUrl }),
-    service: 'orders',
-  });
-  const accounts = {
-    name: 'accounts',
-    url: `${config.accountsUrl}/baton`,
-    auth: { type: 'hmac', secret: config.secret },
-  } as const;
+  const db = new PgDatabase({ connectionString: config.databaseUrl });
+  const baton = createBaton({ db, service: 'orders' });
+  const auth = { type: 'hmac', secret: config.secret } as const;
+  const accounts = { name: 'accounts', url: `${config.accountsUrl}/baton`, auth };
   const feed = baton.consumer({ name: 'orders-from-accounts', source: httpFeedSource(accounts) });
   baton.replicate({ entity: 'user', owner: ownerClient(accounts), consumer: feed });
   const userRef = baton.reference({
@@ -24,32 +17,16 @@ export function ordersBaton(config: { databaseUrl: string; secret: string; accou
     onDelete: 'keep',
     snapshotColumns: { firstName: 'userFirstName' },
   });
-
   const credit = participantClient(accounts);
-  const setState = async (
-    tx: { query(sql: string, values: unknown[]): Promise<unknown> },
-    id: string,
-    state: string,
-  ) => void (await tx.query('UPDATE orders SET state = $2 WHERE id = $1', [id, state]));
   baton.sagas.define(
     saga('place-order', async (ctx, o: PlaceOrder) => {
-      await ctx.step(
-        'create',
-        async (tx) =>
-          void (await tx.query(
-            `INSERT INTO orders (id, "userId", amount, state) VALUES ($1, $2, $3, 'pending')`,
-            [o.orderId, o.userId, o.amount],
-          )),
-        { compensate: (tx) => setState(tx, o.orderId, 'rejected') },
-      );
-      await ctx.reserve('hold-credit', credit, 'credit', { userId: o.userId, amount: o.amount });
-      await ctx.step('accept', (tx) => setState(tx, o.orderId, 'placed'));
+      await ctx.step('create', (tx) => orderWrites(tx).create(o), {
+        compensate: (tx) => orderWrites(tx).setState(o.orderId, 'rejected'),
+      });
+      await ctx.reserve('hold-credit', credit, 'credit', o); // accounts reads userId, amount
+      await ctx.step('accept', (tx) => orderWrites(tx).setState(o.orderId, 'placed'));
     }),
   );
-  const options: BatonModuleOptions = {
-    baton,
-    http: { auth: { type: 'hmac', secrets: [config.secret] } },
-    workers: [feed, baton.sagas.worker()],
-  };
-  return { options, userRef };
+  const http = { auth: { type: 'hmac', secrets: [config.secret] } } as const;
+  return { options: { baton, http, workers: [feed, baton.sagas.worker()] }, userRef };
 }

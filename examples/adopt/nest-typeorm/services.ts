@@ -13,14 +13,14 @@ import {
   Post,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { type Baton, ReferenceViolation } from 'baton';
 import { BATON, BatonModule } from 'baton/nestjs';
 import { fromTypeORM } from 'baton/typeorm';
 import type { DataSource, Repository } from 'typeorm';
 import { accountsBaton } from './accounts-baton';
-import { Order, User } from './entities';
-import { ordersBaton, type PlaceOrder } from './orders-baton';
+import { Order, type PlaceOrder, User } from './entities';
+import { ordersBaton } from './orders-baton';
 
 const USER_REF = 'USER_REF';
 type Config = { databaseUrl: string; secret: string };
@@ -42,7 +42,7 @@ class UsersController {
 @Controller('orders')
 class OrdersController {
   constructor(
-    private readonly dataSource: DataSource,
+    @InjectDataSource() private readonly dataSource: DataSource,
     @InjectRepository(Order) private readonly orders: Repository<Order>,
     @Inject(BATON) private readonly baton: Baton,
     @Inject(USER_REF) private readonly userRef: ReturnType<typeof ordersBaton>['userRef'],
