@@ -291,7 +291,7 @@ export function createBaton(options: BatonOptions): Baton {
   const o = compileBatonOptions(options);
   const { schemaSql, channels, publish, registry, invariants, caretaker } = assemble(o);
   const { schema, logger } = o;
-  const sagas = new Sagas(o.db, schemaSql, publish, logger);
+  const sagas = new Sagas(o.db, schemaSql, publish, logger, channels.sagas);
   const makeRelay = (relayOptions: Parameters<Baton['relay']>[0] = {}) =>
     new Relay({
       db: o.db,

@@ -39,6 +39,7 @@ export {
   ReferenceViolation,
   type ReferenceViolationReason,
   RetryableError,
+  SagaTimeoutError,
   SchemaViolationError,
   TerminalError,
   TransactionRolledBackError,
@@ -178,7 +179,9 @@ export {
   commandReply,
   type SagaStatus,
   Sagas,
+  type StartedSaga,
   type StartOptions,
+  type WaitOptions,
 } from './sagas/sagas.ts';
 export type { ActiveSaga, SagasStatus, StuckSaga } from './status.ts';
 export {

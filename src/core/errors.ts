@@ -233,6 +233,23 @@ export class LeaseLostError extends BatonError {
   }
 }
 
+/** `sagas.waitFor` gave up: the saga had not settled within the time the caller allowed. */
+export class SagaTimeoutError extends BatonError {
+  constructor(
+    readonly sagaId: string,
+    /** The state the saga was in when the wait ended. */
+    readonly state: string,
+    readonly waitingFor: string | null,
+    readonly timeoutMs: number,
+  ) {
+    super(
+      'BATON_SAGA_TIMEOUT',
+      `saga ${sagaId} is still ${state} after ${timeoutMs} ms (${waitingFor ?? 'running'}); it goes on — wait again, or look with \`baton sagas show ${sagaId}\`.`,
+      { retryable: true },
+    );
+  }
+}
+
 /** A compensation kept failing past its bound: the saga is stuck and waits for an operator. */
 export class CompensationFailed extends BatonError {
   constructor(

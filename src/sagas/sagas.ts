@@ -1,15 +1,22 @@
-import { InvalidInputError, NotFoundError, SchemaViolationError } from '../core/errors.ts';
+import {
+  InvalidInputError,
+  NotFoundError,
+  SagaTimeoutError,
+  SchemaViolationError,
+} from '../core/errors.ts';
 import type { BatonEvent, EventInput } from '../core/event.ts';
 import { validatePayload } from '../core/event-schemas.ts';
 import { findUnsafeJson } from '../core/json-safety.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
 import { uuidv7 } from '../core/uuid-v7.ts';
+import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EventHandler } from '../messaging/consumer.ts';
 import type { SagaDefinition } from './saga-definition.ts';
 import type { SagaState, StepKind, StepState } from './saga-states.ts';
 import { type SagaRow, SagaStore } from './saga-store.ts';
 import { type HandOff, SagaWorker, type SagaWorkerOptions } from './saga-worker.ts';
+import { SettledSignal } from './settled-signal.ts';
 
 export interface StartOptions {
   /** Saga id; `start` is idempotent by it. Default a new UUIDv7. */
@@ -22,13 +29,38 @@ export interface StartOptions {
   deadlineMs?: number;
 }
 
-export interface SagaStatus {
+declare const OUTPUT: unique symbol;
+
+/**
+ * What `sagas.start` answers: the saga's id and whether this call created
+ * it. Started from a definition, it carries the saga's output type (for the
+ * type checker only), so `waitFor(started)` answers a typed `output`.
+ */
+export interface StartedSaga<O = unknown> {
+  id: string;
+  created: boolean;
+  readonly [OUTPUT]?: O;
+}
+
+export interface WaitOptions {
+  /** Give up after this long (default 30 s) with a `SagaTimeoutError`; the saga goes on. */
+  timeoutMs?: number;
+}
+
+/** States `waitFor` returns on: terminal, or stuck (an operator decides next). */
+const SETTLED_STATES: readonly SagaState[] = ['completed', 'compensated', 'stuck'];
+/** How often a waiter re-reads its saga although it is told (a lost notification), or when it cannot be. */
+const REREAD_TOLD_MS = 1_000;
+const REREAD_UNTOLD_MS = 50;
+
+export interface SagaStatus<O = unknown> {
   id: string;
   name: string;
   key: string | null;
   state: SagaState;
   input: unknown;
-  output: unknown;
+  /** What the saga's function returned, once completed (null before). */
+  output: O | null;
   error: string | null;
   waitingFor: string | null;
   runs: number;
@@ -69,14 +101,18 @@ export class Sagas {
   readonly store: SagaStore;
   private readonly definitions = new Map<string, SagaDefinition>();
   private readonly workers = new Set<SagaWorker>();
+  private readonly settled: SettledSignal;
 
   constructor(
     db: Database,
     schemaSql: string,
     private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
     private readonly logger: Logger = silentLogger,
+    /** The channel the `saga_settled` trigger notifies (`channelsFor(schema).sagas`). */
+    settledChannel = 'baton_sagas_baton',
   ) {
     this.store = new SagaStore(db, schemaSql);
+    this.settled = new SettledSignal(db, settledChannel);
   }
 
   /** Registers saga definitions (see `saga(name, fn, options)`). */
@@ -95,12 +131,21 @@ export class Sagas {
    * Starts a saga; idempotent by id (a second start with the same id and
    * input returns the first; with another input it throws). The input is
    * validated first: a saga whose input fails its schema never starts.
+   * Name the saga by its definition for a typed input and a typed
+   * `waitFor(started)`.
    */
+  async start<I, O>(
+    saga: SagaDefinition<I, O>,
+    input: I,
+    options?: StartOptions,
+  ): Promise<StartedSaga<O>>;
+  async start(name: string, input: unknown, options?: StartOptions): Promise<StartedSaga>;
   async start(
-    name: string,
+    saga: string | SagaDefinition<unknown, unknown>,
     input: unknown,
     options: StartOptions = {},
-  ): Promise<{ id: string; created: boolean }> {
+  ): Promise<StartedSaga> {
+    const name = typeof saga === 'string' ? saga : saga.name;
     const definition = this.definitions.get(name);
     if (!definition) {
       throw new InvalidInputError(
@@ -233,17 +278,37 @@ export class Sagas {
     };
   }
 
-  /** Waits until the saga is terminal (or stuck); throws after `timeoutMs`. */
-  async waitFor(id: string, timeoutMs = 30_000): Promise<SagaStatus> {
+  /**
+   * Waits until the saga settles — completed, compensated, or stuck (an
+   * operator decides next) — and answers its status. Told by the database
+   * when it settles (LISTEN), not polling; from any process's workers.
+   * @throws SagaTimeoutError after `timeoutMs` (default 30 s); the saga goes on.
+   * @throws NotFoundError when there is no saga with that id.
+   */
+  async waitFor<O = unknown>(
+    saga: string | StartedSaga<O>,
+    options: WaitOptions | number = {},
+  ): Promise<SagaStatus<O>> {
+    const id = typeof saga === 'string' ? saga : saga.id;
+    const timeoutMs = typeof options === 'number' ? options : (options.timeoutMs ?? 30_000);
+    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0) || timeoutMs > 2 ** 31 - 1)
+      throw new InvalidInputError(
+        `waitFor: timeoutMs must be a number of milliseconds from 0 to ${2 ** 31 - 1} (got ${String(timeoutMs)}).`,
+      );
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const status = await this.status(id);
-      if (['completed', 'compensated', 'stuck'].includes(status.state)) return status;
-      if (Date.now() > deadline)
-        throw new InvalidInputError(
-          `saga ${id} is still ${status.state} after ${timeoutMs} ms (${status.waitingFor ?? 'running'})`,
-        );
-      await new Promise((resolve) => setTimeout(resolve, 25));
+    const wake = new WakeSignal();
+    // Listening before the first read: a settle between the read and the wait still wakes it.
+    const watch = await this.settled.watch(id, () => wake.wake());
+    try {
+      for (;;) {
+        const status = (await this.status(id)) as SagaStatus<O>;
+        if (SETTLED_STATES.includes(status.state)) return status;
+        const left = deadline - Date.now();
+        if (left <= 0) throw new SagaTimeoutError(id, status.state, status.waitingFor, timeoutMs);
+        await wake.wait(Math.min(left, watch.told ? REREAD_TOLD_MS : REREAD_UNTOLD_MS));
+      }
+    } finally {
+      watch.stop();
     }
   }
 }
