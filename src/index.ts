@@ -142,6 +142,12 @@ export {
   type ReservationClient,
 } from './sagas/participant-client.ts';
 export {
+  type ActionRef,
+  actionRef,
+  type ReservationRef,
+  reservationRef,
+} from './sagas/participant-contract.ts';
+export {
   abortSaga,
   isSagaState,
   listSagas,

@@ -2,6 +2,7 @@ import { TerminalError } from '../core/errors.ts';
 import type { ClientAuth } from '../http/auth.ts';
 import { PeerError, signedClient } from '../http/signed-client.ts';
 import type { BarrierOp } from './barrier.ts';
+import { type ActionRef, actionOf } from './participant-contract.ts';
 
 /** The saga side of a participant's reservations. */
 export interface ReservationClient {
@@ -15,14 +16,18 @@ export interface ReservationClient {
 /** Calls a participant's Baton endpoints (reservations and idempotent actions), signed. */
 export interface ParticipantClient extends ReservationClient {
   readonly name: string;
-  /** Runs action `name` once per `idempotencyKey`; a repeat gets the first result. */
+  /**
+   * Runs an action once per `idempotencyKey`; a repeat gets the first result.
+   * Name it by its `actionRef` for a typed body and result.
+   */
+  call<B, R>(action: ActionRef<B, R>, body: B, idempotencyKey: string): Promise<R>;
   call<R = unknown>(name: string, body: unknown, idempotencyKey: string): Promise<R>;
   /**
-   * Undoes `call(name, body, callKey)` if it ran (the action's `undo`, once); if
+   * Undoes `call(action, body, callKey)` if it ran (the action's `undo`, once); if
    * it never ran, records that, and the call is refused should it still arrive.
    * Pass the call's own idempotency key.
    */
-  undo(name: string, body: unknown, callKey: string): Promise<void>;
+  undo<B>(action: ActionRef<B, unknown> | string, body: B, callKey: string): Promise<void>;
 }
 
 export interface ParticipantClientOptions {
@@ -80,12 +85,13 @@ export function participantClient(options: ParticipantClientOptions): Participan
         branch: call.branch,
         payload: call.payload,
       }),
-    call: async <R>(name: string, body: unknown, idempotencyKey: string) =>
-      (await post(`actions/${encodeURIComponent(name)}`, body, {
-        'idempotency-key': idempotencyKey,
-      })) as R,
-    undo: async (name: string, body: unknown, callKey: string) =>
-      void (await post(`actions/${encodeURIComponent(name)}/undo`, body, {
+    // One implementation behind the typed and the plain overload.
+    call: ((action: string | ActionRef<unknown, unknown>, body: unknown, key: string) =>
+      post(`actions/${encodeURIComponent(actionOf(action))}`, body, {
+        'idempotency-key': key,
+      })) as ParticipantClient['call'],
+    undo: async (action: string | ActionRef<unknown, unknown>, body: unknown, callKey: string) =>
+      void (await post(`actions/${encodeURIComponent(actionOf(action))}/undo`, body, {
         'idempotency-key': callKey,
       })),
   };

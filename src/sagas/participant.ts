@@ -7,6 +7,15 @@ import { queryPrepared } from '../db/prepared.ts';
 import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
 import type { Route } from '../http/service-handler.ts';
 import { type BarrierOp, passBarrier, pruneBarrier, recordBarrierResult } from './barrier.ts';
+import {
+  type ActionRef,
+  actionOf,
+  actionRef,
+  PARTICIPANT_NAME,
+  type ReservationRef,
+  reservationRef,
+  resourceOf,
+} from './participant-contract.ts';
 
 export interface BranchCall {
   /** The global transaction (the saga id). */
@@ -40,7 +49,7 @@ export interface ActionHandler<B = unknown, R = unknown> {
   schema?: StandardSchemaV1<unknown, B>;
 }
 
-const NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,99}$/;
+const NAME = PARTICIPANT_NAME;
 const ID = /^[A-Za-z0-9_.:/-]{1,200}$/;
 
 /**
@@ -68,7 +77,17 @@ export class Participant {
     private readonly schemaSql: string,
   ) {}
 
-  reservation<P, R>(resource: string, handlers: ReservationHandlers<P, R>): void {
+  /** Declares a reservable resource; answers its typed name (`reservationRef`) for clients. */
+  reservation<P, R>(
+    resource: ReservationRef<P, R>,
+    handlers: ReservationHandlers<P, R>,
+  ): ReservationRef<P, R>;
+  reservation<P, R>(resource: string, handlers: ReservationHandlers<P, R>): ReservationRef<P, R>;
+  reservation<P, R>(
+    ref: string | ReservationRef<P, R>,
+    handlers: ReservationHandlers<P, R>,
+  ): ReservationRef<P, R> {
+    const resource = resourceOf(ref as string | ReservationRef<unknown, unknown>);
     if (!NAME.test(resource))
       throw new InvalidInputError(
         `reservation resource ${JSON.stringify(resource)} must be a plain name.`,
@@ -80,13 +99,19 @@ export class Participant {
         throw new InvalidInputError(`reservation "${resource}" needs a ${op} function.`);
     }
     this.reservations.set(resource, handlers as ReservationHandlers);
+    return reservationRef<P, R>(resource);
   }
 
-  action<B, R>(name: string, handler: ActionHandler<B, R>): void {
+  /** Declares an idempotent action; answers its typed name (`actionRef`) for clients. */
+  action<B, R>(name: ActionRef<B, R>, handler: ActionHandler<B, R>): ActionRef<B, R>;
+  action<B, R>(name: string, handler: ActionHandler<B, R>): ActionRef<B, R>;
+  action<B, R>(ref: string | ActionRef<B, R>, handler: ActionHandler<B, R>): ActionRef<B, R> {
+    const name = actionOf(ref as string | ActionRef<unknown, unknown>);
     if (!NAME.test(name))
       throw new InvalidInputError(`action name ${JSON.stringify(name)} must be a plain name.`);
     if (this.actions.has(name)) throw new InvalidInputError(`action "${name}" is declared twice.`);
     this.actions.set(name, handler as ActionHandler);
+    return actionRef<B, R>(name);
   }
 
   /**

@@ -4,6 +4,7 @@ import type { EventInput } from '../core/event.ts';
 import type { Executor } from '../db/executor.ts';
 import { shareClient } from '../db/pg-client.ts';
 import type { ReservationClient } from './participant-client.ts';
+import { type ReservationRef, resourceOf } from './participant-contract.ts';
 import {
   type CallStepOptions,
   type CommandStepOptions,
@@ -165,10 +166,11 @@ export class RunContext implements SagaContext {
   reserve<T>(
     name: string,
     client: ReservationClient,
-    resource: string,
+    ref: string | ReservationRef<unknown, unknown>,
     payload: unknown,
     options: { retry?: RetryPolicy } = {},
   ): Promise<T> {
+    const resource = resourceOf(ref);
     const retry = { ...DEFAULT_RETRY, ...options.retry };
     const call = { txId: this.saga.id, branch: name, payload };
     return this.run<T>(name, 'reserve', retry, {

@@ -3,6 +3,7 @@ import type { BackoffPolicy } from '../core/backoff.ts';
 import { InvalidInputError } from '../core/errors.ts';
 import type { Executor } from '../db/executor.ts';
 import type { ReservationClient } from './participant-client.ts';
+import type { ReservationRef } from './participant-contract.ts';
 
 /** How a step is retried. A step fails for good on `TerminalError`, or when its attempts are used up. */
 export interface RetryPolicy {
@@ -74,6 +75,13 @@ export interface SagaContext {
    * completes; `cancel` when it compensates (also if the try's outcome is
    * unknown — the barrier makes a cancel without a try a no-op).
    */
+  reserve<P, R>(
+    name: string,
+    client: ReservationClient,
+    resource: ReservationRef<P, R>,
+    payload: P,
+    options?: { retry?: RetryPolicy },
+  ): Promise<R>;
   reserve<T>(
     name: string,
     client: ReservationClient,

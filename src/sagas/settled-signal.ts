@@ -23,8 +23,8 @@ export class SettledSignal {
    * be, and the caller has to poll.
    */
   async watch(id: string, wake: () => void): Promise<{ told: boolean; stop: () => void }> {
-    let wakes = this.waiting.get(id);
-    if (!wakes) this.waiting.set(id, (wakes = new Set()));
+    const wakes = this.waiting.get(id) ?? new Set<() => void>();
+    this.waiting.set(id, wakes);
     wakes.add(wake);
     const stop = () => {
       wakes.delete(wake);
