@@ -68,7 +68,7 @@ const APPS: App[] = [
 ];
 
 const code = (line: string) =>
-  line.trim() !== '' && !line.trim().startsWith('//') && !/^import /.test(line.trim());
+  line.trim() !== '' && !/^(\/\/|\/\*|\*)/.test(line.trim()) && !/^import /.test(line.trim());
 /** App lines that touch Baton: its instance and module, or what a wiring file hands the app. */
 const TOUCHES_BATON =
   /\bbaton\b|\bBaton|\bBATON\b|\bwiring\b|\bmiddleware\b|\brunning\b|\.check\(|userRef|USER_REF|ReferenceViolation|error\.reason|from(Drizzle|TypeORM)\(/;

@@ -113,6 +113,13 @@ export interface SagaOptions<I> {
   maxCompensationAttempts?: number;
   /** Backoff between compensation / confirm attempts. */
   compensationBackoff?: BackoffPolicy;
+  /**
+   * Undoes what the transaction that started the saga did (`start(…, { tx })`
+   * beside your own writes — e.g. marks the order it inserted rejected). Runs
+   * last when the saga compensates, after every step is undone, in the
+   * transaction that records it: exactly once. Shown as step `@start`.
+   */
+  compensateStart?: (tx: Executor, input: I) => Promise<void>;
 }
 
 export interface SagaDefinition<I = unknown, O = unknown> {
@@ -135,7 +142,11 @@ export function saga<I, O>(
     );
   if (typeof run !== 'function')
     throw new InvalidInputError(`saga ${name}: the second argument must be the saga function.`);
+  if (options.compensateStart !== undefined && typeof options.compensateStart !== 'function')
+    throw new InvalidInputError(`saga ${name}: compensateStart must be a function (tx, input).`);
   return { name, run, options };
 }
 
 export const STEP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$/;
+/** The step that stands for the starting transaction's work (`compensateStart`); no step name can be it. */
+export const START_STEP = '@start';

@@ -5,7 +5,7 @@ import { type Logger, silentLogger } from '../core/logger.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { RunContext, StepFailed, Suspend, type Undo, withNullResult } from './saga-context.ts';
-import type { SagaDefinition } from './saga-definition.ts';
+import { type SagaDefinition, START_STEP } from './saga-definition.ts';
 import type { SagaRow, SagaStore, StepRecord } from './saga-store.ts';
 
 export interface RunDependencies {
@@ -138,6 +138,10 @@ async function finish(
     phase === 'completing'
       ? undos.filter((u) => u.confirm && u.state === 'completed')
       : undos.filter((u) => u.undo && u.state !== 'compensated').reverse();
+  if (phase === 'compensating' && definition.options.compensateStart) {
+    const start = await startUndo(definition, saga, deps);
+    if (start.state !== 'compensated') todo.push(start);
+  }
   const maxAttempts = definition.options.maxCompensationAttempts ?? 10;
   // Confirms are marked all at once with `→ completed` (a crash before that
   // repeats them: a confirm is idempotent through the participant's barrier).
@@ -187,6 +191,31 @@ async function finish(
   }
   if (phase === 'completing') await deps.store.completeFenced(saga.id, saga.fence, confirmed);
   else await deps.store.setStateFenced(saga.id, saga.fence, 'compensated');
+}
+
+/**
+ * The starting transaction's undo (`compensateStart`), as a local step
+ * `@start` that goes last: its row is written when first needed, so sagas
+ * pay nothing for it unless they compensate.
+ */
+async function startUndo(
+  definition: SagaDefinition,
+  saga: SagaRow,
+  deps: RunDependencies,
+): Promise<Undo> {
+  const row = await deps.store.startStep(saga.id);
+  const compensateStart = definition.options.compensateStart as NonNullable<
+    SagaDefinition['options']['compensateStart']
+  >;
+  return {
+    ordinal: -1,
+    step: START_STEP,
+    kind: 'local',
+    state: row.state,
+    compensationAttempts: row.compensationAttempts,
+    local: true,
+    undo: (tx) => compensateStart(tx as Executor, saga.input),
+  };
 }
 
 /** Replays the saga function without running anything, to recover each completed step's undo and confirm. */

@@ -2,6 +2,7 @@ import { LeaseLostError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import type { SagaState, StepKind, StepState } from './saga-states.ts';
+import { START_STEP } from './saga-definition.ts';
 
 export interface SagaRow {
   /** The database's clock when the row was read (timers compare against it, not a worker's clock). */
@@ -377,6 +378,26 @@ export class SagaStore {
   }
 
   /** Marks a step confirmed or compensated inside the caller's (fenced) transaction. */
+  /** The `@start` step's row (the starting transaction's undo), written completed when first asked for. */
+  async startStep(
+    sagaId: string,
+  ): Promise<{ state: StepRow['state']; compensationAttempts: number }> {
+    const r = await queryPrepared<{ state: StepRow['state']; compensation_attempts: number }>(
+      this.db,
+      `WITH made AS (
+         INSERT INTO ${this.schemaSql}.saga_steps (saga_id, name, kind, ordinal, state, completed_at)
+         VALUES ($1, '${START_STEP}', 'local', -1, 'completed', now())
+         ON CONFLICT (saga_id, name) DO NOTHING RETURNING state, compensation_attempts)
+       SELECT state, compensation_attempts FROM made
+       UNION ALL
+       SELECT state, compensation_attempts FROM ${this.schemaSql}.saga_steps
+        WHERE saga_id = $1 AND name = '${START_STEP}'`,
+      [sagaId],
+    );
+    const row = r.rows[0] as { state: StepRow['state']; compensation_attempts: number };
+    return { state: row.state, compensationAttempts: row.compensation_attempts };
+  }
+
   async markStep(
     tx: Executor,
     sagaId: string,

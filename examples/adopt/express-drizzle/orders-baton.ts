@@ -25,13 +25,15 @@ export function ordersBaton(config: { databaseUrl: string; secret: string; catal
   });
   const stock = participantClient(catalog);
   baton.sagas.define(
-    saga('place-order', async (ctx, o: PlaceOrder) => {
-      await ctx.step('create', (tx) => writesIn(tx).create(o), {
-        compensate: (tx) => writesIn(tx).setState(o.orderId, 'rejected'),
-      });
-      await ctx.reserve('hold-stock', stock, 'stock', o); // the catalog reads productId, quantity
-      await ctx.step('accept', (tx) => writesIn(tx).setState(o.orderId, 'placed'));
-    }),
+    saga(
+      'place-order',
+      async (ctx, o: PlaceOrder) => {
+        await ctx.reserve('hold-stock', stock, 'stock', o); // the catalog reads productId, quantity
+        await ctx.step('accept', (tx) => writesIn(tx).setState(o.orderId, 'placed'));
+      },
+      // the order row came with the saga's start (orders.ts): compensating rejects it
+      { compensateStart: (tx, o) => writesIn(tx).setState(o.orderId, 'rejected') },
+    ),
   );
   const served = { auth: { type: 'hmac', secrets: [config.secret] } } as const;
   const middleware = batonMiddleware(baton.httpHandler(served));

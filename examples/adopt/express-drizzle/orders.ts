@@ -7,7 +7,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import express from 'express';
 import pg from 'pg';
 import { ordersBaton } from './orders-baton.ts';
-import { CREATE_TABLES, orders, type PlaceOrder } from './schema.ts';
+import { CREATE_TABLES, orders, orderWrites, type PlaceOrder } from './schema.ts';
 
 export async function startOrders(config: {
   databaseUrl: string;
@@ -31,6 +31,7 @@ export async function startOrders(config: {
       await db.transaction(async (tx) => {
         // An unknown or deleted product is refused here, in the request, not later in the saga.
         await product.check(fromDrizzle(tx), order.productId);
+        await orderWrites(tx).create(order);
         await baton.sagas.start('place-order', order, {
           id: `place:${order.orderId}`,
           tx: fromDrizzle(tx),

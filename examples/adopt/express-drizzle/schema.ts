@@ -26,7 +26,7 @@ export const CREATE_TABLES = {
 export type PlaceOrder = { orderId: string; productId: string; quantity: number };
 
 /** The app's own order writes, on any Drizzle database (the pool, or Baton's transaction in a step). */
-export const orderWrites = (db: NodePgDatabase) => ({
+export const orderWrites = (db: Pick<NodePgDatabase, 'insert' | 'update'>) => ({
   create: async (o: PlaceOrder) =>
     void (await db.insert(orders).values({ id: o.orderId, ...o, state: 'pending' })),
   setState: async (id: string, state: string) =>
