@@ -236,6 +236,8 @@ function assemble(
   o: CompiledBatonOptions,
   override: {
     publish?: (tx: Executor, events: EventInput | readonly EventInput[]) => Promise<BatonEvent[]>;
+    /** The caretaker may restore missing keys and triggers by `install()` (only where the declarations are code, not records). */
+    reinstall?: boolean;
   } = {},
 ) {
   const schemaSql = schemaIdent(o.schema);
@@ -280,6 +282,7 @@ function assemble(
           versionsTable: versionsTableSql(schemaSql, owner.def.name),
           announce: (id, above) => owner.announce(id, above),
         })),
+      reinstall: override.reinstall ? () => registry.install() : undefined,
       publish,
       logger: o.logger,
     });
@@ -289,7 +292,9 @@ function assemble(
 /** Creates Baton for one service. Options are validated here, once. */
 export function createBaton(options: BatonOptions): Baton {
   const o = compileBatonOptions(options);
-  const { schemaSql, channels, publish, registry, invariants, caretaker } = assemble(o);
+  const { schemaSql, channels, publish, registry, invariants, caretaker } = assemble(o, {
+    reinstall: true,
+  });
   const { schema, logger } = o;
   const sagas = new Sagas(o.db, schemaSql, publish, logger, channels.sagas);
   const makeRelay = (relayOptions: Parameters<Baton['relay']>[0] = {}) =>

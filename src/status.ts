@@ -82,6 +82,7 @@ async function readReferencesStatus(db: Executor, s: string): Promise<References
       pendingDeletes: { total: 0, items: [] },
       quarantine: { total: 0, items: [] },
       policyActions: { total: 0, apologies: 0, rowsAffected: 0 },
+      missingObjects: [],
       lastReconcile: null,
     };
   }

@@ -6,7 +6,7 @@ import { loadMigrations } from '../src/db/migrate.ts';
 import { type CaretakerReport, InvalidInputError } from '../src/index.ts';
 import { type BatonStatus, readStatus } from '../src/status.ts';
 import { eventually, SECRET } from './helpers.ts';
-import { baton, type Run } from './support/baton-cli.ts';
+import { baton, inProcess, type Run } from './support/baton-cli.ts';
 import { startService, type TestService } from './support/services.ts';
 
 /**
@@ -16,22 +16,6 @@ import { startService, type TestService } from './support/services.ts';
  * the CLI's set reconciliation and lookups over HTTP; the referrer's consumer
  * lets the replica catch up to the cut).
  */
-
-/** The same command in this process (no terminal): cheaper, for the cases that need no separate process. */
-async function inProcess(args: readonly string[], env: Record<string, string>): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli(args, {
-    out: (text) => {
-      stdout += text;
-    },
-    err: (text) => {
-      stderr += text;
-    },
-    env,
-  });
-  return { code, stdout, stderr };
-}
 
 function parse<T>(run: Run): T {
   try {
@@ -364,6 +348,7 @@ describe('baton reconcile and baton status (references), as child processes', ()
       pendingDeletes: { total: 0, items: [] },
       quarantine: { total: 0, items: [] },
       policyActions: { total: 0, apologies: 0, rowsAffected: 0 },
+      missingObjects: [],
       lastReconcile: null,
     });
     const [text, reconcile] = await Promise.all([

@@ -2,6 +2,7 @@ import type { EventInput } from '../core/event.ts';
 import type { Logger } from '../core/logger.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
+import { type MissingObject, readMissingObjects } from '../references/installed-objects.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
 import { CaretakerLease } from './caretaker-lease.ts';
 import { DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
@@ -52,6 +53,12 @@ export interface CaretakerReport {
   invariants: InvariantReport[];
   /** This service's own tables against their seals, and its feed's positions (not with `entity`). */
   integrity: { tables: IntegrityReport[]; feed: FeedReport } | null;
+  /**
+   * Baton's foreign keys and triggers in this service's tables found missing
+   * or disabled (a schema tool dropped them?), and how many a repairing run
+   * restored by re-running `install()` (not with `entity`).
+   */
+  installation: { missing: MissingObject[]; restored: number } | null;
   totals: {
     differences: number;
     byClass: Record<DifferenceClass, number>;
@@ -62,6 +69,8 @@ export interface CaretakerReport {
     referencingRowProblems: number;
     /** Rows changed outside Baton, and positions of the feed whose events are gone. */
     integrityProblems: number;
+    /** Baton's keys and triggers still missing or disabled after the run. */
+    missingObjects: number;
   };
 }
 
@@ -75,6 +84,12 @@ export interface CaretakerOptions {
   /** The entities this service owns (their versions tables are checked too). */
   owned: () => readonly OwnedEntity[];
   publish: (tx: Executor, events: EventInput[]) => Promise<unknown>;
+  /**
+   * Restores Baton's keys and triggers in the service's tables (the
+   * declarations' `install()`); a repairing run calls it when some are
+   * missing. Absent (a caretaker outside the service): reported only.
+   */
+  reinstall?: () => Promise<void>;
   logger?: Logger;
   /**
    * The run's lease (one caretaker per service at a time), renewed while it
@@ -112,6 +127,7 @@ export class Caretaker {
       entities: [],
       invariants: [],
       integrity: null,
+      installation: null,
       totals: {
         differences: 0,
         byClass: Object.fromEntries(DIFFERENCE_CLASSES.map((c) => [c, 0])) as Record<
@@ -124,6 +140,7 @@ export class Caretaker {
         invariantViolations: 0,
         referencingRowProblems: 0,
         integrityProblems: 0,
+        missingObjects: 0,
       },
     };
     const lease = await CaretakerLease.take(this.db, this.schemaSql, this.o.leaseMs ?? 30_000);
@@ -156,8 +173,14 @@ export class Caretaker {
       .filter((t) => !options.entity || t.replication.replica.entity === options.entity);
     const invariants = options.entity ? [] : this.o.invariants();
     const integrity = options.entity === undefined;
-    const total = targets.length + invariants.length + (integrity ? 1 : 0);
+    const total = targets.length + invariants.length + (integrity ? 2 : 0);
     let done = 0;
+    if (integrity) {
+      // First: a missing check trigger lets bad references in, which the checks below then find.
+      options.onProgress?.({ done, total, what: "Baton's keys and triggers in your tables" });
+      report.installation = await this.checkInstallation(repair);
+      done++;
+    }
     for (const target of targets) {
       options.onProgress?.({ done, total, what: `entity ${target.replication.replica.entity}` });
       const entityReport = await this.reconcileEntity(target, {
@@ -186,6 +209,20 @@ export class Caretaker {
       done++;
     }
     options.onProgress?.({ done, total, what: 'done' });
+  }
+
+  private async checkInstallation(
+    repair: boolean,
+  ): Promise<NonNullable<CaretakerReport['installation']>> {
+    const missing = await readMissingObjects(this.db, this.schemaSql);
+    if (!repair || missing.length === 0 || !this.o.reinstall) return { missing, restored: 0 };
+    await this.o.reinstall();
+    const still = await readMissingObjects(this.db, this.schemaSql);
+    this.logger?.warn(
+      { missing: missing.length, restored: missing.length - still.length },
+      "caretaker: restored Baton's missing keys and triggers",
+    );
+    return { missing, restored: missing.length - still.length };
   }
 
   private async reconcileEntity(
@@ -258,6 +295,10 @@ function summarise(report: CaretakerReport): void {
     );
   }
   for (const i of report.invariants) t.invariantViolations += i.violations;
+  if (report.installation) {
+    const { missing, restored } = report.installation;
+    t.missingObjects = missing.length - restored;
+  }
   if (report.integrity) {
     const { tables, feed } = report.integrity;
     for (const table of tables) {

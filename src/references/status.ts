@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { type MissingObject, readMissingObjects } from './installed-objects.ts';
 
 /** Lists in a status are cut to this many entries (oldest first); totals count all. */
 const LIST_LIMIT = 100;
@@ -21,6 +22,8 @@ export interface ReferenceTablesStatus {
   pendingDeletes: { total: number; items: PendingDelete[] };
   /** Referrer side: on-delete policy actions taken; apologies are the ones on references that slipped through. */
   policyActions: { total: number; apologies: number; rowsAffected: number };
+  /** Baton's foreign keys and triggers in this service's tables that are gone or disabled (a schema tool?). */
+  missingObjects: MissingObject[];
 }
 
 /** Whether the references tables are in this database (migration 2). */
@@ -52,7 +55,9 @@ export async function readReferenceTablesStatus(
        FROM ${s}.policy_actions`,
   );
   const a = actions.rows[0];
+  const missingObjects = await readMissingObjects(db, s);
   return {
+    missingObjects,
     pendingDeletes: {
       total: Number(pending.rows[0]?.total ?? 0),
       items: pending.rows.map(toPendingDelete),

@@ -1,8 +1,8 @@
 import { LeaseLostError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import type { SagaState, StepKind, StepState } from './saga-states.ts';
 import { START_STEP } from './saga-definition.ts';
+import type { SagaState, StepKind, StepState } from './saga-states.ts';
 
 export interface SagaRow {
   /** The database's clock when the row was read (timers compare against it, not a worker's clock). */

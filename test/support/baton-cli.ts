@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runCli } from '../../src/cli/run.ts';
 
 /**
  * Runs the real `baton` command as a child process (`node bin/baton.js`), as
@@ -29,4 +30,23 @@ export function baton(args: readonly string[], env: Record<string, string> = {})
       },
     );
   });
+}
+
+/** The same command in this process (no terminal): cheaper, for the cases that need no separate process. */
+export async function inProcess(
+  args: readonly string[],
+  env: Record<string, string>,
+): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, {
+    out: (text) => {
+      stdout += text;
+    },
+    err: (text) => {
+      stderr += text;
+    },
+    env,
+  });
+  return { code, stdout, stderr };
 }

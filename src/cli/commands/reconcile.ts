@@ -22,6 +22,7 @@ import {
   printLines,
 } from '../output.ts';
 import { terminalProgress } from '../progress.ts';
+import { renderMissingObjects } from './status.ts';
 
 /** `baton reconcile` ran, and differences remain that it did not repair (a dry run, or orphans in quarantine). */
 export const EXIT_DIFFERENCES_REMAIN = 3;
@@ -213,7 +214,11 @@ async function leaseExpiry(db: PgDatabase, schema: string): Promise<string> {
 /** What remains to be done after the run: differences and referencing-row problems not repaired. */
 export function unresolved(report: CaretakerReport): number {
   const t = report.totals;
-  return Math.max(0, t.differences + t.referencingRowProblems + t.integrityProblems - t.repaired);
+  const rows = Math.max(
+    0,
+    t.differences + t.referencingRowProblems + t.integrityProblems - t.repaired,
+  );
+  return rows + t.missingObjects;
 }
 
 function outcome(report: CaretakerReport): ExitStatus {
@@ -250,6 +255,13 @@ export function renderReconcile(result: ReconcileResult, target: Target): string
     lines.push('', ...renderEntity(entity, result.cutTimeoutSeconds));
   }
   if (report.integrity) lines.push('', ...renderIntegrity(report.integrity));
+  if (report.installation) {
+    lines.push('', ...renderMissingObjects(report.installation.missing));
+    if (report.installation.missing.length > 0)
+      lines.push(
+        "  this command cannot restore them (it does not have the service's declarations): restart the service, or run its caretaker with repair.",
+      );
+  }
   lines.push(
     '',
     ...renderTotals(report),
@@ -359,6 +371,7 @@ function renderTotals(report: CaretakerReport): string[] {
       ['differences', t.differences === 0 ? 'none' : `${t.differences}: ${byClass(t.byClass)}`],
       ['referencing rows', `${t.referencingRowProblems} with problems`],
       ['own tables', `${t.integrityProblems} problems`],
+      ["Baton's keys, triggers", `${t.missingObjects} missing or disabled`],
       ['repaired', String(t.repaired)],
       ['quarantined', String(t.quarantined)],
       ['bytes exchanged', formatBytes(t.bytesExchanged)],

@@ -108,6 +108,22 @@ export function renderStatus(status: BatonStatus, where: string): string[] {
   return lines;
 }
 
+/** Baton's foreign keys and triggers in the service's tables that a schema tool (or an operator) dropped or disabled. */
+export function renderMissingObjects(missing: ReferencesStatus['missingObjects']): string[] {
+  if (missing.length === 0) return ["Baton's keys and triggers in your tables: all in place"];
+  const table = formatTable(
+    ['TABLE', 'OBJECT', 'NAME', 'STATE', 'DECLARED BY'],
+    missing.map((m) => [m.table, m.kind, m.name, m.state, m.declaredBy]),
+  );
+  return [
+    `! ${plural(missing.length, "of Baton's keys and triggers in your tables is", "of Baton's keys and triggers in your tables are")} not in force:`,
+    ...table.map((l) => `  ${l}`),
+    '  a schema tool (TypeORM synchronize, drizzle-kit push, a generated migration) may have dropped them; references',
+    '  are not checked or changes not captured meanwhile. `install()` restores them (every service start does),',
+    '  or a repairing caretaker run in the service; then `baton reconcile` finds what slipped through.',
+  ];
+}
+
 /** Sagas by state, the stuck ones with their error, the oldest still active. */
 export function renderSagas(sagas: SagasStatus): string[] {
   const c = sagas.counts;
@@ -149,9 +165,10 @@ export function renderSagas(sagas: SagasStatus): string[] {
   return lines;
 }
 
-/** Pending deletes, quarantine, policy actions and the caretaker's last run. */
+/** Pending deletes, quarantine, policy actions, Baton's objects in your tables and the caretaker's last run. */
 export function renderReferences(refs: ReferencesStatus): string[] {
-  const lines = ["Pending deletes (restrict: waiting for referrers' votes)"];
+  const lines = [...renderMissingObjects(refs.missingObjects), ''];
+  lines.push("Pending deletes (restrict: waiting for referrers' votes)");
   if (refs.pendingDeletes.total === 0) lines.push('  none');
   else {
     const table = formatTable(
