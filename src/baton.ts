@@ -31,6 +31,7 @@ import { type OwnerClient, ownerClient } from './references/owner-client.ts';
 import { asReferenceViolation, type Reference } from './references/reference.ts';
 import { ReferenceRegistry } from './references/reference-registry.ts';
 import { Participant } from './sagas/participant.ts';
+import { participantRoutes } from './sagas/participant-routes.ts';
 import { Sagas } from './sagas/sagas.ts';
 import {
   createFeedHandler,
@@ -366,7 +367,7 @@ export function createBaton(options: BatonOptions): Baton {
         routes: [
           feed.route,
           ...entityRoutes(o.db, schemaSql, () => registry.owners),
-          ...participant.routes(),
+          ...participantRoutes(participant),
           setSideRoute(async (name) => {
             // One side per entity, kept: it reuses its whole-set digest for the deeper levels of a run.
             let side = setSides.get(name);

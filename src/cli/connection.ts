@@ -1,3 +1,4 @@
+import type { Command } from 'commander';
 import pg from 'pg';
 import { InvalidInputError, lastAppliedMigration, SchemaNotInstalledError } from '../index.ts';
 import { PgDatabase, schemaIdent } from '../pg.ts';
@@ -116,6 +117,19 @@ export async function requireInstalled(
     ),
     { cause: error },
   );
+}
+
+/** Connects, checks that Baton is installed in the command's schema, runs `fn`: the body of every command on a service's database. */
+export function runInstalled<O extends ConnectionOptions & { schema: string }>(
+  io: CliIo,
+  command: Command,
+  fn: (db: PgDatabase, options: O) => Promise<void>,
+): Promise<void> {
+  const options = command.optsWithGlobals<O>();
+  return withDatabase(options, io, async (db, target) => {
+    await requireInstalled(db, options.schema, target);
+    await fn(db, options);
+  });
 }
 
 function where(target: Target): string {

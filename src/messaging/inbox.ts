@@ -2,6 +2,7 @@ import type { BatonEvent } from '../core/event.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import type { IncomingItem } from '../transports/transport.ts';
+import { type EventColumns, toBatonEvent } from './event-row.ts';
 import type { DeadLetterMode } from './inbox-states.ts';
 
 /** A row ready to be written to the inbox: an event to handle, or a dead letter from birth. */
@@ -261,16 +262,7 @@ export class InboxStore {
     return result.rows.map((r) => ({
       inboxId: r.inbox_id,
       attempts: r.attempts,
-      event: {
-        id: r.id,
-        type: r.type,
-        key: r.key,
-        version: Number(r.version),
-        payload: r.payload,
-        headers: r.headers,
-        occurredAt: r.occurred_at.toISOString(),
-        source: r.source,
-      },
+      event: toBatonEvent(r),
     }));
   }
 
@@ -318,17 +310,9 @@ export class InboxStore {
   }
 }
 
-interface ClaimRow {
+interface ClaimRow extends EventColumns {
   inbox_id: string;
   attempts: number;
-  id: string;
-  type: string;
-  key: string;
-  version: string;
-  payload: unknown;
-  headers: Record<string, string>;
-  occurred_at: Date;
-  source: string;
 }
 
 /** Turns what a source delivered into inbox rows; unknown types are dead on arrival. */

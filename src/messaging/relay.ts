@@ -4,6 +4,7 @@ import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import type { SequencedEvent, Transport } from '../transports/transport.ts';
+import { type EventColumns, toBatonEvent } from './event-row.ts';
 
 export interface RelayOptions {
   db: Database;
@@ -253,28 +254,10 @@ export class Relay {
 export const EVENT_COLUMNS = `seq, event_id::text AS id, type, key, version, payload, headers,
   occurred_at, source`;
 
-export interface EventRow {
+export interface EventRow extends EventColumns {
   seq: string;
-  id: string;
-  type: string;
-  key: string;
-  version: string;
-  payload: unknown;
-  headers: Record<string, string>;
-  occurred_at: Date;
-  source: string;
 }
 
 export function toSequencedEvent(row: EventRow): SequencedEvent {
-  return {
-    seq: Number(row.seq),
-    id: row.id,
-    type: row.type,
-    key: row.key,
-    version: Number(row.version),
-    payload: row.payload,
-    headers: row.headers,
-    occurredAt: row.occurred_at.toISOString(),
-    source: row.source,
-  };
+  return { seq: Number(row.seq), ...toBatonEvent(row) };
 }

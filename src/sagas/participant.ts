@@ -1,11 +1,9 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { BatonError, InvalidInputError, TerminalError } from '../core/errors.ts';
 import { validatePayload } from '../core/event-schemas.ts';
-import { parseUntrustedJson } from '../core/json-safety.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
-import type { Route } from '../http/service-handler.ts';
 import { type BarrierOp, passBarrier, pruneBarrier, recordBarrierResult } from './barrier.ts';
 import {
   type ActionRef,
@@ -50,7 +48,8 @@ export interface ActionHandler<B = unknown, R = unknown> {
 }
 
 const NAME = PARTICIPANT_NAME;
-const ID = /^[A-Za-z0-9_.:/-]{1,200}$/;
+/** Saga (transaction) ids and branch names a participant accepts. */
+export const ID = /^[A-Za-z0-9_.:/-]{1,200}$/;
 
 /**
  * The participant side of sagas, served on the service's Baton endpoints:
@@ -325,79 +324,11 @@ export class Participant {
       throw error;
     }
   }
-
-  routes(): Route[] {
-    return [
-      {
-        method: 'POST',
-        pattern: /^\/reservations\/([A-Za-z][A-Za-z0-9_.:-]{0,99})\/(try|confirm|cancel)$/,
-        describe: '/reservations/{resource}/{try|confirm|cancel}',
-        handle: async (match, _url, request) => {
-          const body = parseBody(request.body);
-          if ('error' in body) return body.error;
-          const b = body.value as { txId?: unknown; branch?: unknown; payload?: unknown } | null;
-          if (
-            typeof b !== 'object' ||
-            b === null ||
-            typeof b.txId !== 'string' ||
-            !ID.test(b.txId) ||
-            typeof b.branch !== 'string' ||
-            !ID.test(b.branch)
-          ) {
-            return errorResponse(
-              400,
-              'BATON_BAD_REQUEST',
-              'body must be { txId, branch, payload } with txId and branch of 1–200 characters [A-Za-z0-9_.:/-]',
-            );
-          }
-          return this.reserve(
-            match[1] as string,
-            match[2] as BarrierOp,
-            { txId: b.txId, branch: b.branch },
-            b.payload,
-          );
-        },
-      },
-      {
-        method: 'POST',
-        pattern: /^\/actions\/([A-Za-z][A-Za-z0-9_.:-]{0,99})(\/undo)?$/,
-        describe: '/actions/{name}[/undo]',
-        handle: async (match, _url, request) => {
-          const key = request.headers['idempotency-key'];
-          if (!key || !/^[A-Za-z0-9_.:/-]{1,300}$/.test(key)) {
-            return errorResponse(
-              400,
-              'BATON_BAD_REQUEST',
-              'an Idempotency-Key header of 1–300 characters [A-Za-z0-9_.:/-] is required',
-            );
-          }
-          const body = parseBody(request.body);
-          if ('error' in body) return body.error;
-          return match[2]
-            ? this.undo(match[1] as string, key, body.value)
-            : this.act(match[1] as string, key, body.value);
-        },
-      },
-    ];
-  }
 }
 
 /** Thrown inside the transaction to answer with `response` after rolling back. */
 class Refusal {
   constructor(readonly response: HttpResponseLike) {}
-}
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-function parseBody(raw: Buffer | undefined): { value: unknown } | { error: HttpResponseLike } {
-  try {
-    const { value, problem } = parseUntrustedJson(strictUtf8.decode(raw ?? Buffer.alloc(0)));
-    if (problem)
-      return { error: errorResponse(400, 'BATON_BAD_REQUEST', `unsafe JSON body: ${problem}`) };
-    return { value };
-  } catch {
-    return { error: errorResponse(400, 'BATON_BAD_REQUEST', 'the body must be JSON (UTF-8)') };
-  }
 }
 
 /** The action's body checked against its schema, or the 400 that says why not. */

@@ -157,7 +157,15 @@ export async function showSaga(
   id: string,
   options: SagaAdminOptions = {},
 ): Promise<SagaDetail> {
-  const s = await sagaSchema(db, options);
+  return readSagaDetail(db, await sagaSchema(db, options), id);
+}
+
+/**
+ * A saga and its steps as callers and operators see them — the one mapping
+ * of a saga row to the outside (`sagas.status`, `waitFor`, `baton sagas
+ * show`); workers read their own `SagaRow` (saga-store.ts).
+ */
+export async function readSagaDetail(db: Executor, s: string, id: string): Promise<SagaDetail> {
   const r = await db.query<DetailRowRaw>(
     `SELECT ${SUMMARY_COLUMNS}, input, output, key_seq, fence,
        CASE WHEN lease_until > now() THEN lease_owner END AS lease_owner,

@@ -1,9 +1,4 @@
-import {
-  InvalidInputError,
-  NotFoundError,
-  SagaTimeoutError,
-  SchemaViolationError,
-} from '../core/errors.ts';
+import { InvalidInputError, SagaTimeoutError, SchemaViolationError } from '../core/errors.ts';
 import type { BatonEvent, EventInput } from '../core/event.ts';
 import { validatePayload } from '../core/event-schemas.ts';
 import { findUnsafeJson } from '../core/json-safety.ts';
@@ -12,8 +7,9 @@ import { uuidv7 } from '../core/uuid-v7.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EventHandler } from '../messaging/consumer.ts';
+import { readSagaDetail, type SagaDetail } from './saga-admin.ts';
 import type { SagaDefinition } from './saga-definition.ts';
-import type { SagaState, StepKind, StepState } from './saga-states.ts';
+import type { SagaState } from './saga-states.ts';
 import { type SagaRow, SagaStore } from './saga-store.ts';
 import { type HandOff, SagaWorker, type SagaWorkerOptions } from './saga-worker.ts';
 import { SettledSignal } from './settled-signal.ts';
@@ -53,32 +49,11 @@ const SETTLED_STATES: readonly SagaState[] = ['completed', 'compensated', 'stuck
 const REREAD_TOLD_MS = 1_000;
 const REREAD_UNTOLD_MS = 50;
 
-export interface SagaStatus<O = unknown> {
-  id: string;
-  name: string;
-  key: string | null;
-  state: SagaState;
-  input: unknown;
+/** A saga as its caller sees it (`status`, `waitFor`): what `baton sagas show` shows, its output typed. */
+export type SagaStatus<O = unknown> = Omit<SagaDetail, 'output'> & {
   /** What the saga's function returned, once completed (null before). */
   output: O | null;
-  error: string | null;
-  waitingFor: string | null;
-  runs: number;
-  createdAt: string;
-  updatedAt: string;
-  finishedAt: string | null;
-  steps: {
-    name: string;
-    kind: StepKind;
-    state: StepState;
-    attempts: number;
-    compensationAttempts: number;
-    lastError: string | null;
-    startedAt: string;
-    completedAt: string | null;
-    compensatedAt: string | null;
-  }[];
-}
+};
 
 /** The payload of a reply to a saga's asynchronous command. */
 export interface CommandReply {
@@ -236,46 +211,9 @@ export class Sagas {
     });
   };
 
-  async status(id: string, executor: Executor = this.store.db): Promise<SagaStatus> {
-    const s = this.store.schemaSql;
-    const r = await executor.query<Record<string, unknown>>(
-      `SELECT id, name, key, state, input, output, error, waiting_for, runs, created_at, updated_at, finished_at
-       FROM ${s}.sagas WHERE id = $1`,
-      [id],
-    );
-    const row = r.rows[0];
-    if (!row) throw new NotFoundError(`no saga with id ${id}`);
-    const steps = await executor.query<Record<string, unknown>>(
-      `SELECT name, kind, state, attempts, compensation_attempts, last_error, started_at, completed_at, compensated_at
-       FROM ${s}.saga_steps WHERE saga_id = $1 ORDER BY ordinal, started_at`,
-      [id],
-    );
-    const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : null);
-    return {
-      id: row.id as string,
-      name: row.name as string,
-      key: (row.key as string | null) ?? null,
-      state: row.state as SagaState,
-      input: row.input,
-      output: row.output,
-      error: (row.error as string | null) ?? null,
-      waitingFor: (row.waiting_for as string | null) ?? null,
-      runs: row.runs as number,
-      createdAt: iso(row.created_at) as string,
-      updatedAt: iso(row.updated_at) as string,
-      finishedAt: iso(row.finished_at),
-      steps: steps.rows.map((st) => ({
-        name: st.name as string,
-        kind: st.kind as StepKind,
-        state: st.state as StepState,
-        attempts: st.attempts as number,
-        compensationAttempts: st.compensation_attempts as number,
-        lastError: (st.last_error as string | null) ?? null,
-        startedAt: iso(st.started_at) as string,
-        completedAt: iso(st.completed_at),
-        compensatedAt: iso(st.compensated_at),
-      })),
-    };
+  /** The saga and its steps. @throws NotFoundError for an unknown id. */
+  status(id: string, executor: Executor = this.store.db): Promise<SagaStatus> {
+    return readSagaDetail(executor, this.store.schemaSql, id);
   }
 
   /**

@@ -8,9 +8,8 @@ import {
   resetSubscriptionCursor,
   type SubscriptionStatus,
 } from '../../index.ts';
-import type { PgDatabase } from '../../pg.ts';
 import { UsageError } from '../cli-errors.ts';
-import { requireInstalled, withDatabase } from '../connection.ts';
+import { runInstalled } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
 import { type CliIo, formatTable, printJson, printLines } from '../output.ts';
 import { dataLossLines, stuckLines } from '../subscription-lines.ts';
@@ -29,7 +28,7 @@ export function registerConsumers(program: Command, io: CliIo): void {
       'per subscription: source, cursor, stuck (its producer pruned past the cursor) with the oldest retained position, pending, dead, blocked keys and entries behind them, unreconciled data loss',
     )
     .action(async (_local: object, command: Command) => {
-      await run(io, command, async (db, options) => {
+      await runInstalled<GlobalOptions>(io, command, async (db, options) => {
         const subscriptions = await listSubscriptions(db, { schema: options.schema });
         if (options.json) return printJson(io, { subscriptions });
         printLines(io, renderList(subscriptions));
@@ -55,7 +54,7 @@ export function registerConsumers(program: Command, io: CliIo): void {
         command: Command,
       ) => {
         const target = resetTarget(local);
-        await run(io, command, async (db, options) => {
+        await runInstalled<GlobalOptions>(io, command, async (db, options) => {
           const reset = await resetSubscriptionCursor(db, subscription, target, {
             schema: options.schema,
             dryRun: !local.yes,
@@ -70,19 +69,6 @@ export function registerConsumers(program: Command, io: CliIo): void {
         });
       },
     );
-}
-
-/** Connects, checks that Baton is installed, runs `fn`. */
-function run(
-  io: CliIo,
-  command: Command,
-  fn: (db: PgDatabase, options: GlobalOptions) => Promise<void>,
-): Promise<void> {
-  const options = command.optsWithGlobals<GlobalOptions>();
-  return withDatabase(options, io, async (db, target) => {
-    await requireInstalled(db, options.schema, target);
-    await fn(db, options);
-  });
 }
 
 function resetTarget(local: { toOldest?: boolean; to?: string }): CursorTarget {

@@ -8,10 +8,9 @@ import {
   retryDeadLetters,
   showDeadLetter,
 } from '../../index.ts';
-import type { PgDatabase } from '../../pg.ts';
 import { positiveInteger } from '../arguments.ts';
 import { UsageError } from '../cli-errors.ts';
-import { requireInstalled, withDatabase } from '../connection.ts';
+import { runInstalled } from '../connection.ts';
 import type { GlobalOptions } from '../global-options.ts';
 import {
   type CliIo,
@@ -36,7 +35,7 @@ export function registerDlq(program: Command, io: CliIo): void {
     .option('--subscription <name>', 'only this subscription')
     .option('--limit <n>', 'show at most n', positiveInteger, 50)
     .action(async (local: { subscription?: string; limit: number }, command: Command) => {
-      await run(io, command, async (db, options) => {
+      await runInstalled<GlobalOptions>(io, command, async (db, options) => {
         const list = await listDeadLetters(db, { schema: options.schema, ...local });
         if (options.json) return printJson(io, { ...list, limit: local.limit });
         if (list.total === 0) return printLines(io, ['no dead letters.']);
@@ -68,7 +67,7 @@ export function registerDlq(program: Command, io: CliIo): void {
     .argument('<inboxId>', 'id from `baton dlq list`')
     .action(async (inboxId: string, _local: object, command: Command) => {
       const id = usageId(inboxId);
-      await run(io, command, async (db, options) => {
+      await runInstalled<GlobalOptions>(io, command, async (db, options) => {
         const entry = await showDeadLetter(db, id, { schema: options.schema });
         if (options.json) return printJson(io, entry);
         printLines(io, renderDeadLetter(entry));
@@ -88,7 +87,7 @@ export function registerDlq(program: Command, io: CliIo): void {
         command: Command,
       ) => {
         const target = retryTarget(inboxIds, local);
-        await run(io, command, async (db, options) => {
+        await runInstalled<GlobalOptions>(io, command, async (db, options) => {
           const result = await retryDeadLetters(db, target, { schema: options.schema });
           if (options.json) return printJson(io, result);
           const lines = [
@@ -112,7 +111,7 @@ export function registerDlq(program: Command, io: CliIo): void {
     .argument('<inboxIds...>', 'ids from `baton dlq list`')
     .action(async (inboxIds: string[], _local: object, command: Command) => {
       const ids = inboxIds.map(usageId);
-      await run(io, command, async (db, options) => {
+      await runInstalled<GlobalOptions>(io, command, async (db, options) => {
         const discarded = await discardDeadLetters(db, ids, { schema: options.schema });
         if (options.json) return printJson(io, { discarded });
         printLines(io, [
@@ -120,19 +119,6 @@ export function registerDlq(program: Command, io: CliIo): void {
         ]);
       });
     });
-}
-
-/** Connects, checks that Baton is installed, runs `fn`. */
-function run(
-  io: CliIo,
-  command: Command,
-  fn: (db: PgDatabase, options: GlobalOptions) => Promise<void>,
-): Promise<void> {
-  const options = command.optsWithGlobals<GlobalOptions>();
-  return withDatabase(options, io, async (db, target) => {
-    await requireInstalled(db, options.schema, target);
-    await fn(db, options);
-  });
 }
 
 function retryTarget(
