@@ -333,6 +333,13 @@ describe('references: bad input', () => {
         { name: 'c2', table: 'customers', key: 'id', fields: ['na\u0000me'] },
         /field "na\\u0000me" is not a column name: it contains a NUL character/,
       ],
+      ...['__proto__', 'constructor', 'prototype'].map(
+        (field): [string, Record<string, unknown>, RegExp] => [
+          `a field named ${field} (a key every consumer refuses)`,
+          { name: 'c2', table: 'customers', key: 'id', fields: [field] },
+          new RegExp(`field named "${field}" cannot be copied`),
+        ],
+      ),
       [
         'personal not among fields',
         { name: 'c2', table: 'customers', key: 'id', fields: ['name'], personal: ['address'] },

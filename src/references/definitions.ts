@@ -1,4 +1,5 @@
 import { InvalidInputError } from '../core/errors.ts';
+import { FORBIDDEN_KEYS } from '../core/json-safety.ts';
 import { checkColumnName, parseTableName, tableNameSql } from '../db/sql.ts';
 
 /** What happens to referencing rows when the referenced entity is deleted. */
@@ -53,7 +54,14 @@ export function validateEntity(def: EntityDefinition): Required<EntityDefinition
   checkColumnName(def.key, `entity ${def.name}: key`);
   const fields = [...(def.fields ?? [])];
   const personal = [...(def.personal ?? [])];
-  for (const f of fields) checkColumnName(f, `entity ${def.name}: field`);
+  for (const f of fields) {
+    checkColumnName(f, `entity ${def.name}: field`);
+    // A field's name is a key of every state event's `fields`, and every consumer refuses these keys.
+    if (FORBIDDEN_KEYS.has(f))
+      throw new InvalidInputError(
+        `entity ${def.name}: a field named "${f}" cannot be copied — it would be a key of every state event, and consumers refuse "${[...FORBIDDEN_KEYS].join('", "')}" as keys (prototype pollution). Rename the column, or copy it through a view or generated column with another name.`,
+      );
+  }
   if (new Set(fields).size !== fields.length)
     throw new InvalidInputError(
       `entity ${def.name}: fields lists a column twice (${fields.join(', ')}).`,
