@@ -21,10 +21,16 @@ export function problem(status: number, message: string): HttpResponseLike {
   return json(status, { error: message });
 }
 
-/** Routes a request; bad JSON is a 400, an unknown path a 404, a thrown error a 500 (never a crash). */
+/**
+ * Routes a request; bad JSON or a malformed path is a 400, an unknown path a
+ * 404, a value the database refuses (SQLSTATE class 22) a 400, any other
+ * thrown error a 500 that tells the caller nothing of the server's insides
+ * (`onError` gets the error for the log). Never a crash.
+ */
 export async function routeApi(
   routes: readonly ApiRoute[],
   request: HttpRequestLike,
+  onError: (error: unknown) => void = () => {},
 ): Promise<HttpResponseLike> {
   const path = new URL(request.url, 'http://shop.invalid').pathname;
   for (const route of routes) {
@@ -38,14 +44,19 @@ export async function routeApi(
         return problem(400, 'the body must be JSON');
       }
     }
+    let params: string[];
     try {
-      return await route.handle({
-        params: match.slice(1).map(decodeURIComponent),
-        body,
-        headers: request.headers,
-      });
+      params = match.slice(1).map(decodeURIComponent);
+    } catch {
+      return problem(400, 'the path has a malformed percent-encoding');
+    }
+    try {
+      return await route.handle({ params, body, headers: request.headers });
     } catch (error) {
-      return problem(500, (error as Error).message);
+      if (String((error as { code?: unknown })?.code).startsWith('22'))
+        return problem(400, 'a value in the request is not valid for its field');
+      onError(error);
+      return problem(500, 'internal error (the service logged it)');
     }
   }
   return problem(404, `no route for ${request.method} ${path}`);

@@ -105,13 +105,11 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
 
   const launch = (name: ServiceName) =>
     new Promise<void>((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ['--import', 'tsx', MAIN, JSON.stringify(configOf(name))],
-        {
-          stdio: ['pipe', 'pipe', 'pipe'],
-        },
-      );
+      // The config (secrets, database URL) goes on stdin, not argv: `ps` shows argv to every user.
+      const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      child.stdin?.write(`${JSON.stringify(configOf(name))}\n`);
       children.set(name, child);
       const timer = setTimeout(
         () => reject(new Error(`${name} did not start within 60 s`)),

@@ -63,21 +63,71 @@ export async function holdPoints(
  * barrier runs a confirm only after a try that held, so a missing hold means
  * the customer was deleted meanwhile (holds cascade): nothing is left to book.
  */
-export async function spendHold(tx: Executor, p: PointsRequest, call: Branch): Promise<void> {
-  const hold = await tx.query<{ points: number }>(
-    'DELETE FROM holds WHERE tx_id = $1 AND branch = $2 RETURNING points',
+export async function spendHold(tx: Executor, _p: PointsRequest, call: Branch): Promise<void> {
+  // The hold says whose points and how many: a confirm's payload is the caller's word, not the hold's.
+  const hold = await tx.query<{ customer_id: string; points: number }>(
+    'DELETE FROM holds WHERE tx_id = $1 AND branch = $2 RETURNING customer_id, points',
     [call.txId, call.branch],
   );
-  const points = hold.rows[0]?.points;
-  if (points === undefined) return;
+  const held = hold.rows[0];
+  if (held === undefined) return;
   await tx.query('UPDATE accounts SET balance = balance - $2 WHERE customer_id = $1', [
-    p.customerId,
-    points,
+    held.customer_id,
+    held.points,
   ]);
   await tx.query(
     "INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'spend', $3)",
-    [p.customerId, -points, `spend:${call.txId}`],
+    [held.customer_id, -held.points, `spend:${call.txId}`],
   );
+}
+
+/**
+ * The `refund` action: gives back the points an order spent — to the
+ * customer who spent them, at most what was spent, once per order (a
+ * second refund of the order, under another idempotency key, refunds
+ * nothing). Refused for good (TerminalError: a 4xx the caller does not
+ * retry) when the request is malformed, asks for more than was spent, or
+ * names another customer. An order that spent nothing (or whose customer's
+ * account is gone) refunds 0.
+ */
+export async function refundPoints(tx: Executor, p: PointsRequest): Promise<{ refunded: number }> {
+  if (
+    typeof p?.orderId !== 'string' ||
+    !/^[A-Za-z0-9_.:-]{1,100}$/.test(p.orderId) ||
+    typeof p.customerId !== 'string' ||
+    !(Number.isInteger(p.points) && p.points > 0)
+  )
+    throw new TerminalError(
+      'a refund is { orderId, customerId, points } with points a positive integer',
+    );
+  const spend = await tx.query<{ customer_id: string; spent: number }>(
+    "SELECT customer_id, -points AS spent FROM movements WHERE reference = 'spend:place:' || $1",
+    [p.orderId],
+  );
+  const spent = spend.rows[0];
+  if (spent === undefined) return { refunded: 0 };
+  if (spent.customer_id !== p.customerId)
+    throw new TerminalError(`order ${p.orderId} was not paid by customer ${p.customerId}`);
+  if (p.points > spent.spent)
+    throw new TerminalError(
+      `order ${p.orderId} spent ${spent.spent} points; ${p.points} asked back`,
+    );
+  // No account any more (the customer was deleted, its movements with it): nothing to give back.
+  const account = await tx.query('SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE', [
+    spent.customer_id,
+  ]);
+  if (account.rowCount !== 1) return { refunded: 0 };
+  const booked = await tx.query(
+    `INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'refund', $3)
+     ON CONFLICT (reference) DO NOTHING`,
+    [spent.customer_id, p.points, `refund:${p.orderId}`],
+  );
+  if (booked.rowCount !== 1) return { refunded: 0 }; // this order was refunded before
+  await tx.query('UPDATE accounts SET balance = balance + $2 WHERE customer_id = $1', [
+    spent.customer_id,
+    p.points,
+  ]);
+  return { refunded: p.points };
 }
 
 /** cancel: the hold goes (a cancel with nothing held is a no-op). */

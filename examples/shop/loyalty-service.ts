@@ -1,6 +1,11 @@
 import { WELCOME_POINTS } from './config.ts';
 import { type ApiRoute, json, problem } from './http-api.ts';
-import { LOYALTY_TABLES, type PointsRequest, pointsReservation } from './loyalty-points.ts';
+import {
+  LOYALTY_TABLES,
+  type PointsRequest,
+  pointsReservation,
+  refundPoints,
+} from './loyalty-points.ts';
 import type { ServiceBase } from './service-base.ts';
 
 export type { PointsRequest } from './loyalty-points.ts';
@@ -65,20 +70,7 @@ export async function declareLoyalty(base: ServiceBase): Promise<{ routes: ApiRo
 
   baton.participant.reservation('points', pointsReservation);
 
-  baton.participant.action<PointsRequest, { refunded: number }>('refund', {
-    async run(tx, p) {
-      const account = await tx.query(
-        'UPDATE accounts SET balance = balance + $2 WHERE customer_id = $1',
-        [p.customerId, p.points],
-      );
-      if (!account.rowCount) return { refunded: 0 }; // no account any more (customer deleted)
-      await tx.query(
-        "INSERT INTO movements (customer_id, points, kind, reference) VALUES ($1, $2, 'refund', $3)",
-        [p.customerId, p.points, `refund:${p.orderId}`],
-      );
-      return { refunded: p.points };
-    },
-  });
+  baton.participant.action<PointsRequest, { refunded: number }>('refund', { run: refundPoints });
 
   baton.invariant({
     name: 'balance-not-negative',

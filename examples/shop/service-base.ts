@@ -138,7 +138,9 @@ async function startOn(
     (request, signal) =>
       request.url.startsWith('/baton/')
         ? batonHttp.handle(request, signal)
-        : routeApi([...adminRoutes, ...service.routes], request),
+        : routeApi([...adminRoutes, ...service.routes], request, (err) =>
+            logger.error({ err }, `${request.method} ${JSON.stringify(request.url)} failed`),
+          ),
     { port: config.port },
   );
   return {

@@ -1,5 +1,7 @@
 /**
- * One shop service as a process: `tsx examples/shop/service-main.ts '<config json>'`.
+ * One shop service as a process: `tsx examples/shop/service-main.ts`, its
+ * config (secrets and database URL included) as JSON on the first line of
+ * stdin — never on the command line, where `ps` shows it to every user.
  * Prints `ready <url>` when it serves; exits on SIGTERM/SIGINT, or when its
  * parent closes stdin (a launcher that died takes its services with it).
  */
@@ -12,7 +14,7 @@ import { declareLoyalty } from './loyalty-service.ts';
 import { declareOrders } from './orders-service.ts';
 import { startService } from './service-base.ts';
 
-const config = JSON.parse(process.argv[2] ?? '{}') as ServiceConfig;
+const config = await readConfig();
 if (config.clockOffsetMs) {
   // Chaos runs: a process whose clock is off. Baton orders nothing by clocks; signatures carry a window.
   const realNow = Date.now.bind(Date);
@@ -57,9 +59,27 @@ const shutdown = async () => {
 };
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
-if (!process.stdin.isTTY) {
-  process.stdin.on('end', shutdown);
-  process.stdin.resume();
+process.stdin.on('end', shutdown);
+process.stdin.resume();
+
+/** The first line of stdin, as the service's config. */
+function readConfig(): Promise<ServiceConfig> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      const end = text.indexOf('\n');
+      if (end === -1) return;
+      process.stdin.off('data', onData);
+      try {
+        resolve(JSON.parse(text.slice(0, end)) as ServiceConfig);
+      } catch (error) {
+        reject(new Error(`the config line on stdin is not JSON: ${(error as Error).message}`));
+      }
+    };
+    process.stdin.on('data', onData);
+    process.stdin.once('end', () => reject(new Error('stdin closed before the config line')));
+  });
 }
 
 /**
