@@ -14,14 +14,37 @@ export const processIo: CliIo = {
   terminal: () => (process.stderr.isTTY ? { columns: process.stderr.columns || 80 } : undefined),
 };
 
-/** `--json` output: one object, indented for people who read it too. */
-export function printJson(io: CliIo, value: unknown): void {
-  io.out(`${JSON.stringify(value, null, 2)}\n`);
+/**
+ * Characters that would act on the operator's terminal instead of being
+ * shown — C0 controls (escape sequences, carriage returns, newlines inside
+ * a value), DEL, C1 controls, and bidirectional overrides that reorder
+ * text — as they come from data (ids, errors, payloads) written by anyone.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+const TERMINAL_CONTROLS =
+  /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+const escaped = (c: string) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`;
+
+/** `text` with every terminal control shown as `\uXXXX`: what an operator reads is what the data holds. */
+export function visible(text: string): string {
+  return text.replace(TERMINAL_CONTROLS, escaped);
 }
 
-/** Prints lines of human output. */
+/** A message of several lines, each made visible (its own line breaks kept). */
+export function visibleLines(text: string): string {
+  return text.split('\n').map(visible).join('\n');
+}
+
+/** `--json` output: one object, indented for people who read it too; controls escaped (also those JSON leaves raw). */
+export function printJson(io: CliIo, value: unknown): void {
+  // Its only raw newlines are the indentation's (JSON escapes those inside strings).
+  printLines(io, JSON.stringify(value, null, 2).split('\n'));
+}
+
+/** Prints lines of human output, data's terminal controls made visible. */
 export function printLines(io: CliIo, lines: readonly string[]): void {
-  io.out(`${lines.join('\n')}\n`);
+  io.out(`${lines.map(visible).join('\n')}\n`);
 }
 
 /** An aligned plain-text table; numeric columns are right-aligned. */

@@ -8,7 +8,7 @@ import { ExitStatus, registerReconcile } from './commands/reconcile.ts';
 import { registerSagas } from './commands/sagas.ts';
 import { registerStatus } from './commands/status.ts';
 import { addGlobalOptions } from './global-options.ts';
-import { type CliIo, processIo } from './output.ts';
+import { type CliIo, processIo, visibleLines } from './output.ts';
 
 /** The `baton` command tree. Commands write through `io` and throw; they never exit. */
 export function buildProgram(io: CliIo): Command {
@@ -51,12 +51,12 @@ function report(error: unknown, io: CliIo, verbose: boolean): number {
   if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   // The command printed its result already; only the exit status (and a one-line reason) remain.
   if (error instanceof ExitStatus) {
-    if (error.message) io.err(`baton: ${error.message}\n`);
+    if (error.message) io.err(`baton: ${visibleLines(error.message)}\n`);
     return error.code;
   }
   const code = exitCodeFor(error);
-  io.err(`baton: ${messageFor(error)}\n`);
-  if (verbose) io.err(`${stackOf(error)}\n`);
+  io.err(`baton: ${visibleLines(messageFor(error))}\n`);
+  if (verbose) io.err(`${visibleLines(stackOf(error))}\n`);
   else if (
     code === EXIT_FAILURE &&
     !(error instanceof BatonError || error instanceof OperationalError)
