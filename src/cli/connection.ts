@@ -191,7 +191,19 @@ function errorCode(error: unknown): string | undefined {
   return undefined;
 }
 
-/** The URL with its password replaced, for messages. */
+/**
+ * A database URL fit to print: the password — everything after the first
+ * `:` of the user info, up to the LAST `@` (a password may hold `/`, `@`,
+ * `#`, `?`) — and any `password=` parameter replaced by `***`. Works on text
+ * that does not parse as a URL too: that is when it gets printed.
+ */
 export function redact(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@/]*@/i, '$1***@');
+  const masked = url.replace(/([?&]password=)[^&]*/gi, '$1***');
+  const at = masked.lastIndexOf('@');
+  if (at === -1) return masked;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/+/i.exec(masked)?.[0] ?? '';
+  const userinfo = masked.slice(scheme.length, at);
+  const colon = userinfo.indexOf(':');
+  const user = colon === -1 ? userinfo : `${userinfo.slice(0, colon)}:***`;
+  return `${scheme}${user}${masked.slice(at)}`;
 }
