@@ -305,6 +305,24 @@ describe('HMAC with an injected server clock', () => {
     );
   });
 
+  it('tells the clock only to a caller who holds the secret', async () => {
+    const serverNow = Math.floor(Date.now() / 1000) * 1000;
+    const server = await serve(
+      { type: 'hmac', secrets: [SECRET], windowSeconds: 30 },
+      () => serverNow,
+    );
+    // A stranger probing with old timestamps learns only that the signature is wrong.
+    for (const offset of [-3_600_000, -31_000, 31_000, 86_400_000]) {
+      const answer = await get(
+        server,
+        TARGET,
+        signed({ type: 'hmac', secret: 'not-the-secret-0123456789' }, TARGET, serverNow + offset),
+      );
+      expectRefused(answer, /signature does not match/);
+      expect(JSON.stringify(answer)).not.toMatch(/clock|away|expired/);
+    }
+  });
+
   it('keeps refusing a replay for as long as the signature could be accepted', async () => {
     let serverNow = Math.floor(Date.now() / 1000) * 1000;
     const server = await serve(

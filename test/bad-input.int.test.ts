@@ -372,21 +372,27 @@ describe('the feed endpoint given bad requests', () => {
     },
   );
 
-  it.each(['0', '-1', '1.5', 'abc', '1001', '', 'Infinity'])('400 for limit=%j', async (limit) => {
-    await expectError(
-      `/baton/events?limit=${encodeURIComponent(limit)}`,
-      400,
-      /"limit" must be an integer from 1 to 1000/,
-    );
-  });
+  it.each(['0', '-1', '1.5', 'abc', '1001', '', 'Infinity', '1e3', '0x10', ' 5', '5.0', '+5'])(
+    '400 for limit=%j',
+    async (limit) => {
+      await expectError(
+        `/baton/events?limit=${encodeURIComponent(limit)}`,
+        400,
+        /"limit" must be an integer from 1 to 1000/,
+      );
+    },
+  );
 
-  it.each(['-1', '1.5', 'abc', '30001', 'NaN'])('400 for wait=%j', async (wait) => {
-    await expectError(
-      `/baton/events?wait=${encodeURIComponent(wait)}`,
-      400,
-      /"wait" must be milliseconds from 0 to 30000/,
-    );
-  });
+  it.each(['-1', '1.5', 'abc', '30001', 'NaN', '1e3', '0x10', ' 5'])(
+    '400 for wait=%j',
+    async (wait) => {
+      await expectError(
+        `/baton/events?wait=${encodeURIComponent(wait)}`,
+        400,
+        /"wait" must be milliseconds from 0 to 30000/,
+      );
+    },
+  );
 
   it.each(['a,,b', ',', '1abc', 'a b', 'a;DROP TABLE x', 'x'.repeat(201)])(
     '400 for types=%j',
@@ -408,7 +414,9 @@ describe('the feed endpoint given bad requests', () => {
       '/other/events',
       '/',
     ]) {
-      await expectError(path, 404, /no such endpoint; Baton answers GET \/baton\/events/);
+      // Before authentication the answer lists nothing the service serves.
+      const answer = await expectError(path, 404, /no such endpoint under \/baton\//);
+      expect(JSON.stringify(answer)).not.toMatch(/events/);
     }
   });
 

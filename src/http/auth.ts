@@ -109,15 +109,16 @@ export class RequestVerifier {
     }
     if (!/^\d{1,12}$/.test(timestamp)) return `${HEADER_TIMESTAMP} must be Unix seconds`;
     if (!/^[0-9a-f]{16,64}$/.test(nonce)) return `${HEADER_NONCE} must be 16–64 hex characters`;
-    const skew = Math.abs(this.now() / 1000 - Number(timestamp));
-    if (skew > this.windowSeconds) {
-      return `signature expired: timestamp is ${Math.round(skew)} s away from the server clock (window ${this.windowSeconds} s); check the clocks`;
-    }
     const given = signature.startsWith('v1=') ? signature.slice(3) : '';
     let ok = false;
     for (const secret of secrets)
       ok = constantTimeEqual(given, sign(secret, timestamp, nonce, parts)) || ok;
     if (!ok) return 'signature does not match: wrong secret, or the request was changed in transit';
+    // Only after the signature: a caller without the secret learns nothing of the server's clock.
+    const skew = Math.abs(this.now() / 1000 - Number(timestamp));
+    if (skew > this.windowSeconds) {
+      return `signature expired: timestamp is ${Math.round(skew)} s away from the server clock (window ${this.windowSeconds} s); check the clocks`;
+    }
     if (!this.rememberNonce(nonce)) return 'replayed request: this nonce was already used';
     return undefined;
   }

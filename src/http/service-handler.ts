@@ -37,7 +37,6 @@ export function createServiceHandler(options: {
 }): ServiceHandler {
   const verifier = new RequestVerifier(options.auth, options.now);
   const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
-  const endpoints = options.routes.map((r) => `${r.method} ${basePath}${r.describe}`).join(', ');
   return {
     basePath,
     async handle(request, signal) {
@@ -52,11 +51,8 @@ export function createServiceHandler(options: {
         : undefined;
       const matching = rest === undefined ? [] : options.routes.filter((r) => r.pattern.test(rest));
       if (matching.length === 0) {
-        return errorResponse(
-          404,
-          'BATON_NOT_FOUND',
-          `no such endpoint; Baton answers ${endpoints}`,
-        );
+        // Before authentication: no list of what this service serves.
+        return errorResponse(404, 'BATON_NOT_FOUND', `no such endpoint under ${basePath}/`);
       }
       const route = matching.find((r) => r.method === request.method);
       if (!route) {

@@ -134,7 +134,9 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
     const after = url.searchParams.get('after') ?? '0';
     if (!CURSOR.test(after))
       return errorResponse(400, 'BATON_BAD_REQUEST', '"after" must be a feed position (digits)');
-    const limit = Number(url.searchParams.get('limit') ?? '100');
+    const limitText = url.searchParams.get('limit') ?? '100';
+    // Digits only: Number() would also take 1e3, 0x10, " 5" and 5.0.
+    const limit = /^\d{1,7}$/.test(limitText) ? Number(limitText) : Number.NaN;
     if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) {
       return errorResponse(
         400,
@@ -142,7 +144,8 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
         `"limit" must be an integer from 1 to ${maxLimit}`,
       );
     }
-    const wait = Number(url.searchParams.get('wait') ?? '0');
+    const waitText = url.searchParams.get('wait') ?? '0';
+    const wait = /^\d{1,9}$/.test(waitText) ? Number(waitText) : Number.NaN;
     if (!Number.isInteger(wait) || wait < 0 || wait > maxWaitMs) {
       return errorResponse(
         400,
