@@ -321,9 +321,29 @@ export class Participant {
       ) {
         return errorResponse(422, 'BATON_REFUSED', error.message);
       }
+      const sqlstate = (error as { code?: unknown })?.code;
+      if (typeof sqlstate === 'string' && refusesTheInput(sqlstate)) {
+        // The caller's input broke the handler's SQL: asking again cannot help.
+        return errorResponse(
+          422,
+          'BATON_REFUSED',
+          `the participant's database refused the request (SQLSTATE ${sqlstate}): ${(error as Error).message}`,
+        );
+      }
       throw error;
     }
   }
+}
+
+/**
+ * SQLSTATEs that say the request's values are wrong, not the moment: data
+ * exceptions (class 22: a bad number, text too long) and integrity
+ * violations (class 23: a check, a foreign key, NOT NULL) — except a unique
+ * violation, which a concurrent writer can cause and a retry can resolve.
+ * Everything else (serialization failures, lost connections, …) stays retryable.
+ */
+function refusesTheInput(sqlstate: string): boolean {
+  return sqlstate.startsWith('22') || (sqlstate.startsWith('23') && sqlstate !== '23505');
 }
 
 /** Thrown inside the transaction to answer with `response` after rolling back. */
