@@ -457,9 +457,10 @@ export async function recordedCaretaker(
     subscription: string;
   }>(`SELECT entity, id_type, owner, owner_url, subscription FROM ${s}.replicas ORDER BY entity`);
   for (const row of replicas.rows) {
+    const idType = await recordedIdType(db, row.entity, row.id_type);
     const owner = ownerClient({
       name: row.owner,
-      url: row.owner_url,
+      url: recordedOwnerUrl(row.entity, row.owner_url),
       auth: options.auth,
       ...(options.ownerTimeoutMs === undefined ? {} : { timeoutMs: options.ownerTimeoutMs }),
     });
@@ -467,7 +468,7 @@ export async function recordedCaretaker(
       entity: row.entity,
       owner,
       subscription: row.subscription,
-      idType: row.id_type,
+      idType,
     });
   }
   const references = await db.query<{
@@ -518,6 +519,46 @@ export async function recordedCaretaker(
     targets: targets(),
     publish,
   };
+}
+
+/**
+ * A replica's recorded id type, as PostgreSQL names it: the record is text
+ * anyone with write access to the table could change, and it ends up in SQL
+ * (`$1::text::<type>`) — so only a type the server resolves is used, in the
+ * server's own spelling.
+ */
+async function recordedIdType(db: Database, entity: string, recorded: string): Promise<string> {
+  const refused = () =>
+    new InvalidInputError(
+      `the recorded id type of replica ${entity} (${JSON.stringify(recorded.slice(0, 100))}) is not a type; was it changed by hand? Restart the service to record it again.`,
+    );
+  let canonical: string | null | undefined;
+  try {
+    const r = await db.query<{ t: string | null }>(
+      'SELECT format_type(to_regtype($1), NULL) AS t',
+      [recorded],
+    );
+    canonical = r.rows[0]?.t;
+  } catch {
+    throw refused();
+  }
+  if (!canonical) throw refused();
+  return canonical;
+}
+
+/** A recorded owner URL, before Baton sends it signed requests: http(s), no credentials in it. */
+function recordedOwnerUrl(entity: string, recorded: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(recorded);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !/^https?:$/.test(url.protocol) || url.username || url.password || url.hash)
+    throw new InvalidInputError(
+      `the recorded owner URL of replica ${entity} (${JSON.stringify(recorded.slice(0, 200))}) is not an http(s) URL without credentials; was it changed by hand? Restart the service to record it again.`,
+    );
+  return recorded;
 }
 
 /** Declares what a service recorded; a record that no longer validates says so, and how to mend it. */
