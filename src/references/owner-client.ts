@@ -29,8 +29,15 @@ export interface OwnerClientOptions {
   timeoutMs?: number;
 }
 
-function entityPath(entity: string, id: string): string {
-  return `entities/${encodeURIComponent(entity)}/${encodeURIComponent(id)}`;
+/**
+ * The path of an entity's id (and of its `/announce`). The ids "." and ".."
+ * go in the query: in a path every URL parser resolves them — encoded as
+ * %2e too — and the request would reach another endpoint.
+ */
+function entityPath(entity: string, id: string, then = ''): string {
+  const e = encodeURIComponent(entity);
+  if (id === '.' || id === '..') return `entities/${e}${then}?id=${encodeURIComponent(id)}`;
+  return `entities/${e}/${encodeURIComponent(id)}${then}`;
 }
 
 /**
@@ -68,7 +75,7 @@ export function ownerClient(options: OwnerClientOptions): OwnerClient {
     async announce(entity, id, above) {
       const b = await client.json<Partial<EntityLookup>>(
         'POST',
-        `${entityPath(entity, id)}/announce`,
+        entityPath(entity, id, '/announce'),
         { body: { above } },
       );
       return asLookup(b, `announcing ${entity} ${id}`);
