@@ -141,7 +141,11 @@ async function startOn(
         : routeApi([...adminRoutes, ...service.routes], request, (err) =>
             logger.error({ err }, `${request.method} ${JSON.stringify(request.url)} failed`),
           ),
-    { port: config.port },
+    {
+      port: config.port,
+      refuseEarly: (head) =>
+        head.url.startsWith('/baton/') ? batonHttp.refuseEarly(head) : undefined,
+    },
   );
   return {
     url: server.url,

@@ -44,7 +44,7 @@ export function batonMiddleware(
       else res.writeHead(404).end();
       return;
     }
-    void answerNodeRequest(req, res, answer, { maxBodyBytes });
+    void answerNodeRequest(req, res, answer, { maxBodyBytes, refuseEarly: handler.refuseEarly });
   };
 }
 

@@ -86,6 +86,27 @@ export class RequestVerifier {
       : this.verifyHmac(this.auth.secrets, headers, parts);
   }
 
+  /**
+   * Why a request cannot be authenticated whatever its body — credentials
+   * missing or malformed — or undefined. Checked before a body is read; says
+   * nothing a stranger could use (no clock, no secret).
+   */
+  credentialsMissing(headers: Readonly<Record<string, string | undefined>>): string | undefined {
+    if (this.auth.type === 'bearer') {
+      const header = headers.authorization;
+      if (!header) return 'missing Authorization header: send "Authorization: Bearer <token>"';
+      return /^Bearer .+$/i.test(header) ? undefined : 'Authorization header is not a bearer token';
+    }
+    const timestamp = headers[HEADER_TIMESTAMP];
+    const nonce = headers[HEADER_NONCE];
+    const signature = headers[HEADER_SIGNATURE];
+    if (!timestamp || !nonce || !signature)
+      return `missing signature headers: send ${HEADER_TIMESTAMP}, ${HEADER_NONCE} and ${HEADER_SIGNATURE}`;
+    if (!/^\d{1,12}$/.test(timestamp)) return `${HEADER_TIMESTAMP} must be Unix seconds`;
+    if (!/^[0-9a-f]{16,64}$/.test(nonce)) return `${HEADER_NONCE} must be 16–64 hex characters`;
+    return undefined;
+  }
+
   private verifyBearer(tokens: readonly string[], header: string | undefined): string | undefined {
     if (!header) return 'missing Authorization header: send "Authorization: Bearer <token>"';
     const match = /^Bearer (.+)$/i.exec(header);

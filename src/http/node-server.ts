@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { HttpRequestLike, HttpResponseLike } from './http-types.ts';
 import { errorResponse } from './http-types.ts';
+import type { RequestHead, ServiceHandler } from './service-handler.ts';
 
 export interface NodeHttpServerOptions {
   port?: number;
@@ -9,6 +10,14 @@ export interface NodeHttpServerOptions {
   host?: string;
   /** Request bodies larger than this get 413. */
   maxBodyBytes?: number;
+  /** Connections held at once; more are refused by the kernel's backlog (default 1,000). */
+  maxConnections?: number;
+  /** Time to receive a request's headers (default 10 s): a slow-headers client is cut off. */
+  headersTimeoutMs?: number;
+  /** Time to receive a whole request, body included (default 30 s): a slow-body client is cut off. Answers (long-polls) are not limited by it. */
+  requestTimeoutMs?: number;
+  /** Refuses a request before its body is read (see `ServiceHandler.refuseEarly`). */
+  refuseEarly?: (head: RequestHead) => HttpResponseLike | undefined;
 }
 
 export type RequestHandler = (
@@ -28,14 +37,27 @@ export interface RunningServer {
  * never lets a handler error crash the process (it answers 500).
  */
 export async function serveHttp(
-  handler: RequestHandler,
+  handler: RequestHandler | ServiceHandler,
   options: NodeHttpServerOptions = {},
 ): Promise<RunningServer> {
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const server = createServer((req, res) => {
-    void answerNodeRequest(req, res, handler, { maxBodyBytes });
-  });
+  const answer: RequestHandler =
+    typeof handler === 'function' ? handler : (request, signal) => handler.handle(request, signal);
+  const refuseEarly =
+    options.refuseEarly ?? (typeof handler === 'function' ? undefined : handler.refuseEarly);
+  const server = createServer(
+    {
+      headersTimeout: options.headersTimeoutMs ?? 10_000,
+      requestTimeout: options.requestTimeoutMs ?? 30_000,
+      // How often those two are checked (Node's default, 30 s, would let a slow client stay that much longer).
+      connectionsCheckingInterval: 1_000,
+    },
+    (req, res) => {
+      void answerNodeRequest(req, res, answer, { maxBodyBytes, refuseEarly });
+    },
+  );
   server.keepAliveTimeout = 65_000;
+  server.maxConnections = options.maxConnections ?? 1_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
@@ -73,10 +95,20 @@ export async function answerNodeRequest(
   req: NodeRequest,
   res: ServerResponse,
   handler: RequestHandler,
-  options: { maxBodyBytes: number },
+  options: {
+    maxBodyBytes: number;
+    refuseEarly?: ((head: RequestHead) => HttpResponseLike | undefined) | undefined;
+  },
 ): Promise<void> {
   const controller = new AbortController();
   res.on('close', () => controller.abort());
+  const early = options.refuseEarly?.(toRequest(req, Buffer.alloc(0)));
+  if (early) {
+    // Not a byte of the body read; the connection closes so none is waited for.
+    if (!res.destroyed)
+      res.writeHead(early.status, { ...early.headers, connection: 'close' }).end(early.body);
+    return;
+  }
   let response: HttpResponseLike;
   try {
     const body = await bodyOf(req, options.maxBodyBytes);

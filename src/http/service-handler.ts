@@ -15,9 +15,19 @@ export interface Route {
   ): Promise<HttpResponseLike>;
 }
 
+/** A request before its body is read: what can be checked without reading a byte of it. */
+export type RequestHead = Pick<HttpRequestLike, 'method' | 'url' | 'headers'>;
+
 export interface ServiceHandler {
   /** Where Baton's endpoints live, e.g. `/baton` (no trailing slash). */
   readonly basePath: string;
+  /**
+   * The answer to a request that `handle` would refuse whatever its body —
+   * an unknown route, a wrong method, missing or malformed credentials — or
+   * undefined. Servers call it before reading the body: a stranger's bytes
+   * are never read.
+   */
+  refuseEarly(head: RequestHead): HttpResponseLike | undefined;
   handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike>;
   close(): Promise<void>;
 }
@@ -37,31 +47,52 @@ export function createServiceHandler(options: {
 }): ServiceHandler {
   const verifier = new RequestVerifier(options.auth, options.now);
   const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
-  return {
-    basePath,
-    async handle(request, signal) {
-      let url: URL;
-      try {
-        url = new URL(request.url, 'http://baton.invalid');
-      } catch {
-        return errorResponse(400, 'BATON_BAD_REQUEST', 'request target is not a valid URL');
-      }
-      const rest = url.pathname.startsWith(`${basePath}/`)
-        ? url.pathname.slice(basePath.length)
-        : undefined;
-      const matching = rest === undefined ? [] : options.routes.filter((r) => r.pattern.test(rest));
-      if (matching.length === 0) {
-        // Before authentication: no list of what this service serves.
-        return errorResponse(404, 'BATON_NOT_FOUND', `no such endpoint under ${basePath}/`);
-      }
-      const route = matching.find((r) => r.method === request.method);
-      if (!route) {
-        const allow = [...new Set(matching.map((r) => r.method))].join(', ');
-        return {
+  /** The route a request goes to, or the 400/404/405 that says why none. */
+  const routeOf = (
+    head: RequestHead,
+  ): { route: Route; rest: string; url: URL } | { response: HttpResponseLike } => {
+    let url: URL;
+    try {
+      url = new URL(head.url, 'http://baton.invalid');
+    } catch {
+      return {
+        response: errorResponse(400, 'BATON_BAD_REQUEST', 'request target is not a valid URL'),
+      };
+    }
+    const rest = url.pathname.startsWith(`${basePath}/`)
+      ? url.pathname.slice(basePath.length)
+      : undefined;
+    const matching = rest === undefined ? [] : options.routes.filter((r) => r.pattern.test(rest));
+    if (rest === undefined || matching.length === 0) {
+      // Before authentication: no list of what this service serves.
+      return {
+        response: errorResponse(404, 'BATON_NOT_FOUND', `no such endpoint under ${basePath}/`),
+      };
+    }
+    const route = matching.find((r) => r.method === head.method);
+    if (!route) {
+      const allow = [...new Set(matching.map((r) => r.method))].join(', ');
+      return {
+        response: {
           ...errorResponse(405, 'BATON_METHOD', `this endpoint only answers ${allow}`),
           headers: { allow },
-        };
-      }
+        },
+      };
+    }
+    return { route, rest, url };
+  };
+  return {
+    basePath,
+    refuseEarly: (head) => {
+      const routed = routeOf(head);
+      if ('response' in routed) return routed.response;
+      const reason = verifier.credentialsMissing(head.headers);
+      return reason ? errorResponse(401, 'BATON_UNAUTHENTICATED', reason) : undefined;
+    },
+    async handle(request, signal) {
+      const routed = routeOf(request);
+      if ('response' in routed) return routed.response;
+      const { route, rest, url } = routed;
       const reason = verifier.verify(request.headers, {
         method: request.method,
         target: request.url,
@@ -70,7 +101,7 @@ export function createServiceHandler(options: {
       if (reason) return errorResponse(401, 'BATON_UNAUTHENTICATED', reason);
       try {
         return await route.handle(
-          route.pattern.exec(rest as string) as RegExpExecArray,
+          route.pattern.exec(rest) as RegExpExecArray,
           url,
           request,
           signal,

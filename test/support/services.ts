@@ -29,7 +29,7 @@ export async function startService(name: string): Promise<TestService> {
   const baton = createBaton({ db: database.db, service: name });
   const relay = baton.relay({ pollIntervalMs: 50 });
   const handler = baton.httpHandler({ auth: { type: 'hmac', secrets: [SECRET] } });
-  const server = await serveHttp((req, signal) => handler.handle(req, signal));
+  const server = await serveHttp(handler);
   await relay.start();
   const consumers = new Map<string, Consumer>();
   return {

@@ -1,0 +1,127 @@
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsonResponse } from '../src/http/http-types.ts';
+import { type RunningServer, serveHttp } from '../src/http/node-server.ts';
+import { createServiceHandler } from '../src/http/service-handler.ts';
+import { SECRET } from './helpers.ts';
+
+/**
+ * Limits before work (security review, item 5): a stranger's request is
+ * refused on its head — unknown route, wrong method, no credentials —
+ * before a byte of its body is read; slow headers and slow bodies are cut
+ * off; connections are capped. Raw sockets on loopback, bounded in count
+ * and time: each test gives up after a few seconds, which the old server
+ * (body read first, Node's 300 s request timeout, no cap) exceeded.
+ */
+
+let server: RunningServer;
+let port: number;
+let handled = 0;
+
+beforeAll(async () => {
+  const handler = createServiceHandler({
+    auth: { type: 'hmac', secrets: [SECRET] },
+    routes: [
+      {
+        method: 'POST',
+        pattern: /^\/things$/,
+        describe: '/things',
+        handle: async () => {
+          handled++;
+          return jsonResponse(200, {});
+        },
+      },
+    ],
+  });
+  server = await serveHttp(handler, {
+    maxConnections: 5,
+    headersTimeoutMs: 1_000,
+    requestTimeoutMs: 1_500,
+  });
+  port = Number(new URL(server.url).port);
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+/** Opens a socket, writes `head`, and resolves with what the server answered (or '' when it closed), within `withinMs`. */
+function exchange(head: string, withinMs: number, trickle?: (s: Socket) => void): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let answer = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer and no close within ${withinMs} ms`));
+    }, withinMs);
+    socket.on('data', (d) => {
+      answer += d.toString('latin1');
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(answer);
+    });
+    socket.on('error', () => {});
+    socket.write(head);
+    trickle?.(socket);
+  });
+}
+
+const post = (path: string, extra = '') =>
+  `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n${extra}\r\n`;
+const SIGNED_LOOKING =
+  'x-baton-timestamp: 1700000000\r\nx-baton-nonce: 0123456789abcdef0123\r\nx-baton-signature: v1=00\r\n';
+
+describe('limits before work', () => {
+  it('refuses an unknown route, a wrong method and a request without credentials before reading the body', async () => {
+    const before = handled;
+    expect(await exchange(post('/baton/nothing'), 3_000)).toMatch(/^HTTP\/1\.1 404/);
+    expect(await exchange(post('/baton/things'), 3_000)).toMatch(/^HTTP\/1\.1 401/);
+    expect(
+      await exchange(
+        'GET /baton/things HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n',
+        3_000,
+      ),
+    ).toMatch(/^HTTP\/1\.1 405/);
+    expect(handled).toBe(before);
+  });
+
+  it('cuts off a body that trickles in', async () => {
+    const answer = await exchange(post('/baton/things', SIGNED_LOOKING), 5_000, (socket) => {
+      const drip = setInterval(() => socket.writable && socket.write('{'), 200);
+      socket.on('close', () => clearInterval(drip));
+    });
+    expect(answer === '' || /^HTTP\/1\.1 408/.test(answer)).toBe(true);
+  });
+
+  it('cuts off headers that trickle in', async () => {
+    const answer = await exchange('POST /baton/things HTTP/1.1\r\nhost: x\r\n', 5_000, (socket) => {
+      const drip = setInterval(() => socket.writable && socket.write('x-pad: 1\r\n'), 200);
+      socket.on('close', () => clearInterval(drip));
+    });
+    expect(answer === '' || /^HTTP\/1\.1 408/.test(answer)).toBe(true);
+  });
+
+  it('holds at most maxConnections connections at once', async () => {
+    const sockets = await Promise.all(
+      Array.from({ length: 20 }, () => {
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => {});
+        return new Promise<Socket>((resolve) => socket.on('connect', () => resolve(socket)));
+      }),
+    );
+    const closed = await Promise.all(
+      sockets.map(
+        (s) =>
+          new Promise<boolean>((resolve) => {
+            const timer = setTimeout(() => resolve(false), 500);
+            s.on('close', () => {
+              clearTimeout(timer);
+              resolve(true);
+            });
+          }),
+      ),
+    );
+    for (const s of sockets) s.destroy();
+    expect(closed.filter((c) => !c).length).toBeLessThanOrEqual(5);
+  });
+});
