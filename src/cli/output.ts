@@ -20,8 +20,8 @@ export const processIo: CliIo = {
  * a value), DEL, C1 controls, and bidirectional overrides that reorder
  * text — as they come from data (ids, errors, payloads) written by anyone.
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
 const TERMINAL_CONTROLS =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
   /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 const escaped = (c: string) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`;
