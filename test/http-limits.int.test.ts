@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonResponse } from '../src/http/http-types.ts';
 import { type RunningServer, serveHttp } from '../src/http/node-server.ts';
-import { createServiceHandler } from '../src/http/service-handler.ts';
+import { createServiceHandler, type ServiceHandler } from '../src/http/service-handler.ts';
 import { SECRET } from './helpers.ts';
 
 /**
@@ -15,11 +15,12 @@ import { SECRET } from './helpers.ts';
  */
 
 let server: RunningServer;
+let handler: ServiceHandler;
 let port: number;
 let handled = 0;
 
 beforeAll(async () => {
-  const handler = createServiceHandler({
+  handler = createServiceHandler({
     auth: { type: 'hmac', secrets: [SECRET] },
     routes: [
       {
@@ -44,8 +45,17 @@ afterAll(async () => {
   await server?.close();
 });
 
-/** Opens a socket, writes `head`, and resolves with what the server answered (or '' when it closed), within `withinMs`. */
-function exchange(head: string, withinMs: number, trickle?: (s: Socket) => void): Promise<string> {
+/**
+ * Opens a socket, writes `head`, and resolves with what the server answered
+ * — at its first bytes (`until: 'answer'`) or when it closed (`'close'`; ''
+ * if it closed without a word) — within `withinMs`.
+ */
+function exchange(
+  head: string,
+  withinMs: number,
+  trickle?: (s: Socket) => void,
+  until: 'answer' | 'close' = 'close',
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let answer = '';
@@ -55,6 +65,11 @@ function exchange(head: string, withinMs: number, trickle?: (s: Socket) => void)
     }, withinMs);
     socket.on('data', (d) => {
       answer += d.toString('latin1');
+      if (until === 'answer') {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(answer);
+      }
     });
     socket.on('close', () => {
       clearTimeout(timer);
@@ -72,17 +87,54 @@ const SIGNED_LOOKING =
   'x-baton-timestamp: 1700000000\r\nx-baton-nonce: 0123456789abcdef0123\r\nx-baton-signature: v1=00\r\n';
 
 describe('limits before work', () => {
-  it('refuses an unknown route, a wrong method and a request without credentials before reading the body', async () => {
+  it('refuses an unknown route, a wrong method and a request without credentials without keeping its body', async () => {
     const before = handled;
-    expect(await exchange(post('/baton/nothing'), 3_000)).toMatch(/^HTTP\/1\.1 404/);
-    expect(await exchange(post('/baton/things'), 3_000)).toMatch(/^HTTP\/1\.1 401/);
-    expect(
-      await exchange(
-        'GET /baton/things HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n',
-        3_000,
-      ),
-    ).toMatch(/^HTTP\/1\.1 405/);
+    // A body announced past the drain cap is not waited for: the answer comes at once.
+    const answered = (head: string) => exchange(head, 3_000, undefined, 'answer');
+    const huge = (path: string, method = 'POST') =>
+      `${method} ${path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n`;
+    expect(await answered(huge('/baton/nothing'))).toMatch(/^HTTP\/1\.1 404/);
+    expect(await answered(huge('/baton/things'))).toMatch(/^HTTP\/1\.1 401/);
+    expect(await answered(huge('/baton/things', 'GET'))).toMatch(/^HTTP\/1\.1 405/);
+    // One that is sent gets its answer when it has been read (and dropped).
+    for (const [path, status] of [
+      ['/baton/nothing', 404],
+      ['/baton/things', 401],
+    ] as const) {
+      const answer = await fetch(`${server.url}${path}`, { method: 'POST', body: '{"x":1}' });
+      expect(answer.status).toBe(status);
+    }
     expect(handled).toBe(before);
+  });
+
+  it('a refused request whose body follows gets its answer whole, the connection not reset under it', async () => {
+    // What real clients do: send the body anyway, many at once. Answering and closing before the
+    // body was read reset the connection under the answer now and then — the chaos set's bad input
+    // found it (1 unanswered in 2,000); on loopback here it rarely shows, so this guards, the chaos set finds.
+    const body = 'x'.repeat(1_500_000); // over maxBodyBytes, like the chaos set's oversized bodies
+    // A server with the default connection cap (this file's other one holds five).
+    const roomy = await serveHttp(handler);
+    const statuses: (number | string)[] = [];
+    for (let round = 0; round < 5; round++) {
+      const paths = Array.from({ length: 8 }, (_, i) =>
+        i % 2 ? '/baton/nothing' : '/baton/things',
+      );
+      statuses.push(
+        ...(await Promise.all(
+          paths.map((path) =>
+            fetch(`${roomy.url}${path}`, { method: 'POST', body }).then(
+              async (answer) => {
+                await answer.json();
+                return answer.status;
+              },
+              (e: Error) => `reset: ${e.message} ${String((e.cause as Error)?.message)}`,
+            ),
+          ),
+        )),
+      );
+    }
+    await roomy.close();
+    expect(statuses.filter((s) => typeof s === 'string')).toEqual([]);
   });
 
   it('cuts off a body that trickles in', async () => {

@@ -104,9 +104,7 @@ export async function answerNodeRequest(
   res.on('close', () => controller.abort());
   const early = options.refuseEarly?.(toRequest(req, Buffer.alloc(0)));
   if (early) {
-    // Not a byte of the body read; the connection closes so none is waited for.
-    if (!res.destroyed)
-      res.writeHead(early.status, { ...early.headers, connection: 'close' }).end(early.body);
+    answerEarly(req, res, early, options.maxBodyBytes * DRAIN_FACTOR);
     return;
   }
   let response: HttpResponseLike;
@@ -126,6 +124,41 @@ export async function answerNodeRequest(
   if (res.destroyed) return;
   res.writeHead(response.status, response.headers);
   res.end(response.body);
+}
+
+/**
+ * Answers a request refused on its head. Its body is never kept or parsed:
+ * it is read and dropped (a client writing its body cannot read an answer
+ * given under it — closing on unread bytes resets the connection), and the
+ * answer follows its end. A body announced or found over `cap` (the drain
+ * cap of a 413) gets the answer at once with the connection closed; the
+ * request timeout bounds a slow one.
+ */
+function answerEarly(
+  req: NodeRequest,
+  res: ServerResponse,
+  response: HttpResponseLike,
+  cap: number,
+): void {
+  let answered = false;
+  const answer = (close: boolean) => {
+    if (answered || res.destroyed) return;
+    answered = true;
+    const headers = close ? { ...response.headers, connection: 'close' } : response.headers;
+    res.writeHead(response.status, headers).end(response.body);
+  };
+  const announced = Number(req.headers['content-length'] ?? '0');
+  if (!(announced <= cap) || req.readableEnded) {
+    answer(!(announced <= cap));
+    return;
+  }
+  let seen = 0;
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > cap) answer(true);
+  });
+  req.on('end', () => answer(false));
+  req.resume();
 }
 
 /** A body parser ran first and kept no raw body: the signature cannot be checked. */
