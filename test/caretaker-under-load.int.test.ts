@@ -84,6 +84,14 @@ describe('the caretaker under load', () => {
     // The referrer stops reading: a run waits at its cut, holding its lease.
     await orders.consumerOf(customers).stop();
     await owner("UPDATE customers SET name = 'moved on' WHERE id = 'lease-1'");
+    // Relayed before the run takes its cut, so the cut is past what the stopped referrer has read
+    // (a cut taken before the relay numbered it was reached at once: the run ended, a CI flake).
+    await eventually(
+      async () =>
+        (await owner('SELECT count(*)::int AS n FROM baton.outbox WHERE seq IS NULL')).rows[0]
+          ?.n === 0,
+      'the update relayed',
+    );
     const auth = { type: 'hmac' as const, secret: SECRET };
     const dying = new PgDatabase({ connectionString: orders.database.url, max: 2 });
     const first = await recordedCaretaker(dying, { auth, leaseMs: 1_500 });
