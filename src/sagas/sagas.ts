@@ -2,7 +2,7 @@ import { InvalidInputError, SagaTimeoutError, SchemaViolationError } from '../co
 import type { BatonEvent, EventInput } from '../core/event.ts';
 import { validatePayload } from '../core/event-schemas.ts';
 import { findUnsafeJson } from '../core/json-safety.ts';
-import { type Logger, silentLogger } from '../core/logger.ts';
+import type { Logger } from '../core/logger.ts';
 import { uuidv7 } from '../core/uuid-v7.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
@@ -82,9 +82,9 @@ export class Sagas {
     db: Database,
     schemaSql: string,
     private readonly publish: (tx: Executor, event: EventInput) => Promise<unknown>,
-    private readonly logger: Logger = silentLogger,
-    /** The channel the `saga_settled` trigger notifies (`channelsFor(schema).sagas`). */
-    settledChannel = 'baton_sagas_baton',
+    private readonly logger: Logger,
+    /** The channel the `saga_settled` trigger notifies: `channelsFor(schema).sagas`, never spelled here. */
+    settledChannel: string,
   ) {
     this.store = new SagaStore(db, schemaSql);
     this.settled = new SettledSignal(db, settledChannel);
