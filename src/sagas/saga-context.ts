@@ -34,6 +34,23 @@ export class StepFailed extends Error {
   }
 }
 
+/**
+ * Baton's own bookkeeping of a run (reading or writing step records, the
+ * outbox row of a command) failed — the database went away. That is no
+ * decision of the saga and no failure of a step: the run stops where it is
+ * and the saga is run again later, where its records say it was. Seen in the
+ * chaos set: the lookup after a lost commit failed as well, and the run took
+ * it for the saga function throwing — a placed order's saga compensated.
+ */
+export class RunInterrupted extends Error {
+  constructor(override readonly cause: unknown) {
+    super(
+      `saga run interrupted: its own bookkeeping failed (${(cause as Error)?.message ?? String(cause)}); the saga runs again later`,
+    );
+    this.name = 'RunInterrupted';
+  }
+}
+
 /** Replay (to collect compensations) reached a step that has not completed. */
 export class StopReplay {}
 
@@ -79,6 +96,11 @@ export class RunContext implements SagaContext {
    * a record is always cancelled, and it is this one).
    */
   deferred: StepRecord | undefined;
+  /**
+   * Set when bookkeeping failed in this run: whatever the saga function did
+   * with the error (it may catch it), the run's outcome is not to be trusted.
+   */
+  interruption: RunInterrupted | undefined;
   private readonly seen = new Set<string>();
   private readonly startedAt = Date.now();
 
@@ -231,23 +253,26 @@ export class RunContext implements SagaContext {
       {
         execute: async (ordinal) => {
           const waitUntil = new Date(this.now().getTime() + timeoutMs);
-          await this.fencedWithDeferred(async (tx) => {
-            await this.publish(tx, {
-              type: command.type,
-              key: command.key,
-              payload: command.payload,
-              headers: { 'baton-correlation-id': correlationId },
-            });
-            await this.store.putStep(tx, this.saga.id, {
-              name,
-              kind: 'command',
-              ordinal,
-              state: 'pending',
-              attempts: 1,
-              correlationId,
-              waitUntil,
-            });
-          });
+          // Baton's own transaction (no code of the saga in it): its failure interrupts the run.
+          await this.bookkeeping(() =>
+            this.fencedWithDeferred(async (tx) => {
+              await this.publish(tx, {
+                type: command.type,
+                key: command.key,
+                payload: command.payload,
+                headers: { 'baton-correlation-id': correlationId },
+              });
+              await this.store.putStep(tx, this.saga.id, {
+                name,
+                kind: 'command',
+                ordinal,
+                state: 'pending',
+                attempts: 1,
+                correlationId,
+                waitUntil,
+              });
+            }),
+          );
           this.awaitedCommands.push(name);
           throw new Suspend(waitUntil, `reply to ${command.type} (step ${name})`);
         },
@@ -364,11 +389,18 @@ export class RunContext implements SagaContext {
       register(result, 'completed');
       return result;
     } catch (error) {
-      if (error instanceof Suspend || error instanceof LeaseLostError) throw error;
+      if (
+        error instanceof Suspend ||
+        error instanceof LeaseLostError ||
+        error instanceof RunInterrupted
+      )
+        throw error;
       // A commit whose answer was lost (the database restarting under it) may have
       // committed the step and its record: look before recording a failure over it —
       // a local step run again would apply its effect twice.
-      const stored = (await this.store.steps(this.store.db, this.saga.id)).get(name);
+      const stored = (
+        await this.bookkeeping(() => this.store.steps(this.store.db, this.saga.id))
+      ).get(name);
       if (stored?.state === 'completed') {
         register(stored.result, 'completed');
         return stored.result as T;
@@ -397,20 +429,35 @@ export class RunContext implements SagaContext {
     fields: Partial<StepRow> & Pick<StepRow, 'state'>,
   ): Promise<void> {
     await this.writeDeferred();
-    await this.store.putStepFenced(this.saga.id, this.saga.fence, {
-      name,
-      kind,
-      ordinal,
-      ...fields,
-    });
+    await this.bookkeeping(() =>
+      this.store.putStepFenced(this.saga.id, this.saga.fence, {
+        name,
+        kind,
+        ordinal,
+        ...fields,
+      }),
+    );
   }
 
   /** Writes the deferred remote step record on its own, if there is one. */
   async writeDeferred(): Promise<void> {
     const step = this.deferred;
     if (!step) return;
-    await this.store.putStepFenced(this.saga.id, this.saga.fence, withNullResult(step));
+    await this.bookkeeping(() =>
+      this.store.putStepFenced(this.saga.id, this.saga.fence, withNullResult(step)),
+    );
     this.deferred = undefined;
+  }
+
+  /** Runs Baton's own read or write of the run; its failure interrupts the run (a lost lease stays itself). */
+  private async bookkeeping<R>(fn: () => Promise<R>): Promise<R> {
+    try {
+      return await fn();
+    } catch (error) {
+      if (error instanceof LeaseLostError || error instanceof RunInterrupted) throw error;
+      this.interruption ??= new RunInterrupted(error);
+      throw this.interruption;
+    }
   }
 
   /** A fenced transaction that also writes the deferred remote step record (first: it came first). */

@@ -4,7 +4,14 @@ import type { EventInput } from '../core/event.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import { RunContext, StepFailed, Suspend, type Undo, withNullResult } from './saga-context.ts';
+import {
+  RunContext,
+  RunInterrupted,
+  StepFailed,
+  Suspend,
+  type Undo,
+  withNullResult,
+} from './saga-context.ts';
 import { type SagaDefinition, START_STEP } from './saga-definition.ts';
 import type { SagaRow, SagaStore, StepRecord } from './saga-store.ts';
 
@@ -37,6 +44,7 @@ export async function runSaga(
   deps: RunDependencies,
 ): Promise<void> {
   const log = deps.logger ?? silentLogger;
+  const began = Date.now();
   try {
     if (saga.state === 'running' && saga.deadline && saga.deadline <= saga.dbNow) {
       await toCompensating(deps, saga, `deadline passed (${saga.deadline.toISOString()})`);
@@ -79,6 +87,11 @@ export async function runSaga(
       );
       return;
     }
+    if (error instanceof RunInterrupted) {
+      log.warn({ sagaId: saga.id, err: error.cause }, error.message);
+      await retrySoon(deps, saga, Date.now() - began);
+      return;
+    }
     throw error;
   }
 }
@@ -98,9 +111,12 @@ async function forward(
   const ctx = new RunContext(deps.store, saga, steps, 'forward', deps.publish, deps.random);
   try {
     const output = await definition.run(ctx, saga.input);
+    // The function may have caught an interruption and returned all the same.
+    if (ctx.interruption) throw ctx.interruption;
     return { kind: 'returned', output, undos: ctx.undos, deferred: ctx.deferred };
   } catch (error) {
     if (error instanceof LeaseLostError) throw error;
+    if (ctx.interruption) throw ctx.interruption;
     // Whatever ends the run forward, a remote step that completed in it gets its record.
     await ctx.writeDeferred();
     if (error instanceof Suspend) {
@@ -116,6 +132,16 @@ async function forward(
       error: `the saga function threw: ${(error as Error)?.message ?? String(error)}`,
     };
   }
+}
+
+/** After an interruption, the saga is due again in a second — if the database answers; else its lease expires. */
+async function retrySoon(deps: RunDependencies, saga: SagaRow, elapsedMs: number): Promise<void> {
+  const wakeAt = new Date(saga.dbNow.getTime() + elapsedMs + 1_000);
+  await deps.store
+    .fenced(saga.id, saga.fence, (tx) =>
+      deps.store.suspend(tx, saga.id, wakeAt, 'run interrupted: the database went away'),
+    )
+    .catch(() => {});
 }
 
 async function toCompensating(deps: RunDependencies, saga: SagaRow, error: string): Promise<void> {
