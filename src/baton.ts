@@ -13,6 +13,7 @@ import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
 import type { ClientAuth, ServerAuth } from './http/auth.ts';
+import { DatabaseNonces } from './http/nonce-store.ts';
 import { createServiceHandler, type ServiceHandler } from './http/service-handler.ts';
 import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
 import { Outbox } from './messaging/outbox.ts';
@@ -364,6 +365,7 @@ export function createBaton(options: BatonOptions): Baton {
       return createServiceHandler({
         auth,
         basePath,
+        nonces: new DatabaseNonces(o.db, schemaSql),
         routes: [
           feed.route,
           ...entityRoutes(o.db, schemaSql, () => registry.owners),

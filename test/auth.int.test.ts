@@ -199,6 +199,18 @@ describe('HMAC-signed feed', () => {
     expectRefused(await get(server, TARGET, headers), /replayed request/);
   });
 
+  it('refuses a replay sent to another instance of the service, or after a restart', async () => {
+    // Instances of one service share its database: so does what they have seen.
+    const instanceA = await serve({ type: 'hmac', secrets: [SECRET] });
+    const instanceB = await serve({ type: 'hmac', secrets: [SECRET] });
+    const headers = signed({ type: 'hmac', secret: SECRET });
+    expectServed(await get(instanceA, TARGET, headers));
+    expectRefused(await get(instanceB, TARGET, headers), /replayed request/);
+    await instanceA.close();
+    const restarted = await serve({ type: 'hmac', secrets: [SECRET] });
+    expectRefused(await get(restarted, TARGET, headers), /replayed request/);
+  });
+
   it('does not burn a nonce on a request that failed verification', async () => {
     const good = signed({ type: 'hmac', secret: SECRET });
     const forged = { ...good, 'x-baton-signature': `v1=${'0'.repeat(64)}` };

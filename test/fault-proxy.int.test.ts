@@ -50,7 +50,7 @@ async function startTarget() {
       return res.end('{"line":2}\n');
     }
     if (path === '/signed') {
-      const problem = verifier.verify(req.headers as Record<string, string | undefined>, {
+      const problem = await verifier.verify(req.headers as Record<string, string | undefined>, {
         method: entry.method,
         target: entry.url,
         body,

@@ -63,6 +63,7 @@ const BATON_TABLES = [
   'saga_keys',
   'saga_steps',
   'sagas',
+  'seen_nonces',
   'settings',
   'stream_versions',
   'subscriptions',

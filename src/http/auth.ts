@@ -1,5 +1,6 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { InvalidInputError } from '../core/errors.ts';
+import { MemoryNonces, type NonceStore } from './nonce-store.ts';
 
 /**
  * How a feed (or any Baton HTTP endpoint) authenticates its callers.
@@ -7,7 +8,8 @@ import { InvalidInputError } from '../core/errors.ts';
  * - `hmac`: the caller signs `timestamp \n nonce \n METHOD \n path?query \n
  *   sha256(body)` with a shared secret (HMAC-SHA256). The server accepts it
  *   within `windowSeconds` of its own clock and remembers the nonce for that
- *   window, so a captured request cannot be replayed. Several secrets may be
+ *   window (in the service's database when it has one: every instance and
+ *   every restart refuses it), so a captured request cannot be replayed. Several secrets may be
  *   listed to rotate them without downtime.
  * - `bearer`: `Authorization: Bearer <token>`, one of the listed tokens.
  *
@@ -66,21 +68,21 @@ function constantTimeEqual(a: string, b: string): boolean {
 /** Checks requests against a `ServerAuth`; keeps the nonces seen within the window. */
 export class RequestVerifier {
   private readonly windowSeconds: number;
-  private readonly seenNonces = new Map<string, number>();
-
   constructor(
     private readonly auth: ServerAuth,
     private readonly now: () => number = Date.now,
+    /** Where accepted nonces are kept (default: this process's memory). */
+    private readonly nonces: NonceStore = new MemoryNonces(),
   ) {
     validateServerAuth(auth);
     this.windowSeconds = auth.type === 'hmac' ? (auth.windowSeconds ?? 300) : 0;
   }
 
   /** Returns undefined when authenticated, else the reason (for a 401; says what to fix, never leaks secrets). */
-  verify(
+  async verify(
     headers: Readonly<Record<string, string | undefined>>,
     parts: SignedParts,
-  ): string | undefined {
+  ): Promise<string | undefined> {
     return this.auth.type === 'bearer'
       ? this.verifyBearer(this.auth.tokens, headers.authorization)
       : this.verifyHmac(this.auth.secrets, headers, parts);
@@ -117,11 +119,11 @@ export class RequestVerifier {
     return ok ? undefined : 'bearer token not accepted';
   }
 
-  private verifyHmac(
+  private async verifyHmac(
     secrets: readonly string[],
     headers: Readonly<Record<string, string | undefined>>,
     parts: SignedParts,
-  ): string | undefined {
+  ): Promise<string | undefined> {
     const timestamp = headers[HEADER_TIMESTAMP];
     const nonce = headers[HEADER_NONCE];
     const signature = headers[HEADER_SIGNATURE];
@@ -140,37 +142,10 @@ export class RequestVerifier {
     if (skew > this.windowSeconds) {
       return `signature expired: timestamp is ${Math.round(skew)} s away from the server clock (window ${this.windowSeconds} s); check the clocks`;
     }
-    if (!this.rememberNonce(nonce)) return 'replayed request: this nonce was already used';
-    return undefined;
-  }
-
-  /** How many nonces are remembered now (they are forgotten once their window has passed). */
-  get rememberedNonces(): number {
-    return this.seenNonces.size;
-  }
-
-  private rememberNonce(nonce: string): boolean {
     const now = this.now();
-    this.forgetExpired(now);
-    const expires = this.seenNonces.get(nonce);
-    if (expires !== undefined && expires >= now) return false;
-    // Re-inserted at the end, so the map stays in expiry order.
-    this.seenNonces.delete(nonce);
-    this.seenNonces.set(nonce, now + 2 * this.windowSeconds * 1000);
-    return true;
-  }
-
-  /**
-   * Drops expired nonces from the front. A Map iterates in insertion order and
-   * every nonce gets the same lifetime, so the oldest come first: each call
-   * stops at the first live one — constant work per request, however many
-   * requests the window holds. (A clock stepping back only delays forgetting.)
-   */
-  private forgetExpired(now: number): void {
-    for (const [nonce, expires] of this.seenNonces) {
-      if (expires >= now) return;
-      this.seenNonces.delete(nonce);
-    }
+    const fresh = await this.nonces.remember(nonce, now + 2 * this.windowSeconds * 1000, now);
+    if (!fresh) return 'replayed request: this nonce was already used';
+    return undefined;
   }
 }
 

@@ -1,5 +1,6 @@
 import { RequestVerifier, type ServerAuth } from './auth.ts';
 import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
+import type { NonceStore } from './nonce-store.ts';
 
 /** One endpoint under the service's base path; `pattern` matches the rest of the path. */
 export interface Route {
@@ -43,9 +44,11 @@ export function createServiceHandler(options: {
   basePath?: string;
   routes: readonly Route[];
   now?: () => number;
+  /** Where accepted nonces are kept: the service's database (see `DatabaseNonces`); default memory. */
+  nonces?: NonceStore;
   onClose?: () => Promise<void>;
 }): ServiceHandler {
-  const verifier = new RequestVerifier(options.auth, options.now);
+  const verifier = new RequestVerifier(options.auth, options.now, options.nonces);
   const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
   /** The route a request goes to, or the 400/404/405 that says why none. */
   const routeOf = (
@@ -93,11 +96,16 @@ export function createServiceHandler(options: {
       const routed = routeOf(request);
       if ('response' in routed) return routed.response;
       const { route, rest, url } = routed;
-      const reason = verifier.verify(request.headers, {
-        method: request.method,
-        target: request.url,
-        body: request.body,
-      });
+      let reason: string | undefined;
+      try {
+        reason = await verifier.verify(request.headers, {
+          method: request.method,
+          target: request.url,
+          body: request.body,
+        });
+      } catch {
+        return unavailable(); // the nonce could not be recorded
+      }
       if (reason) return errorResponse(401, 'BATON_UNAUTHENTICATED', reason);
       try {
         return await route.handle(
@@ -107,15 +115,19 @@ export function createServiceHandler(options: {
           signal,
         );
       } catch {
-        return errorResponse(
-          503,
-          'BATON_UNAVAILABLE',
-          'the service could not read its database; retry later',
-        );
+        return unavailable();
       }
     },
     close: async () => {
       await options.onClose?.();
     },
   };
+}
+
+function unavailable(): HttpResponseLike {
+  return errorResponse(
+    503,
+    'BATON_UNAVAILABLE',
+    'the service could not read its database; retry later',
+  );
 }

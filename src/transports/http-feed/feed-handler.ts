@@ -2,6 +2,7 @@ import type { Database } from '../../db/executor.ts';
 import { queryPrepared } from '../../db/prepared.ts';
 import type { ServerAuth } from '../../http/auth.ts';
 import { errorResponse, type HttpResponseLike } from '../../http/http-types.ts';
+import { DatabaseNonces } from '../../http/nonce-store.ts';
 import {
   createServiceHandler,
   type Route,
@@ -201,6 +202,7 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
     auth: options.auth,
     basePath: options.basePath,
     now: options.now,
+    nonces: new DatabaseNonces(options.db, options.schemaSql),
     routes: [feed.route],
     onClose: feed.close,
   });
