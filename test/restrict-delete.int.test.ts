@@ -201,6 +201,44 @@ describe('restrict: fence → drain → finalise', () => {
     ).toBe(0);
   });
 
+  it("(f) a vote in orders' feed naming another referrer is not counted (a service votes only for itself)", async () => {
+    await addCustomer('e1');
+    await orders.database.db.transaction((tx) =>
+      orders.baton.publish(tx, {
+        type: 'baton.delete-vote',
+        key: 'vote:customer:e1',
+        payload: {
+          entity: 'customer',
+          id: 'e1',
+          version: 1,
+          referrer: 'billing',
+          vote: 'vetoed',
+          references: 9,
+        },
+      }),
+    );
+    await eventually(
+      async () =>
+        (await count(
+          customers.database.db,
+          "SELECT 1 FROM baton.inbox WHERE type = 'baton.delete-vote' AND payload->>'referrer' = 'billing' AND status <> 'pending'",
+        )) === 1,
+      'the forged vote handled or dead-lettered',
+    );
+    expect(
+      await count(
+        customers.database.db,
+        "SELECT 1 FROM baton.delete_votes WHERE referrer = 'billing'",
+      ),
+    ).toBe(0);
+    expect(
+      await count(
+        customers.database.db,
+        "SELECT 1 FROM baton.inbox WHERE payload->>'referrer' = 'billing' AND status = 'dead' AND last_error LIKE '%votes only for itself%'",
+      ),
+    ).toBe(1);
+  });
+
   it('ends consistent: replica == owner for every id', async () => {
     await expectConsistent(customers, orders, 'customer');
     expect(await replicaRow(orders, 'customer', 'd1')).toMatchObject({ state: 'ACTIVE' });

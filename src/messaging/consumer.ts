@@ -190,6 +190,11 @@ export class Consumer {
     return this.o.name;
   }
 
+  /** The name of the source it reads (the producing service). */
+  get sourceName(): string {
+    return this.options.source.name;
+  }
+
   /** Registers a handler for event types. Call before `start()`. */
   subscribe<P = unknown>(
     types: string | readonly string[],

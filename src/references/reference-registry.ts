@@ -1,4 +1,4 @@
-import { InvalidInputError } from '../core/errors.ts';
+import { InvalidInputError, TerminalError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { Consumer } from '../messaging/consumer.ts';
@@ -130,6 +130,11 @@ export class ReferenceRegistry {
   acceptDeleteVotes(consumer: Consumer): void {
     consumer.subscribe(DELETE_VOTE_TYPE, async (event, tx) => {
       const vote = parseDeleteVote(event.payload);
+      // The feed is the voter's: a vote naming another referrer would cast that referrer's vote.
+      if (vote.referrer !== consumer.sourceName)
+        throw new TerminalError(
+          `delete vote for ${vote.entity} ${vote.id} names referrer "${vote.referrer}" but came from ${consumer.sourceName}'s feed: a service votes only for itself`,
+        );
       const owner = this.owners.get(vote.entity);
       if (!owner)
         throw new InvalidInputError(
