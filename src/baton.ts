@@ -321,7 +321,13 @@ export function createBaton(options: BatonOptions): Baton {
     publish,
     relay: (relayOptions = {}) => makeRelay(relayOptions),
     feedHandler: (feedOptions) =>
-      createFeedHandler({ db: o.db, schemaSql, feedChannel: channels.feed, ...feedOptions }),
+      createFeedHandler({
+        db: o.db,
+        schemaSql,
+        feedChannel: channels.feed,
+        ...feedOptions,
+        auth: forThisService(feedOptions.auth, o.service),
+      }),
     consumer: (consumerOptions) =>
       new Consumer({
         db: o.db,
@@ -363,7 +369,7 @@ export function createBaton(options: BatonOptions): Baton {
         ...feedOptions,
       });
       return createServiceHandler({
-        auth,
+        auth: forThisService(auth, o.service),
         basePath,
         nonces: new DatabaseNonces(o.db, schemaSql),
         routes: [
@@ -573,4 +579,9 @@ function recordedDeclaration(what: string, declare: () => unknown): void {
       { cause: error },
     );
   }
+}
+
+/** Per-service keys are checked against this service's name unless the auth names it itself. */
+function forThisService(auth: ServerAuth, service: string): ServerAuth {
+  return auth?.type === 'keys' && auth.service === undefined ? { ...auth, service } : auth;
 }

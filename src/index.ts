@@ -60,8 +60,11 @@ export {
   migrate,
 } from './db/migrate.ts';
 export {
+  type Authentication,
   authHeaders,
   type ClientAuth,
+  generateServiceKeys,
+  type PeerKey,
   RequestVerifier,
   type ServerAuth,
 } from './http/auth.ts';

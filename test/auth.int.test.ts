@@ -440,7 +440,7 @@ describe('auth configuration', () => {
       { type: 'none' },
       undefined,
     ]) {
-      expect(() => producer.feedHandler({ auth: auth as ServerAuth })).toThrow(/feed auth needs/);
+      expect(() => producer.feedHandler({ auth: auth as ServerAuth })).toThrow(/auth needs/);
     }
   });
 });

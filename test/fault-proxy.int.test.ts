@@ -179,7 +179,7 @@ describe('fault proxy', () => {
       method: 'POST',
       headers: {
         'idempotency-key': 'reserve-1',
-        ...authHeaders(auth, { method: 'POST', target: path, body }),
+        ...authHeaders(auth, { method: 'POST', target: path, body, idempotencyKey: 'reserve-1' }),
       },
       body,
     });

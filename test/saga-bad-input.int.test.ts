@@ -79,7 +79,12 @@ describe('bad input to participants and to saga starts', () => {
         ? {}
         : authHeaders(
             { type: 'hmac', secret: SECRET },
-            { method: 'POST', target: url.pathname + url.search, body },
+            {
+              method: 'POST',
+              target: url.pathname + url.search,
+              body,
+              idempotencyKey: options.headers?.['idempotency-key'],
+            },
           );
     const response = await fetch(url, {
       method: 'POST',

@@ -69,9 +69,9 @@ export const SEALED_TABLES: readonly SealedTable[] = [
   },
   {
     table: 'barrier',
-    keySql: `r.tx_id || ' / ' || r.branch || ' / ' || r.op`,
+    keySql: `coalesce(nullif(r.caller, '') || ': ', '') || r.resource || ' / ' || r.tx_id || ' / ' || r.branch || ' / ' || r.op`,
     sealSql: (s, x) =>
-      `${s}.barrier_seal(${col('tx_id', x)}, ${col('branch', x)}, ${col('op', x)}, ${col('resource', x)}, ${col('outcome', x)}, ${col('result', x)})`,
+      `${s}.barrier_seal(${col('tx_id', x)}, ${col('branch', x)}, ${col('op', x)}, ${col('resource', x)}, ${col('outcome', x)}, ${col('result', x)}, ${col('caller', x)})`,
     recoverable: [
       { column: 'op', values: ['try', 'confirm', 'cancel'] },
       { column: 'outcome', values: ['done', 'blocked', 'null'] },
@@ -81,9 +81,9 @@ export const SEALED_TABLES: readonly SealedTable[] = [
   },
   {
     table: 'idempotency_keys',
-    keySql: 'r.key',
+    keySql: `coalesce(nullif(r.caller, '') || ': ', '') || r.key`,
     sealSql: (s, x) =>
-      `${s}.idempotency_seal(${col('key', x)}, ${col('action', x)}, ${col('state', x)}, ${col('result', x)})`,
+      `${s}.idempotency_seal(${col('key', x)}, ${col('action', x)}, ${col('state', x)}, ${col('result', x)}, ${col('caller', x)})`,
     recoverable: [{ column: 'state', values: ['done', 'undone', 'blocked'] }],
     meaning:
       'an idempotency key changed outside Baton: an action could run twice, or its undo be skipped',

@@ -1,4 +1,4 @@
-import { RequestVerifier, type ServerAuth } from './auth.ts';
+import { type Authentication, RequestVerifier, type ServerAuth } from './auth.ts';
 import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
 import type { NonceStore } from './nonce-store.ts';
 
@@ -8,11 +8,19 @@ export interface Route {
   pattern: RegExp;
   /** Human description for 404 answers, e.g. `GET /events`. */
   describe: string;
+  /**
+   * The services that may use this endpoint (needs `keys` auth, which names
+   * the caller); any authenticated caller when not given. A route may also
+   * decide per request from the `caller` it is handed (actions, reservations).
+   */
+  callers?: readonly string[];
   handle(
     match: RegExpExecArray,
     url: URL,
     request: HttpRequestLike,
     signal?: AbortSignal,
+    /** The authenticated calling service (`keys` auth), else undefined. */
+    caller?: string,
   ): Promise<HttpResponseLike>;
 }
 
@@ -96,9 +104,9 @@ export function createServiceHandler(options: {
       const routed = routeOf(request);
       if ('response' in routed) return routed.response;
       const { route, rest, url } = routed;
-      let reason: string | undefined;
+      let verdict: Authentication;
       try {
-        reason = await verifier.verify(request.headers, {
+        verdict = await verifier.authenticate(request.headers, {
           method: request.method,
           target: request.url,
           body: request.body,
@@ -106,13 +114,16 @@ export function createServiceHandler(options: {
       } catch {
         return unavailable(); // the nonce could not be recorded
       }
-      if (reason) return errorResponse(401, 'BATON_UNAUTHENTICATED', reason);
+      if ('refused' in verdict) return errorResponse(401, 'BATON_UNAUTHENTICATED', verdict.refused);
+      const forbidden = forbiddenFor(route.callers, verdict.caller, route.describe);
+      if (forbidden) return forbidden;
       try {
         return await route.handle(
           route.pattern.exec(rest) as RegExpExecArray,
           url,
           request,
           signal,
+          verdict.caller,
         );
       } catch {
         return unavailable();
@@ -129,5 +140,25 @@ function unavailable(): HttpResponseLike {
     503,
     'BATON_UNAVAILABLE',
     'the service could not read its database; retry later',
+  );
+}
+
+/**
+ * The 403 for a caller not among `callers` (undefined when allowed). With
+ * shared auth the caller is unknown: an endpoint that names its callers
+ * refuses everyone until the services sign with their own keys.
+ */
+export function forbiddenFor(
+  callers: readonly string[] | undefined,
+  caller: string | undefined,
+  what: string,
+): HttpResponseLike | undefined {
+  if (!callers || (caller !== undefined && callers.includes(caller))) return undefined;
+  return errorResponse(
+    403,
+    'BATON_FORBIDDEN',
+    caller === undefined
+      ? `${what} names the services that may use it; sign requests with per-service keys (auth type "keys")`
+      : `${caller} may not use ${what}`,
   );
 }

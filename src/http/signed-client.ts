@@ -16,8 +16,10 @@ import { authHeaders, type ClientAuth } from './auth.ts';
  * | BATON_PEER_PROTOCOL      | an answer over the limit, or not what Baton sends | no   |
  */
 export interface SignedClientOptions {
-  /** The peer's service name (in messages). */
+  /** The peer in messages, e.g. `participant loyalty`. */
   name: string;
+  /** The peer's service name: requests are signed for it (`keys` auth). Default `name`. */
+  peer?: string;
   /** Base URL of its Baton endpoints, e.g. `http://customers:8080/baton`. */
   url: string;
   auth: ClientAuth;
@@ -109,7 +111,13 @@ export function signedClient(options: SignedClientOptions): SignedClient {
         headers: {
           ...(body && !Buffer.isBuffer(call.body) ? { 'content-type': 'application/json' } : {}),
           ...call.headers,
-          ...authHeaders(options.auth, { method, target, body }),
+          ...authHeaders(options.auth, {
+            method,
+            target,
+            body,
+            audience: options.peer ?? options.name,
+            idempotencyKey: call.headers?.['idempotency-key'],
+          }),
         },
         body,
         signal: call.signal ? AbortSignal.any([call.signal, timeout]) : timeout,

@@ -48,6 +48,7 @@ function entityPath(entity: string, id: string, then = ''): string {
 export function ownerClient(options: OwnerClientOptions): OwnerClient {
   const client = signedClient({
     name: `owner ${options.name}`,
+    peer: options.name,
     url: options.url,
     auth: options.auth,
     timeoutMs: options.timeoutMs ?? 3_000,

@@ -19,10 +19,24 @@ export type BarrierDecision =
   | { run: false; reason: 'cancelled'; result: null };
 
 /**
+ * One branch's barrier scope: the calling service ('' when unknown: shared
+ * auth), the resource, the saga's transaction and its branch.
+ */
+export interface BarrierCall {
+  caller: string;
+  resource: string;
+  txId: string;
+  branch: string;
+}
+
+/** The WHERE of one barrier row of `call` (parameters $1 caller, $2 resource, $3 tx, $4 branch). */
+const ROW = 'caller = $1 AND resource = $2 AND tx_id = $3 AND branch = $4';
+
+/**
  * The barrier that makes try / confirm / cancel safe against duplicate,
  * late and out-of-order calls (after DTM's sub-transaction barrier). It runs
  * in the participant's business transaction under READ COMMITTED: each call
- * first inserts its own (tx, branch, op) row — a duplicate finds it taken.
+ * first inserts its own (caller, resource, tx, branch, op) row — a duplicate finds it taken.
  * A cancel also inserts the try's row, marked `blocked`: if that succeeds
  * the try never ran (null compensation), and a try arriving later finds its
  * row taken and is refused. Two concurrent calls on one row serialise on the
@@ -31,7 +45,7 @@ export type BarrierDecision =
 export async function passBarrier(
   tx: Executor,
   schemaSql: string,
-  call: { txId: string; branch: string; op: BarrierOp; resource: string },
+  call: BarrierCall & { op: BarrierOp },
 ): Promise<BarrierDecision> {
   if (call.op === 'confirm') return passConfirm(tx, schemaSql, call);
   const mine = await insertRow(tx, schemaSql, call, call.op, 'done');
@@ -49,9 +63,9 @@ export async function passBarrier(
     await queryPrepared(
       tx,
       `UPDATE ${schemaSql}.barrier SET outcome = 'null',
-         seal = ${schemaSql}.barrier_seal(tx_id, branch, op, resource, 'null', result)
-       WHERE tx_id = $1 AND branch = $2 AND op = 'cancel'`,
-      [call.txId, call.branch],
+         seal = ${schemaSql}.barrier_seal(tx_id, branch, op, resource, 'null', result, caller)
+       WHERE ${ROW} AND op = 'cancel'`,
+      [call.caller, call.resource, call.txId, call.branch],
     );
     return { run: false, reason: 'null-compensation', result: null };
   }
@@ -72,18 +86,18 @@ export async function passBarrier(
 async function passConfirm(
   tx: Executor,
   schemaSql: string,
-  call: { txId: string; branch: string; resource: string },
+  call: BarrierCall,
 ): Promise<BarrierDecision> {
   const r = await queryPrepared<{ mine: boolean; try_outcome: string | null; cancelled: boolean }>(
     tx,
     `WITH mine AS (
-       INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome, seal)
-       VALUES ($1, $2, 'confirm', $3, 'done', ${schemaSql}.barrier_seal($1, $2, 'confirm', $3, 'done', NULL))
-       ON CONFLICT (tx_id, branch, op) DO NOTHING RETURNING 1)
+       INSERT INTO ${schemaSql}.barrier (caller, resource, tx_id, branch, op, outcome, seal)
+       VALUES ($1, $2, $3, $4, 'confirm', 'done', ${schemaSql}.barrier_seal($3, $4, 'confirm', $2, 'done', NULL, $1))
+       ON CONFLICT (caller, resource, tx_id, branch, op) DO NOTHING RETURNING 1)
      SELECT EXISTS (SELECT 1 FROM mine) AS mine,
-       (SELECT outcome FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = 'try') AS try_outcome,
-       EXISTS (SELECT 1 FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = 'cancel') AS cancelled`,
-    [call.txId, call.branch, call.resource],
+       (SELECT outcome FROM ${schemaSql}.barrier WHERE ${ROW} AND op = 'try') AS try_outcome,
+       EXISTS (SELECT 1 FROM ${schemaSql}.barrier WHERE ${ROW} AND op = 'cancel') AS cancelled`,
+    [call.caller, call.resource, call.txId, call.branch],
   );
   const row = r.rows[0];
   if (!row?.mine) {
@@ -101,15 +115,15 @@ async function passConfirm(
 export async function recordBarrierResult(
   tx: Executor,
   schemaSql: string,
-  call: { txId: string; branch: string; op: BarrierOp },
+  call: BarrierCall & { op: BarrierOp },
   result: unknown,
 ): Promise<void> {
   await queryPrepared(
     tx,
-    `UPDATE ${schemaSql}.barrier SET result = $4,
-       seal = ${schemaSql}.barrier_seal(tx_id, branch, op, resource, outcome, $4::jsonb)
-     WHERE tx_id = $1 AND branch = $2 AND op = $3`,
-    [call.txId, call.branch, call.op, JSON.stringify(result ?? null)],
+    `UPDATE ${schemaSql}.barrier SET result = $6,
+       seal = ${schemaSql}.barrier_seal(tx_id, branch, op, resource, outcome, $6::jsonb, caller)
+     WHERE ${ROW} AND op = $5`,
+    [call.caller, call.resource, call.txId, call.branch, call.op, JSON.stringify(result ?? null)],
   );
 }
 
@@ -130,16 +144,16 @@ export async function pruneBarrier(
 async function insertRow(
   tx: Executor,
   schemaSql: string,
-  call: { txId: string; branch: string; resource: string },
+  call: BarrierCall,
   op: BarrierOp,
   outcome: 'done' | 'blocked',
 ): Promise<boolean> {
   const r = await queryPrepared(
     tx,
-    `INSERT INTO ${schemaSql}.barrier (tx_id, branch, op, resource, outcome, seal)
-     VALUES ($1, $2, $3, $4, $5, ${schemaSql}.barrier_seal($1, $2, $3, $4, $5, NULL))
-     ON CONFLICT (tx_id, branch, op) DO NOTHING`,
-    [call.txId, call.branch, op, call.resource, outcome],
+    `INSERT INTO ${schemaSql}.barrier (caller, resource, tx_id, branch, op, outcome, seal)
+     VALUES ($1, $2, $3, $4, $5, $6, ${schemaSql}.barrier_seal($3, $4, $5, $2, $6, NULL, $1))
+     ON CONFLICT (caller, resource, tx_id, branch, op) DO NOTHING`,
+    [call.caller, call.resource, call.txId, call.branch, op, outcome],
   );
   return r.rowCount === 1;
 }
@@ -147,13 +161,13 @@ async function insertRow(
 async function readRow(
   tx: Executor,
   schemaSql: string,
-  call: { txId: string; branch: string },
+  call: BarrierCall,
   op: BarrierOp,
 ): Promise<{ outcome: string; result: unknown } | undefined> {
   const r = await queryPrepared<{ outcome: string; result: unknown }>(
     tx,
-    `SELECT outcome, result FROM ${schemaSql}.barrier WHERE tx_id = $1 AND branch = $2 AND op = $3`,
-    [call.txId, call.branch, op],
+    `SELECT outcome, result FROM ${schemaSql}.barrier WHERE ${ROW} AND op = $5`,
+    [call.caller, call.resource, call.txId, call.branch, op],
   );
   return r.rows[0];
 }

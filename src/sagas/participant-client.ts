@@ -48,6 +48,7 @@ export interface ParticipantClientOptions {
 export function participantClient(options: ParticipantClientOptions): ParticipantClient {
   const client = signedClient({
     name: `participant ${options.name}`,
+    peer: options.name,
     url: options.url,
     auth: options.auth,
     timeoutMs: options.timeoutMs ?? 10_000,

@@ -15,7 +15,7 @@ export function participantRoutes(participant: Participant): Route[] {
       method: 'POST',
       pattern: /^\/reservations\/([A-Za-z][A-Za-z0-9_.:-]{0,99})\/(try|confirm|cancel)$/,
       describe: '/reservations/{resource}/{try|confirm|cancel}',
-      handle: async (match, _url, request) => {
+      handle: async (match, _url, request, _signal, caller) => {
         const body = parseBody(request.body);
         if ('error' in body) return body.error;
         const b = body.value as { txId?: unknown; branch?: unknown; payload?: unknown } | null;
@@ -38,6 +38,7 @@ export function participantRoutes(participant: Participant): Route[] {
           match[2] as BarrierOp,
           { txId: b.txId, branch: b.branch },
           b.payload,
+          caller,
         );
       },
     },
@@ -45,7 +46,7 @@ export function participantRoutes(participant: Participant): Route[] {
       method: 'POST',
       pattern: /^\/actions\/([A-Za-z][A-Za-z0-9_.:-]{0,99})(\/undo)?$/,
       describe: '/actions/{name}[/undo]',
-      handle: async (match, _url, request) => {
+      handle: async (match, _url, request, _signal, caller) => {
         const key = request.headers['idempotency-key'];
         if (!key || !/^[A-Za-z0-9_.:/-]{1,300}$/.test(key)) {
           return errorResponse(
@@ -57,8 +58,8 @@ export function participantRoutes(participant: Participant): Route[] {
         const body = parseBody(request.body);
         if ('error' in body) return body.error;
         return match[2]
-          ? participant.undo(match[1] as string, key, body.value)
-          : participant.act(match[1] as string, key, body.value);
+          ? participant.undo(match[1] as string, key, body.value, caller)
+          : participant.act(match[1] as string, key, body.value, caller);
       },
     },
   ];

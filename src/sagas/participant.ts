@@ -4,6 +4,7 @@ import { validatePayload } from '../core/event-schemas.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { errorResponse, type HttpResponseLike, jsonResponse } from '../http/http-types.ts';
+import { forbiddenFor } from '../http/service-handler.ts';
 import { type BarrierOp, passBarrier, pruneBarrier, recordBarrierResult } from './barrier.ts';
 import {
   type ActionRef,
@@ -32,6 +33,8 @@ export interface ReservationHandlers<P = unknown, R = unknown> {
   cancel: (tx: Executor, payload: P, call: BranchCall) => Promise<void>;
   /** Standard Schema for the payload (checked before anything runs). */
   schema?: StandardSchemaV1<unknown, P>;
+  /** The services that may use this resource (needs per-service keys); default any authenticated caller. */
+  callers?: readonly string[];
 }
 
 export interface ActionHandler<B = unknown, R = unknown> {
@@ -45,6 +48,8 @@ export interface ActionHandler<B = unknown, R = unknown> {
    */
   undo?: (tx: Executor, body: B, context: { idempotencyKey: string; result: R }) => Promise<void>;
   schema?: StandardSchemaV1<unknown, B>;
+  /** The services that may call this action and its undo (needs per-service keys); default any authenticated caller. */
+  callers?: readonly string[];
 }
 
 const NAME = PARTICIPANT_NAME;
@@ -97,6 +102,7 @@ export class Participant {
       if (typeof handlers?.[op] !== 'function')
         throw new InvalidInputError(`reservation "${resource}" needs a ${op} function.`);
     }
+    checkCallers(`reservation "${resource}"`, handlers.callers);
     this.reservations.set(resource, handlers as ReservationHandlers);
     return reservationRef<P, R>(resource);
   }
@@ -109,6 +115,7 @@ export class Participant {
     if (!NAME.test(name))
       throw new InvalidInputError(`action name ${JSON.stringify(name)} must be a plain name.`);
     if (this.actions.has(name)) throw new InvalidInputError(`action "${name}" is declared twice.`);
+    checkCallers(`action "${name}"`, handler?.callers);
     this.actions.set(name, handler as ActionHandler);
     return actionRef<B, R>(name);
   }
@@ -137,6 +144,8 @@ export class Participant {
     op: BarrierOp,
     call: BranchCall,
     rawPayload: unknown,
+    /** The calling service (per-service keys), else undefined. */
+    caller?: string,
   ): Promise<HttpResponseLike> {
     const handlers = this.reservations.get(resource);
     if (!handlers)
@@ -145,6 +154,8 @@ export class Participant {
         'BATON_UNKNOWN_RESOURCE',
         `no reservation resource "${resource}" here (known: ${[...this.reservations.keys()].join(', ') || 'none'})`,
       );
+    const forbidden = forbiddenFor(handlers.callers, caller, `reservation "${resource}"`);
+    if (forbidden) return forbidden;
     let payload: unknown;
     try {
       payload = await validatePayload(
@@ -156,7 +167,8 @@ export class Participant {
       return errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message);
     }
     return this.inTransaction(async (tx) => {
-      const decision = await passBarrier(tx, this.schemaSql, { ...call, op, resource });
+      const scope = { caller: caller ?? '', resource, txId: call.txId, branch: call.branch };
+      const decision = await passBarrier(tx, this.schemaSql, { ...scope, op });
       if (!decision.run) {
         if (decision.reason === 'cancelled-before-try') {
           throw new Refusal(
@@ -193,13 +205,19 @@ export class Participant {
         op === 'try'
           ? await handlers.try(tx, payload, call)
           : await handlers[op](tx, payload, call);
-      await recordBarrierResult(tx, this.schemaSql, { ...call, op }, result ?? null);
+      await recordBarrierResult(tx, this.schemaSql, { ...scope, op }, result ?? null);
       return jsonResponse(200, { outcome: 'done', result: result ?? null });
     });
   }
 
   /** Runs one idempotent action (also what the HTTP route calls). */
-  async act(name: string, idempotencyKey: string, rawBody: unknown): Promise<HttpResponseLike> {
+  async act(
+    name: string,
+    idempotencyKey: string,
+    rawBody: unknown,
+    /** The calling service (per-service keys), else undefined: its keys are its own. */
+    caller?: string,
+  ): Promise<HttpResponseLike> {
     const handler = this.actions.get(name);
     if (!handler)
       return errorResponse(
@@ -207,22 +225,25 @@ export class Participant {
         'BATON_UNKNOWN_ACTION',
         `no action "${name}" here (known: ${[...this.actions.keys()].join(', ') || 'none'})`,
       );
+    const forbidden = forbiddenFor(handler.callers, caller, `action "${name}"`);
+    if (forbidden) return forbidden;
+    const by = caller ?? '';
     const checked = await checkBody(name, handler, rawBody);
     if ('response' in checked) return checked.response;
     const body = checked.body;
     return this.inTransaction(async (tx) => {
       const claimed = await queryPrepared(
         tx,
-        `INSERT INTO ${this.schemaSql}.idempotency_keys (key, action, seal)
-         VALUES ($1, $2, ${this.schemaSql}.idempotency_seal($1, $2, 'done', NULL))
-         ON CONFLICT (key) DO NOTHING`,
-        [idempotencyKey, name],
+        `INSERT INTO ${this.schemaSql}.idempotency_keys (caller, key, action, seal)
+         VALUES ($3, $1, $2, ${this.schemaSql}.idempotency_seal($1, $2, 'done', NULL, $3))
+         ON CONFLICT (caller, key) DO NOTHING`,
+        [idempotencyKey, name, by],
       );
       if (claimed.rowCount !== 1) {
         const stored = await queryPrepared<{ action: string; result: unknown; state: string }>(
           tx,
-          `SELECT action, result, state FROM ${this.schemaSql}.idempotency_keys WHERE key = $1`,
-          [idempotencyKey],
+          `SELECT action, result, state FROM ${this.schemaSql}.idempotency_keys WHERE caller = $2 AND key = $1`,
+          [idempotencyKey, by],
         );
         const row = stored.rows[0];
         if (row && row.action !== name) {
@@ -247,16 +268,22 @@ export class Participant {
       await queryPrepared(
         tx,
         `UPDATE ${this.schemaSql}.idempotency_keys SET result = $2,
-           seal = ${this.schemaSql}.idempotency_seal(key, action, state, $2::jsonb)
-         WHERE key = $1`,
-        [idempotencyKey, JSON.stringify(result ?? null)],
+           seal = ${this.schemaSql}.idempotency_seal(key, action, state, $2::jsonb, caller)
+         WHERE caller = $3 AND key = $1`,
+        [idempotencyKey, JSON.stringify(result ?? null), by],
       );
       return jsonResponse(200, { outcome: 'done', result: result ?? null });
     });
   }
 
   /** Undoes one action call (also what the HTTP route calls); see the class comment. */
-  async undo(name: string, idempotencyKey: string, rawBody: unknown): Promise<HttpResponseLike> {
+  async undo(
+    name: string,
+    idempotencyKey: string,
+    rawBody: unknown,
+    /** The calling service (per-service keys), else undefined. */
+    caller?: string,
+  ): Promise<HttpResponseLike> {
     const handler = this.actions.get(name);
     if (!handler?.undo)
       return errorResponse(
@@ -266,6 +293,9 @@ export class Participant {
           ? `action "${name}" has no undo: declare one to let sagas compensate it`
           : `no action "${name}" here (known: ${[...this.actions.keys()].join(', ') || 'none'})`,
       );
+    const forbidden = forbiddenFor(handler.callers, caller, `action "${name}"`);
+    if (forbidden) return forbidden;
+    const by = caller ?? '';
     const undo = handler.undo;
     const checked = await checkBody(name, handler, rawBody);
     if ('response' in checked) return checked.response;
@@ -275,16 +305,16 @@ export class Participant {
       // Never ran: block the key, so the call cannot run after its undo.
       const blocked = await queryPrepared(
         tx,
-        `INSERT INTO ${s}.idempotency_keys (key, action, state, undone_at, seal)
-         VALUES ($1, $2, 'blocked', now(), ${s}.idempotency_seal($1, $2, 'blocked', NULL))
-         ON CONFLICT (key) DO NOTHING`,
-        [idempotencyKey, name],
+        `INSERT INTO ${s}.idempotency_keys (caller, key, action, state, undone_at, seal)
+         VALUES ($3, $1, $2, 'blocked', now(), ${s}.idempotency_seal($1, $2, 'blocked', NULL, $3))
+         ON CONFLICT (caller, key) DO NOTHING`,
+        [idempotencyKey, name, by],
       );
       if (blocked.rowCount === 1) return jsonResponse(200, { outcome: 'nothing-to-undo' });
       const stored = await queryPrepared<{ action: string; result: unknown; state: string }>(
         tx,
-        `SELECT action, result, state FROM ${s}.idempotency_keys WHERE key = $1 FOR UPDATE`,
-        [idempotencyKey],
+        `SELECT action, result, state FROM ${s}.idempotency_keys WHERE caller = $2 AND key = $1 FOR UPDATE`,
+        [idempotencyKey, by],
       );
       const row = stored.rows[0];
       if (!row || row.action !== name) {
@@ -299,9 +329,9 @@ export class Participant {
       await queryPrepared(
         tx,
         `UPDATE ${s}.idempotency_keys SET state = 'undone', undone_at = now(),
-           seal = ${s}.idempotency_seal(key, action, 'undone', result)
-         WHERE key = $1`,
-        [idempotencyKey],
+           seal = ${s}.idempotency_seal(key, action, 'undone', result, caller)
+         WHERE caller = $2 AND key = $1`,
+        [idempotencyKey, by],
       );
       return jsonResponse(200, { outcome: 'done' });
     });
@@ -368,4 +398,16 @@ async function checkBody(
   } catch (error) {
     return { response: errorResponse(400, 'BATON_BAD_REQUEST', (error as Error).message) };
   }
+}
+
+function checkCallers(what: string, callers: readonly string[] | undefined): void {
+  if (callers === undefined) return;
+  if (
+    !Array.isArray(callers) ||
+    callers.length === 0 ||
+    callers.some((c) => typeof c !== 'string' || !/^[A-Za-z][A-Za-z0-9_.-]{0,99}$/.test(c))
+  )
+    throw new InvalidInputError(
+      `${what}: callers must list the services that may use it, e.g. ["orders"] (leave it out to allow every authenticated caller).`,
+    );
 }

@@ -53,6 +53,7 @@ export function httpFeedSource(given: HttpFeedSourceOptions): EventSource {
   const { maxEventBytes, requestTimeoutMs } = options;
   const client = signedClient({
     name: `feed ${options.name}`,
+    peer: options.name,
     url: options.url,
     auth: options.auth,
     maxResponseBytes: options.maxResponseBytes,
