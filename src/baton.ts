@@ -14,7 +14,7 @@ import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
 import type { ClientAuth, ServerAuth } from './http/auth.ts';
 import { DatabaseNonces } from './http/nonce-store.ts';
-import { createServiceHandler, type ServiceHandler } from './http/service-handler.ts';
+import { createServiceHandler, type Route, type ServiceHandler } from './http/service-handler.ts';
 import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
 import { Outbox } from './messaging/outbox.ts';
 import { Relay, type RelayOptions } from './messaging/relay.ts';
@@ -100,6 +100,8 @@ export interface Baton {
     basePath?: string;
     maxLimit?: number;
     maxWaitMs?: number;
+    /** The services that may read it (needs per-service keys); default any authenticated caller. */
+    callers?: readonly string[];
   }): FeedHandler;
   /** A consumer of another service's events; add handlers with `subscribe`, then `start`. */
   consumer(
@@ -157,6 +159,13 @@ export interface Baton {
     basePath?: string;
     maxLimit?: number;
     maxWaitMs?: number;
+    /**
+     * The services that may read the feed and the owned entities (lookups,
+     * announcements, set digests); any authenticated caller when not given.
+     * Needs per-service keys (`auth.type: "keys"`). Actions and reservations
+     * name theirs where they are declared.
+     */
+    callers?: { feed?: readonly string[]; entities?: readonly string[] };
   }): ServiceHandler;
 }
 
@@ -361,7 +370,9 @@ export function createBaton(options: BatonOptions): Baton {
     referenceError: (error) => asReferenceViolation(error),
     httpHandler: (httpOptions) => {
       const setSides = new Map<string, SetSide>();
-      const { auth, basePath, ...feedOptions } = httpOptions;
+      const { auth, basePath, callers, ...feedOptions } = httpOptions;
+      const only = (list: readonly string[] | undefined) => (route: Route) =>
+        list ? { ...route, callers: list } : route;
       const feed = createFeedRoute({
         db: o.db,
         schemaSql,
@@ -373,19 +384,21 @@ export function createBaton(options: BatonOptions): Baton {
         basePath,
         nonces: new DatabaseNonces(o.db, schemaSql),
         routes: [
-          feed.route,
-          ...entityRoutes(o.db, schemaSql, () => registry.owners),
+          only(callers?.feed)(feed.route),
+          ...entityRoutes(o.db, schemaSql, () => registry.owners).map(only(callers?.entities)),
           ...participantRoutes(participant),
-          setSideRoute(async (name) => {
-            // One side per entity, kept: it reuses its whole-set digest for the deeper levels of a run.
-            let side = setSides.get(name);
-            const owner = registry.owners.get(name);
-            if (!side && owner) {
-              side = sqlSetSide(o.db, await owner.memberSource());
-              setSides.set(name, side);
-            }
-            return side;
-          }),
+          only(callers?.entities)(
+            setSideRoute(async (name) => {
+              // One side per entity, kept: it reuses its whole-set digest for the deeper levels of a run.
+              let side = setSides.get(name);
+              const owner = registry.owners.get(name);
+              if (!side && owner) {
+                side = sqlSetSide(o.db, await owner.memberSource());
+                setSides.set(name, side);
+              }
+              return side;
+            }),
+          ),
         ],
         onClose: feed.close,
       });

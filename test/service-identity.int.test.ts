@@ -65,7 +65,7 @@ beforeAll(async () => {
       customers: [customers.publicKey],
     },
   };
-  server = await serveHttp(loyalty.httpHandler({ auth }));
+  server = await serveHttp(loyalty.httpHandler({ auth, callers: { feed: ['orders'] } }));
   url = `${server.url}/baton`;
 });
 afterAll(async () => {
@@ -169,6 +169,23 @@ describe('each endpoint names who may use it', () => {
     const call = { txId: 'place:o-1', branch: 'spend', payload: {} };
     await expect(as(customers.auth).reserve('try', 'points', call)).rejects.toThrow(
       /customers may not use reservation "points"/,
+    );
+  });
+});
+
+describe('the feed names who may read it', () => {
+  const read = (auth: ClientAuth) => {
+    const target = '/baton/events?after=0&limit=10&wait=0';
+    const headers = authHeaders(auth, { method: 'GET', target, audience: 'loyalty' });
+    return fetch(`${server.url}${target}`, { headers });
+  };
+
+  it('serves orders and refuses customers with 403', async () => {
+    expect((await read(orders.auth)).status).toBe(200);
+    const refused = await read(customers.auth);
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(
+      /customers may not use \/events/,
     );
   });
 });

@@ -22,6 +22,8 @@ export interface FeedHandlerOptions {
   maxWaitMs?: number;
   /** Clock for signature windows (injectable for tests). */
   now?: () => number;
+  /** The services that may read the feed (needs per-service keys); default any authenticated caller. */
+  callers?: readonly string[];
 }
 
 export type FeedHandler = ServiceHandler;
@@ -203,7 +205,7 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
     basePath: options.basePath,
     now: options.now,
     nonces: new DatabaseNonces(options.db, options.schemaSql),
-    routes: [feed.route],
+    routes: [options.callers ? { ...feed.route, callers: options.callers } : feed.route],
     onClose: feed.close,
   });
 }
