@@ -100,6 +100,8 @@ export interface Baton {
     basePath?: string;
     maxLimit?: number;
     maxWaitMs?: number;
+    /** Long-polls held at once (default 1,000); past it, 503 with Retry-After. */
+    maxWaiters?: number;
     /** The services that may read it (needs per-service keys); default any authenticated caller. */
     callers?: readonly string[];
   }): FeedHandler;
@@ -159,6 +161,8 @@ export interface Baton {
     basePath?: string;
     maxLimit?: number;
     maxWaitMs?: number;
+    /** Long-polls held at once (default 1,000); past it, 503 with Retry-After. */
+    maxWaiters?: number;
     /**
      * The services that may read the feed and the owned entities (lookups,
      * announcements, set digests); any authenticated caller when not given.

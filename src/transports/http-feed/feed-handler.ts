@@ -20,6 +20,11 @@ export interface FeedHandlerOptions {
   basePath?: string;
   maxLimit?: number;
   maxWaitMs?: number;
+  /**
+   * Long-polls held at once (default 1,000); past it a request that would
+   * wait is answered 503 with Retry-After (the consumer backs off).
+   */
+  maxWaiters?: number;
   /** Clock for signature windows (injectable for tests). */
   now?: () => number;
   /** The services that may read the feed (needs per-service keys); default any authenticated caller. */
@@ -60,9 +65,9 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
 } {
   const maxLimit = options.maxLimit ?? 1000;
   const maxWaitMs = options.maxWaitMs ?? 30_000;
+  const maxWaiters = options.maxWaiters ?? 1000;
   const s = options.schemaSql;
-  const waiters = new Set<() => void>();
-  let unlisten: Promise<() => Promise<void>> | undefined;
+  const news = new FeedNews(options.db, s, options.feedChannel);
 
   // One statement, so the pruning watermark and the rows come from one
   // snapshot: a prune committing in between can never turn into a silent gap.
@@ -79,35 +84,11 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
     ) e ON true
     ORDER BY e.position`;
 
-  function waitForRelay(ms: number, signal?: AbortSignal): Promise<void> {
-    // A LISTEN that fails (the database restarting) must not become an unhandled
-    // rejection — that ends the process. The wait below still ends within its
-    // bound and the next long-poll tries to LISTEN again.
-    unlisten ??= options.db
-      .listen(options.feedChannel, () => {
-        for (const w of [...waiters]) w();
-      })
-      .catch(() => {
-        unlisten = undefined;
-        return async () => {};
-      });
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        waiters.delete(done);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      waiters.add(done);
-      signal?.addEventListener('abort', done, { once: true });
-    });
-  }
-
   async function readEvents(after: string, limit: number, types: Set<string> | undefined) {
     const result = await queryPrepared<ReadRow>(options.db, readSql, [after, limit]);
     const first = result.rows[0];
     const last = first?.last ?? '0';
+    news.saw(BigInt(last));
     const pruned = first?.pruned ?? '0';
     if (BigInt(after) < BigInt(pruned)) {
       // The position as a value too: the consumer records it for the operator's reset.
@@ -178,8 +159,18 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
           body: [header, ...result.lines].join('\n'),
         };
       }
-      // Nothing yet: wait for the relay's NOTIFY (or re-check at least every second).
-      await waitForRelay(Math.min(remaining, 1000), signal);
+      // Nothing yet: wait until the feed's head moves past `after` (one shared read per
+      // wake-up for all waiters, not one per waiter) or the wait ends.
+      if (news.waiting >= maxWaiters)
+        return {
+          ...errorResponse(
+            503,
+            'BATON_BUSY',
+            `${maxWaiters} long-polls are held already; retry in a second`,
+          ),
+          headers: { 'retry-after': '1' },
+        };
+      await news.waitPast(BigInt(after), remaining, signal);
     }
   }
 
@@ -189,12 +180,100 @@ export function createFeedRoute(options: Omit<FeedHandlerOptions, 'auth' | 'base
     describe: '/events',
     handle: (_match, url, _request, signal) => handleEvents(url, signal),
   };
-  const close = async () => {
-    for (const w of [...waiters]) w();
-    const stop = await unlisten?.catch(() => undefined);
+  return { route, close: () => news.close() };
+}
+
+/**
+ * The feed's head (its newest position) for long-polls: waiters wait until
+ * it moves past their cursor. It is read once per wake-up for all of them —
+ * on the relay's NOTIFY, and every second while anyone waits (a NOTIFY can
+ * be lost while the listening connection reconnects) — so 2,000 waiting
+ * long-polls cost one small read a second, not 2,000.
+ */
+class FeedNews {
+  private head = -1n;
+  private readonly waiters = new Set<{ after: bigint; wake: () => void }>();
+  private ticker: NodeJS.Timeout | undefined;
+  private reading: Promise<void> | undefined;
+  private unlisten: Promise<() => Promise<void>> | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly schemaSql: string,
+    private readonly channel: string,
+  ) {}
+
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
+  /** A read saw the head at `last`. */
+  saw(last: bigint): void {
+    if (last <= this.head) return;
+    this.head = last;
+    for (const w of [...this.waiters]) if (w.after < last) w.wake();
+  }
+
+  /** Resolves once the head is past `after`, after `ms`, or on abort. */
+  waitPast(after: bigint, ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.head > after) return Promise.resolve();
+    this.listen();
+    return new Promise((resolve) => {
+      const waiter = {
+        after,
+        wake: () => {
+          clearTimeout(timer);
+          this.waiters.delete(waiter);
+          signal?.removeEventListener('abort', waiter.wake);
+          if (this.waiters.size === 0) this.stopTicking();
+          resolve();
+        },
+      };
+      const timer = setTimeout(waiter.wake, ms);
+      this.waiters.add(waiter);
+      signal?.addEventListener('abort', waiter.wake, { once: true });
+      this.ticker ??= setInterval(() => this.readHead(), 1_000);
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const w of [...this.waiters]) w.wake();
+    this.stopTicking();
+    const stop = await this.unlisten?.catch(() => undefined);
     await stop?.();
-  };
-  return { route, close };
+  }
+
+  private stopTicking(): void {
+    clearInterval(this.ticker);
+    this.ticker = undefined;
+  }
+
+  /** One read of the head at a time, whoever asks. */
+  private readHead(): void {
+    this.reading ??= queryPrepared<{ last: string }>(
+      this.db,
+      `SELECT last_seq::text AS last FROM ${this.schemaSql}.relay_state`,
+      [],
+    )
+      .then((r) => this.saw(BigInt(r.rows[0]?.last ?? '0')))
+      // The database away: waiters keep their deadline; the next tick tries again.
+      .catch(() => {})
+      .finally(() => {
+        this.reading = undefined;
+      });
+  }
+
+  private listen(): void {
+    // A LISTEN that fails (the database restarting) must not become an unhandled
+    // rejection — that ends the process. Waiters still end within their bound
+    // (the ticker reads the head), and the next wait tries to LISTEN again.
+    this.unlisten ??= this.db
+      .listen(this.channel, () => this.readHead())
+      .catch(() => {
+        this.unlisten = undefined;
+        return async () => {};
+      });
+  }
 }
 
 /** The feed alone behind its own authentication (see `createServiceHandler` for all endpoints). */
