@@ -45,6 +45,9 @@ export type ServerAuth =
       /** The services that may call, each with its public keys (several while rotating). */
       peers: Readonly<Record<string, readonly PeerKey[]>>;
       windowSeconds?: number;
+      /** This service's own key: when given, every answer is signed with it (callers check it). */
+      keyId?: string;
+      privateKey?: string;
     }
   | { type: 'hmac'; secrets: readonly string[]; windowSeconds?: number }
   | { type: 'bearer'; tokens: readonly string[] };
@@ -57,6 +60,12 @@ export type ClientAuth =
       keyId: string;
       /** Ed25519 private key, PEM (PKCS#8). */
       privateKey: string;
+      /**
+       * The public keys of the services this one calls: when a called service
+       * is listed, its answers must carry its signature over this request's
+       * nonce, the status and the body — else they are refused as tampered.
+       */
+      peers?: Readonly<Record<string, readonly PeerKey[]>>;
     }
   | { type: 'hmac'; secret: string }
   | { type: 'bearer'; token: string };
@@ -98,6 +107,8 @@ export const HEADER_SIGNATURE = 'x-baton-signature';
 export const HEADER_CALLER = 'x-baton-caller';
 export const HEADER_KEY_ID = 'x-baton-key-id';
 export const HEADER_AUDIENCE = 'x-baton-audience';
+export const HEADER_ANSWER_SIGNATURE = 'x-baton-answer-signature';
+export const HEADER_ANSWER_KEY_ID = 'x-baton-answer-key-id';
 
 export interface SignedParts {
   method: string;
@@ -208,6 +219,83 @@ function digest(value: string): Buffer {
 
 function constantTimeEqual(a: string, b: string): boolean {
   return timingSafeEqual(digest(a), digest(b));
+}
+
+/** What an answer's signature covers: who answers with which key, to which request, what. */
+function answerSigningString(
+  who: { responder: string; keyId: string; caller: string; nonce: string },
+  status: number,
+  body: string | Buffer,
+): Buffer {
+  const hash = createHash('sha256').update(body).digest('hex');
+  return Buffer.from(
+    ['baton-answer-v2', who.responder, who.keyId, who.caller, who.nonce, String(status), hash].join(
+      '\n',
+    ),
+  );
+}
+
+/**
+ * The headers that sign an answer (`keys` auth with this service's own key;
+ * none otherwise), bound to the request's nonce and claimed caller: an old
+ * answer cannot stand for a new request.
+ */
+export function answerHeaders(
+  auth: ServerAuth,
+  request: Readonly<Record<string, string | undefined>>,
+  answer: { status: number; body: string },
+): Record<string, string> {
+  if (auth.type !== 'keys' || !auth.privateKey || !auth.keyId || !auth.service) return {};
+  const data = answerSigningString(
+    {
+      responder: auth.service,
+      keyId: auth.keyId,
+      caller: request[HEADER_CALLER] ?? '',
+      nonce: request[HEADER_NONCE] ?? '',
+    },
+    answer.status,
+    answer.body,
+  );
+  return {
+    [HEADER_ANSWER_KEY_ID]: auth.keyId,
+    [HEADER_ANSWER_SIGNATURE]: `v2=${signWithKey(null, data, privateKeyOf(auth.privateKey)).toString('base64url')}`,
+  };
+}
+
+/**
+ * Why an answer from `peer` cannot be trusted, or undefined: with `keys`
+ * auth listing the peer's public keys, the answer must be signed by one of
+ * them over the request's nonce, its status and its body.
+ */
+export function answerProblem(
+  auth: ClientAuth,
+  peer: string,
+  request: Readonly<Record<string, string>>,
+  answer: { status: number; headers: { get(name: string): string | null }; body: Buffer },
+): string | undefined {
+  if (auth.type !== 'keys' || !auth.peers) return undefined;
+  const keys = auth.peers[peer];
+  if (!keys) return `no public key of ${peer} is listed (auth.peers) to check its answers`;
+  const keyId = answer.headers.get(HEADER_ANSWER_KEY_ID) ?? '';
+  const signature = answer.headers.get(HEADER_ANSWER_SIGNATURE) ?? '';
+  const listed = keys.find((k) => k.keyId === keyId);
+  if (!listed || !signature.startsWith('v2='))
+    return `the answer is not signed by a listed key of ${peer}`;
+  const given = Buffer.from(signature.slice(3), 'base64url');
+  const data = answerSigningString(
+    {
+      responder: peer,
+      keyId,
+      caller: auth.service,
+      nonce: request[HEADER_NONCE] ?? '',
+    },
+    answer.status,
+    answer.body,
+  );
+  const ok = given.length === 64 && verifyWithKey(null, data, publicKeyOf(peer, listed), given);
+  return ok
+    ? undefined
+    : `the answer's signature does not match: changed in transit, or not ${peer}'s answer to this request`;
 }
 
 /** Who sent an authenticated request (`keys`: the calling service; shared auth: unknown), or why it is refused. */
@@ -344,7 +432,11 @@ export class RequestVerifier {
   }
 }
 
+const publicKeys = new Map<string, KeyObject>();
+
 function publicKeyOf(caller: string, key: PeerKey): KeyObject {
+  const known = publicKeys.get(key.publicKey);
+  if (known) return known;
   let parsed: KeyObject;
   try {
     parsed = createPublicKey(key.publicKey);
@@ -357,6 +449,8 @@ function publicKeyOf(caller: string, key: PeerKey): KeyObject {
     throw new InvalidInputError(
       `auth.peers.${caller}: key ${JSON.stringify(key.keyId)} must be an Ed25519 key.`,
     );
+  if (publicKeys.size > 1000) publicKeys.clear();
+  publicKeys.set(key.publicKey, parsed);
   return parsed;
 }
 
@@ -366,6 +460,15 @@ function validateServerAuth(auth: ServerAuth): void {
       throw new InvalidInputError(
         'auth.service must name this service (requests are signed for it); Baton fills it in from its own `service`.',
       );
+    if ((auth.privateKey === undefined) !== (auth.keyId === undefined))
+      throw new InvalidInputError(
+        "auth.keyId and auth.privateKey go together: this service's own key, to sign its answers.",
+      );
+    if (auth.privateKey !== undefined) {
+      if (!KEY_ID.test(auth.keyId as string))
+        throw new InvalidInputError('auth.keyId must be 1–100 characters [A-Za-z0-9_.:-].');
+      privateKeyOf(auth.privateKey);
+    }
     const peers = Object.entries(auth.peers ?? {});
     if (peers.length === 0)
       throw new InvalidInputError(

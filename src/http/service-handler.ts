@@ -1,4 +1,4 @@
-import { type Authentication, RequestVerifier, type ServerAuth } from './auth.ts';
+import { type Authentication, answerHeaders, RequestVerifier, type ServerAuth } from './auth.ts';
 import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
 import type { NonceStore } from './nonce-store.ts';
 
@@ -92,47 +92,56 @@ export function createServiceHandler(options: {
     }
     return { route, rest, url };
   };
+  /** With the service's own key, every answer carries its signature over the request's nonce. */
+  const signed = (head: RequestHead, response: HttpResponseLike): HttpResponseLike => {
+    const headers = answerHeaders(options.auth, head.headers, response);
+    return Object.keys(headers).length === 0
+      ? response
+      : { ...response, headers: { ...response.headers, ...headers } };
+  };
   return {
     basePath,
     refuseEarly: (head) => {
       const routed = routeOf(head);
-      if ('response' in routed) return routed.response;
+      if ('response' in routed) return signed(head, routed.response);
       const reason = verifier.credentialsMissing(head.headers);
-      return reason ? errorResponse(401, 'BATON_UNAUTHENTICATED', reason) : undefined;
+      return reason ? signed(head, errorResponse(401, 'BATON_UNAUTHENTICATED', reason)) : undefined;
     },
-    async handle(request, signal) {
-      const routed = routeOf(request);
-      if ('response' in routed) return routed.response;
-      const { route, rest, url } = routed;
-      let verdict: Authentication;
-      try {
-        verdict = await verifier.authenticate(request.headers, {
-          method: request.method,
-          target: request.url,
-          body: request.body,
-        });
-      } catch {
-        return unavailable(); // the nonce could not be recorded
-      }
-      if ('refused' in verdict) return errorResponse(401, 'BATON_UNAUTHENTICATED', verdict.refused);
-      const forbidden = forbiddenFor(route.callers, verdict.caller, route.describe);
-      if (forbidden) return forbidden;
-      try {
-        return await route.handle(
-          route.pattern.exec(rest) as RegExpExecArray,
-          url,
-          request,
-          signal,
-          verdict.caller,
-        );
-      } catch {
-        return unavailable();
-      }
-    },
+    handle: async (request, signal) => signed(request, await handle(request, signal)),
     close: async () => {
       await options.onClose?.();
     },
   };
+
+  async function handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike> {
+    const routed = routeOf(request);
+    if ('response' in routed) return routed.response;
+    const { route, rest, url } = routed;
+    let verdict: Authentication;
+    try {
+      verdict = await verifier.authenticate(request.headers, {
+        method: request.method,
+        target: request.url,
+        body: request.body,
+      });
+    } catch {
+      return unavailable(); // the nonce could not be recorded
+    }
+    if ('refused' in verdict) return errorResponse(401, 'BATON_UNAUTHENTICATED', verdict.refused);
+    const forbidden = forbiddenFor(route.callers, verdict.caller, route.describe);
+    if (forbidden) return forbidden;
+    try {
+      return await route.handle(
+        route.pattern.exec(rest) as RegExpExecArray,
+        url,
+        request,
+        signal,
+        verdict.caller,
+      );
+    } catch {
+      return unavailable();
+    }
+  }
 }
 
 function unavailable(): HttpResponseLike {

@@ -1,5 +1,5 @@
 import { InvalidInputError, TransportError } from '../core/errors.ts';
-import { authHeaders, type ClientAuth } from './auth.ts';
+import { answerProblem, authHeaders, type ClientAuth } from './auth.ts';
 
 /**
  * The one HTTP client every Baton caller uses to talk to another service's
@@ -10,7 +10,7 @@ import { authHeaders, type ClientAuth } from './auth.ts';
  *
  * | code                     | when                                          | retryable |
  * |--------------------------|-----------------------------------------------|-----------|
- * | BATON_PEER_UNREACHABLE   | no answer: refused, reset, timed out, aborted | yes       |
+ * | BATON_PEER_UNREACHABLE   | no answer: refused, reset, timed out, aborted; or an answer failing its signature check | yes |
  * | BATON_PEER_FAILED        | 5xx or 429 (the peer could not do it now)     | yes       |
  * | BATON_PEER_REFUSED       | any other non-2xx (it will not do it)         | no        |
  * | BATON_PEER_PROTOCOL      | an answer over the limit, or not what Baton sends | no   |
@@ -104,6 +104,14 @@ export function signedClient(options: SignedClientOptions): SignedClient {
           : Buffer.from(JSON.stringify(call.body));
     const target = `${url.pathname}${url.search}`;
     const timeout = AbortSignal.timeout(call.timeoutMs ?? timeoutMs);
+    const peer = options.peer ?? options.name;
+    const signature = authHeaders(options.auth, {
+      method,
+      target,
+      body,
+      audience: peer,
+      idempotencyKey: call.headers?.['idempotency-key'],
+    });
     let response: Response;
     try {
       response = await fetch(url, {
@@ -111,13 +119,7 @@ export function signedClient(options: SignedClientOptions): SignedClient {
         headers: {
           ...(body && !Buffer.isBuffer(call.body) ? { 'content-type': 'application/json' } : {}),
           ...call.headers,
-          ...authHeaders(options.auth, {
-            method,
-            target,
-            body,
-            audience: options.peer ?? options.name,
-            idempotencyKey: call.headers?.['idempotency-key'],
-          }),
+          ...signature,
         },
         body,
         signal: call.signal ? AbortSignal.any([call.signal, timeout]) : timeout,
@@ -134,6 +136,18 @@ export function signedClient(options: SignedClientOptions): SignedClient {
     const answer = await readLimited(response, call.maxResponseBytes ?? maxResponseBytes, () =>
       describe(method, url),
     );
+    const untrusted = answerProblem(options.auth, peer, signature, {
+      status: response.status,
+      headers: response.headers,
+      body: answer,
+    });
+    // Like a network fault: what came back is not the peer's answer (retryable).
+    if (untrusted)
+      throw new PeerError(
+        'BATON_PEER_UNREACHABLE',
+        `${describe(method, url)}: answer refused: ${untrusted}`,
+        response.status,
+      );
     return { status: response.status, body: answer, requestBytes: body?.length ?? 0 };
   }
 
