@@ -176,4 +176,49 @@ describe('limits before work', () => {
     for (const s of sockets) s.destroy();
     expect(closed.filter((c) => !c).length).toBeLessThanOrEqual(5);
   });
+
+  it('holds at most maxBodyBytesInFlight of bodies under signatures it cannot check yet', async () => {
+    // Each of these announces 1 MB under well-formed (false) signature headers, sends all
+    // of it but the last byte, and stalls: a body must be held whole before its signature
+    // can be checked. Without a cap, N of them held N MB until the request timeout.
+    const capped = await serveHttp(handler, {
+      maxBodyBytesInFlight: 3_000_000,
+      requestTimeoutMs: 10_000,
+    });
+    const cappedPort = Number(new URL(capped.url).port);
+    const stall = () =>
+      new Promise<{ socket: Socket; answer: Promise<string> }>((resolve) => {
+        const socket = connect(cappedPort, '127.0.0.1');
+        socket.on('error', () => {});
+        let text = '';
+        const answer = new Promise<string>((done) => {
+          socket.on('data', (d) => {
+            text += d.toString('latin1');
+            done(text);
+          });
+          socket.on('close', () => done(text));
+        });
+        socket.on('connect', () => {
+          socket.write(post('/baton/things', SIGNED_LOOKING));
+          socket.write(Buffer.alloc(999_999, 0x20));
+          resolve({ socket, answer });
+        });
+      });
+    const stalled = [];
+    for (let i = 0; i < 6; i++) stalled.push(await stall());
+    // 3 MB fit; for the rest the server answers 503 instead of holding them (which ones
+    // depends on how their bytes interleave: at least three).
+    const answered: string[] = [];
+    for (const s of stalled) void s.answer.then((a) => answered.push(a));
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(answered.length).toBeGreaterThanOrEqual(3);
+    for (const answer of answered) expect(answer).toMatch(/^HTTP\/1\.1 503/);
+    // The held ones end (their last byte): refused for their false signature, the budget given back.
+    for (const { socket } of stalled) if (socket.writable) socket.write(' ');
+    await Promise.all(stalled.map((s) => s.answer));
+    const after = await fetch(`${capped.url}/baton/things`, { method: 'POST', body: '{}' });
+    expect(after.status).toBe(401);
+    for (const { socket } of stalled) socket.destroy();
+    await capped.close();
+  });
 });

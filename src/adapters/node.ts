@@ -1,7 +1,9 @@
 import type { ServerResponse } from 'node:http';
 import {
   answerNodeRequest,
+  BodyBudget,
   DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
   type NodeRequest,
 } from '../http/node-server.ts';
 import type { ServiceHandler } from '../http/service-handler.ts';
@@ -22,6 +24,8 @@ import type { ServiceHandler } from '../http/service-handler.ts';
 export interface BatonMiddlewareOptions {
   /** Largest request body read (413 beyond). Default 1 MiB. */
   maxBodyBytes?: number;
+  /** Body bytes held at once by this middleware, all requests together (503 beyond). Default 64 MiB. */
+  maxBodyBytesInFlight?: number;
 }
 
 export type BatonMiddleware = (
@@ -35,6 +39,7 @@ export function batonMiddleware(
   options: BatonMiddlewareOptions = {},
 ): BatonMiddleware {
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const budget = new BodyBudget(options.maxBodyBytesInFlight ?? DEFAULT_MAX_BODY_BYTES_IN_FLIGHT);
   const answer = (request: Parameters<ServiceHandler['handle']>[0], signal: AbortSignal) =>
     handler.handle(request, signal);
   return (req, res, next) => {
@@ -44,7 +49,11 @@ export function batonMiddleware(
       else res.writeHead(404).end();
       return;
     }
-    void answerNodeRequest(req, res, answer, { maxBodyBytes, refuseEarly: handler.refuseEarly });
+    void answerNodeRequest(req, res, answer, {
+      maxBodyBytes,
+      refuseEarly: handler.refuseEarly,
+      budget,
+    });
   };
 }
 

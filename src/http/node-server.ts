@@ -18,7 +18,24 @@ export interface NodeHttpServerOptions {
   requestTimeoutMs?: number;
   /** Refuses a request before its body is read (see `ServiceHandler.refuseEarly`). */
   refuseEarly?: (head: RequestHead) => HttpResponseLike | undefined;
+  /**
+   * Bytes of request bodies held at once, all connections together (default
+   * 64 MiB). A body is held until its signature can be checked; past this,
+   * a request is answered 503 with Retry-After instead of held — so a flood
+   * of slow bodies under well-formed (but false) signatures cannot take the
+   * process's memory.
+   */
+  maxBodyBytesInFlight?: number;
 }
+
+/** The bytes of request bodies held now, against a cap shared by all of a server's connections. */
+export class BodyBudget {
+  held = 0;
+  constructor(readonly max: number) {}
+}
+
+/** Default cap of request-body bytes held at once (64 MiB). */
+export const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
 
 export type RequestHandler = (
   request: HttpRequestLike,
@@ -45,6 +62,7 @@ export async function serveHttp(
     typeof handler === 'function' ? handler : (request, signal) => handler.handle(request, signal);
   const refuseEarly =
     options.refuseEarly ?? (typeof handler === 'function' ? undefined : handler.refuseEarly);
+  const budget = new BodyBudget(options.maxBodyBytesInFlight ?? DEFAULT_MAX_BODY_BYTES_IN_FLIGHT);
   const server = createServer(
     {
       headersTimeout: options.headersTimeoutMs ?? 10_000,
@@ -53,7 +71,7 @@ export async function serveHttp(
       connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
-      void answerNodeRequest(req, res, answer, { maxBodyBytes, refuseEarly });
+      void answerNodeRequest(req, res, answer, { maxBodyBytes, refuseEarly, budget });
     },
   );
   server.keepAliveTimeout = 65_000;
@@ -98,6 +116,8 @@ export async function answerNodeRequest(
   options: {
     maxBodyBytes: number;
     refuseEarly?: ((head: RequestHead) => HttpResponseLike | undefined) | undefined;
+    /** The cap on body bytes held at once, shared with the other requests of this server. */
+    budget: BodyBudget;
   },
 ): Promise<void> {
   const controller = new AbortController();
@@ -108,18 +128,23 @@ export async function answerNodeRequest(
     return;
   }
   let response: HttpResponseLike;
+  const held = { bytes: 0 };
   try {
-    const body = await bodyOf(req, options.maxBodyBytes);
+    const body = await bodyOf(req, options.maxBodyBytes, options.budget, held);
     // Too large: 413 once the excess is drained (or at once past the drain
     // cap); the answer closes the connection, so an endless body cannot hold it.
     response =
       body === 'too-large'
         ? tooLarge(options.maxBodyBytes)
-        : body === 'consumed'
-          ? BODY_CONSUMED
-          : await handler(toRequest(req, body), controller.signal);
+        : body === 'busy'
+          ? busy(options.budget.max)
+          : body === 'consumed'
+            ? BODY_CONSUMED
+            : await handler(toRequest(req, body), controller.signal);
   } catch {
     response = errorResponse(500, 'BATON_INTERNAL', 'internal error; see the server log');
+  } finally {
+    options.budget.held -= held.bytes;
   }
   if (res.destroyed) return;
   res.writeHead(response.status, response.headers);
@@ -169,11 +194,25 @@ const BODY_CONSUMED = errorResponse(
 );
 
 /** The raw body: kept by a framework, or read here; 'consumed' when neither can be had. */
-async function bodyOf(req: NodeRequest, limit: number): Promise<Buffer | 'too-large' | 'consumed'> {
+async function bodyOf(
+  req: NodeRequest,
+  limit: number,
+  budget: BodyBudget,
+  held: { bytes: number },
+): Promise<Buffer | 'too-large' | 'consumed' | 'busy'> {
   if (Buffer.isBuffer(req.rawBody)) return req.rawBody.length > limit ? 'too-large' : req.rawBody;
   if (req.readableEnded)
     return req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : 'consumed';
-  return readBody(req, limit);
+  return readBody(req, limit, budget, held);
+}
+
+function busy(max: number): HttpResponseLike {
+  const response = errorResponse(
+    503,
+    'BATON_BUSY',
+    `request bodies of ${max} bytes are held already (waiting for their ends); retry in a second`,
+  );
+  return { ...response, headers: { ...response.headers, connection: 'close', 'retry-after': '1' } };
 }
 
 function tooLarge(maxBodyBytes: number): HttpResponseLike {
@@ -199,7 +238,12 @@ function toRequest(req: NodeRequest, body: Buffer): HttpRequestLike {
  * `DRAIN_FACTOR × limit`: an endless or huge body gets its 413 at that point
  * and the connection is closed under it.
  */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
+function readBody(
+  req: IncomingMessage,
+  limit: number,
+  budget: BodyBudget,
+  held: { bytes: number },
+): Promise<Buffer | 'too-large' | 'busy'> {
   const drainCap = limit * DRAIN_FACTOR;
   if (Number(req.headers['content-length'] ?? '0') > drainCap) return Promise.resolve('too-large');
   return new Promise((resolve, reject) => {
@@ -207,8 +251,17 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-      else if (size > drainCap) resolve('too-large');
+      if (size <= limit) {
+        // Held until the request is answered: counted against the server's budget.
+        if (budget.held + chunk.length > budget.max) {
+          chunks.length = 0;
+          req.pause();
+          return resolve('busy');
+        }
+        budget.held += chunk.length;
+        held.bytes += chunk.length;
+        chunks.push(chunk);
+      } else if (size > drainCap) resolve('too-large');
     });
     req.on('end', () => resolve(size > limit ? 'too-large' : Buffer.concat(chunks)));
     req.on('error', reject);
