@@ -1,3 +1,5 @@
+import type { PeerKey } from '../../src/index.ts';
+
 /** What one shop service process needs to know; passed as one JSON argument. */
 export interface ServiceConfig {
   service: 'customers' | 'orders' | 'loyalty';
@@ -6,8 +8,11 @@ export interface ServiceConfig {
   databaseUrl: string;
   /** Base URLs of the other services (possibly through a fault proxy), e.g. `http://127.0.0.1:4001`. */
   peers: { customers: string; orders: string; loyalty: string };
-  /** Shared secret for Baton's signed requests between the services. */
-  secret: string;
+  /**
+   * This service's own Ed25519 key (it signs its requests and answers with
+   * it) and the public keys of the others: every service its own identity.
+   */
+  keys: { keyId: string; privateKey: string; peers: Record<string, PeerKey[]> };
   /** Bearer token for the admin endpoints (reconcile). */
   adminToken: string;
   /** Run the caretaker in process every this many ms (0: only on request). */

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { generateServiceKeys } from '../../src/index.ts';
 import { type EmbeddedPostgres, freePort, startEmbeddedPostgres } from '../../src/pg.ts';
 import type { ConsumerSettings, ServiceConfig } from './config.ts';
 
@@ -35,10 +36,13 @@ export interface UnexpectedExit {
   said: string[];
 }
 
+export type ServiceKeys = ReturnType<typeof generateServiceKeys>;
+
 export interface RunningShop {
   urls: Record<ServiceName, string>;
   databaseUrls: Record<ServiceName, string>;
-  secret: string;
+  /** Each service's identity (its signing auth and public key): the chaos harness signs as them. */
+  identities: Record<ServiceName, ServiceKeys>;
   adminToken: string;
   clusters: EmbeddedPostgres[];
   process(name: ServiceName): ChildProcess | undefined;
@@ -76,7 +80,9 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   const urls = Object.fromEntries(
     SERVICES.map((n) => [n, `http://127.0.0.1:${ports[n]}`]),
   ) as Record<ServiceName, string>;
-  const secret = randomBytes(24).toString('hex');
+  const identities = Object.fromEntries(
+    SERVICES.map((name) => [name, generateServiceKeys(name, `${name}-1`)]),
+  ) as Record<ServiceName, ServiceKeys>;
   const adminToken = randomBytes(24).toString('hex');
   const children = new Map<ServiceName, ChildProcess>();
   const unexpectedExits: UnexpectedExit[] = [];
@@ -95,7 +101,16 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
         options.peerUrl ? options.peerUrl(name, peer, urls[peer]) : urls[peer],
       ]),
     ) as ServiceConfig['peers'],
-    secret,
+    keys: {
+      keyId: identities[name].auth.keyId,
+      privateKey: identities[name].auth.privateKey,
+      peers: Object.fromEntries(
+        SERVICES.filter((peer) => peer !== name).map((peer) => [
+          peer,
+          [identities[peer].publicKey],
+        ]),
+      ),
+    },
     adminToken,
     caretakerEveryMs: options.caretakerEveryMs,
     leaseMs: options.leaseMs,
@@ -153,7 +168,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
   return {
     urls,
     databaseUrls,
-    secret,
+    identities,
     adminToken,
     clusters,
     process: (name) => children.get(name),

@@ -68,9 +68,12 @@ export async function declareLoyalty(base: ServiceBase): Promise<{ routes: ApiRo
     }
   });
 
-  baton.participant.reservation('points', pointsReservation);
+  baton.participant.reservation('points', { ...pointsReservation, callers: ['orders'] });
 
-  baton.participant.action<PointsRequest, { refunded: number }>('refund', { run: refundPoints });
+  baton.participant.action<PointsRequest, { refunded: number }>('refund', {
+    run: refundPoints,
+    callers: ['orders'],
+  });
 
   baton.invariant({
     name: 'balance-not-negative',

@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import {
   type Baton,
+  type ClientAuth,
   type Consumer,
   createBaton,
   httpFeedSource,
@@ -14,6 +15,17 @@ import {
 import { PgDatabase } from '../../src/pg.ts';
 import type { ServiceConfig } from './config.ts';
 import { type ApiRoute, json, problem, routeApi } from './http-api.ts';
+
+/**
+ * Who may read each service's feed and look up its entities: orders and
+ * loyalty replicate customers; nobody reads the others' feeds. (Loyalty's
+ * points and refund name their one caller, orders, where they are declared.)
+ */
+const CALLERS: Record<ServiceConfig['service'], { feed: string[]; entities: string[] }> = {
+  customers: { feed: ['orders', 'loyalty'], entities: ['orders', 'loyalty'] },
+  orders: { feed: [], entities: [] },
+  loyalty: { feed: [], entities: [] },
+};
 
 /** What every shop service shares: its database, its Baton, its relay, its HTTP server. */
 export interface ServiceBase {
@@ -69,7 +81,9 @@ async function startOn(
   const baton = createBaton({ db, service: config.service, logger });
   await baton.migrate();
   const consumers: Consumer[] = [];
-  const auth = { type: 'hmac' as const, secret: config.secret };
+  const { keyId, privateKey, peers } = config.keys;
+  // Signs as this service; takes only answers signed by the peer called.
+  const auth: ClientAuth = { type: 'keys', service: config.service, keyId, privateKey, peers };
   const base: ServiceBase = {
     config,
     db,
@@ -113,7 +127,10 @@ async function startOn(
     : undefined;
   if (schedule) started.unshift(async () => void (await schedule.stop()));
 
-  const batonHttp = baton.httpHandler({ auth: { type: 'hmac', secrets: [config.secret] } });
+  const batonHttp = baton.httpHandler({
+    auth: { type: 'keys', peers, keyId, privateKey },
+    callers: CALLERS[config.service],
+  });
   started.unshift(() => batonHttp.close());
   const adminRoutes: ApiRoute[] = [
     {

@@ -1,5 +1,5 @@
-import { authHeaders } from '../../../src/index.ts';
-import type { ServiceName } from '../launcher.ts';
+import { authHeaders, type ClientAuth, generateServiceKeys } from '../../../src/index.ts';
+import type { ServiceKeys, ServiceName } from '../launcher.ts';
 import type { SeededRandom } from './seeded-random.ts';
 
 export interface BadInputReport {
@@ -13,6 +13,8 @@ export interface BadInputReport {
   /** No answer at all (the connection died): a crash would show here. */
   noAnswer: number;
   examples: { target: string; status: number | 'none'; note: string }[];
+  /** The attacks on identity and replay, by kind: how many were sent and how many refused. */
+  attacks: Record<string, { sent: number; refused: number }>;
 }
 
 interface HostileRequest {
@@ -23,7 +25,59 @@ interface HostileRequest {
   body?: string | Buffer;
   /** Expected: a 4xx. Some inputs are harmless and may be accepted (a GET of an unknown id is a 404, fine). */
   mustNotSucceed: boolean;
+  /** Sent twice: the first may be served, the second (its replay) must be refused. */
+  replayed?: boolean;
+  /** The attack on identity or replay it stands for (tallied apart in the report). */
+  attack?: string;
   note: string;
+}
+
+type Identities = Record<ServiceName, ServiceKeys>;
+
+/** Signing headers as `who`, for `to` (the receiving service). */
+function signedAs(
+  who: ClientAuth,
+  to: ServiceName,
+  method: string,
+  target: string,
+  body?: string | Buffer,
+): Record<string, string> {
+  return authHeaders(who, { method, target, body, audience: to });
+}
+
+/** A key nobody listed, claiming to be orders: another's name without its key. */
+const STRANGER = generateServiceKeys('orders', 'orders-1').auth;
+
+/**
+ * Signed requests that were served (feed reads by orders from customers),
+ * kept to be replayed after the faulted run — restarts included where the
+ * scenario kills: a nonce remembered in one process's memory would let
+ * them through then.
+ */
+export async function captureServedRequests(
+  urls: Record<ServiceName, string>,
+  identities: Identities,
+  count = 5,
+): Promise<HostileRequest[]> {
+  const captured: HostileRequest[] = [];
+  for (let i = 0; i < count; i++) {
+    const path = `/baton/events?after=0&limit=${i + 1}`;
+    const headers = signedAs(identities.orders.auth, 'customers', 'GET', path);
+    const response = await fetch(`${urls.customers}${path}`, { headers });
+    await response.arrayBuffer();
+    if (response.status !== 200)
+      throw new Error(`a signed feed read by orders was not served (${response.status})`);
+    captured.push({
+      service: 'customers',
+      method: 'GET',
+      path,
+      headers,
+      mustNotSucceed: true,
+      note: 'replayed after the run (restarts included)',
+      attack: 'replay after the run',
+    });
+  }
+  return captured;
 }
 
 const NASTY_STRINGS = [
@@ -66,9 +120,10 @@ const NASTY_JSON = [
  */
 export async function sendBadInput(
   urls: Record<ServiceName, string>,
-  secret: string,
+  identities: Identities,
   count: number,
   random: SeededRandom,
+  replays: readonly HostileRequest[] = [],
   concurrency = 8,
 ): Promise<BadInputReport> {
   const report: BadInputReport = {
@@ -78,8 +133,12 @@ export async function sendBadInput(
     serverErrors: 0,
     noAnswer: 0,
     examples: [],
+    attacks: {},
   };
-  const requests = Array.from({ length: count }, () => hostileRequest(random, secret));
+  const requests = [
+    ...replays,
+    ...Array.from({ length: count - replays.length }, () => hostileRequest(random, identities)),
+  ];
   let next = 0;
   const worker = async () => {
     for (;;) {
@@ -100,19 +159,23 @@ async function send(
 ): Promise<void> {
   report.sent++;
   const target = `${r.service} ${r.method} ${r.path.slice(0, 80)}`;
-  let status: number | 'none' = 'none';
-  try {
-    const response = await fetch(`${urls[r.service]}${r.path}`, {
-      method: r.method,
-      headers: r.headers,
-      body: r.method === 'GET' || r.method === 'HEAD' ? undefined : r.body,
-      signal: AbortSignal.timeout(10_000),
-    });
-    status = response.status;
-    await response.arrayBuffer();
-  } catch {
-    status = 'none';
-  }
+  const once = async (): Promise<number | 'none'> => {
+    try {
+      const response = await fetch(`${urls[r.service]}${r.path}`, {
+        method: r.method,
+        headers: r.headers,
+        body: r.method === 'GET' || r.method === 'HEAD' ? undefined : r.body,
+        signal: AbortSignal.timeout(10_000),
+      });
+      await response.arrayBuffer();
+      return response.status;
+    } catch {
+      return 'none';
+    }
+  };
+  // A replay: the original goes first (it may be served); the copy is what is judged.
+  if (r.replayed) await once();
+  const status = await once();
   const bad =
     status === 'none'
       ? 'noAnswer'
@@ -121,6 +184,11 @@ async function send(
         : status < 400 && r.mustNotSucceed
           ? 'wronglyAccepted'
           : undefined;
+  if (r.attack) {
+    const tally = (report.attacks[r.attack] ??= { sent: 0, refused: 0 });
+    tally.sent++;
+    if (typeof status === 'number' && status >= 400 && status < 500) tally.refused++;
+  }
   if (bad) {
     report[bad]++;
     if (report.examples.length < 20) report.examples.push({ target, status, note: r.note });
@@ -129,8 +197,8 @@ async function send(
   }
 }
 
-function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
-  const kind = random.int(0, 9);
+function hostileRequest(random: SeededRandom, identities: Identities): HostileRequest {
+  const kind = random.int(0, 12);
   const nasty = random.pick(NASTY_STRINGS);
   const json = random.pick(NASTY_JSON);
   const service = random.pick(['customers', 'orders', 'loyalty'] as const);
@@ -188,7 +256,7 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
     case 5: {
       // tampered signature: signed one target, sent another
       const signed = '/baton/events?after=0&limit=10';
-      const headers = authHeaders({ type: 'hmac', secret }, { method: 'GET', target: signed });
+      const headers = signedAs(identities.orders.auth, service, 'GET', signed);
       return {
         service,
         method: 'GET',
@@ -199,7 +267,7 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
       };
     }
     case 6: {
-      // wrong secret on a participant call
+      // a key nobody listed, claiming to be orders, on a participant call
       const path = random.pick([
         '/baton/reservations/points/try',
         '/baton/actions/refund',
@@ -212,10 +280,7 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
       });
       const headers = {
         'content-type': 'application/json',
-        ...authHeaders(
-          { type: 'hmac', secret: 'not-the-secret-0123456789' },
-          { method: 'POST', target: path, body },
-        ),
+        ...signedAs(STRANGER, 'loyalty', 'POST', path, body),
       };
       return {
         service: 'loyalty',
@@ -224,7 +289,8 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
         headers,
         body,
         mustNotSucceed: true,
-        note: 'participant call with a wrong secret',
+        note: 'participant call signed with a stranger key',
+        attack: 'stranger key',
       };
     }
     case 7: {
@@ -238,7 +304,7 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
       const body = random.pick([json, JSON.stringify({ txId: nasty, branch: nasty }), '{}']);
       const headers = {
         'content-type': 'application/json',
-        ...authHeaders({ type: 'hmac', secret }, { method: 'POST', target: path, body }),
+        ...signedAs(identities.orders.auth, 'loyalty', 'POST', path, body),
       };
       return {
         service: 'loyalty',
@@ -253,7 +319,7 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
     case 8: {
       // signed feed read with bad parameters
       const path = `/baton/events?after=${pct(random.pick(['-1', 'abc', '1e99', nasty]))}&limit=${random.pick(['0', '100000', 'x'])}`;
-      const headers = authHeaders({ type: 'hmac', secret }, { method: 'GET', target: path });
+      const headers = signedAs(identities.orders.auth, service, 'GET', path);
       return {
         service,
         method: 'GET',
@@ -263,10 +329,84 @@ function hostileRequest(random: SeededRandom, secret: string): HostileRequest {
         note: 'feed with bad parameters',
       };
     }
+    case 9: {
+      // cross-service replay: signed by orders for customers, sent to another service
+      const path = '/baton/events?after=0&limit=10';
+      const to = random.pick(['orders', 'loyalty'] as const);
+      return {
+        service: to,
+        method: 'GET',
+        path,
+        headers: signedAs(identities.orders.auth, 'customers', 'GET', path),
+        mustNotSucceed: true,
+        note: 'request signed for customers, sent to another service',
+        attack: 'cross-service replay',
+      };
+    }
+    case 10: {
+      // a peer using its own credentials for another's power: customers refunds, reserves, cancels
+      const path = random.pick([
+        '/baton/actions/refund',
+        '/baton/reservations/points/try',
+        '/baton/reservations/points/cancel',
+      ]);
+      const body = JSON.stringify({
+        txId: 'place:someone-else',
+        branch: 'spend-points',
+        payload: { customerId: 'ada', points: 500, orderId: 'o-1' },
+      });
+      return {
+        service: 'loyalty',
+        method: 'POST',
+        path,
+        headers: {
+          'content-type': 'application/json',
+          'idempotency-key': 'k-customers-refund',
+          ...authHeaders(identities.customers.auth, {
+            method: 'POST',
+            target: path,
+            body,
+            audience: 'loyalty',
+            idempotencyKey: 'k-customers-refund',
+          }),
+        },
+        body,
+        mustNotSucceed: true,
+        note: "customers using loyalty's refund or reservation (only orders may)",
+        attack: "another service's power",
+      };
+    }
+    case 11: {
+      // replay of a request that was served: the copy must be refused
+      const path = `/baton/events?after=0&limit=${random.int(1, 50)}`;
+      return {
+        service: 'customers',
+        method: 'GET',
+        path,
+        headers: signedAs(identities.loyalty.auth, 'customers', 'GET', path),
+        mustNotSucceed: true,
+        replayed: true,
+        note: 'a served feed read sent again',
+        attack: 'replay',
+      };
+    }
+    case 12: {
+      // a reader that is not allowed: loyalty reads the orders feed (nobody may)
+      const path = '/baton/events?after=0&limit=10';
+      return {
+        service: 'orders',
+        method: 'GET',
+        path,
+        headers: signedAs(identities.loyalty.auth, 'orders', 'GET', path),
+        mustNotSucceed: true,
+        note: 'a service reading a feed it may not read',
+        attack: 'feed not allowed',
+      };
+    }
     default: {
       // signed lookups of malformed or unknown entities
       const path = `/baton/entities/${pct(random.pick(['customer', 'nobody', nasty.slice(0, 50) || 'x']))}/${pct(nasty.slice(0, 600) || 'y')}`;
-      const headers = authHeaders({ type: 'hmac', secret }, { method: 'GET', target: path });
+      const headers = signedAs(identities.orders.auth, 'customers', 'GET', path);
       return {
         service: 'customers',
         method: 'GET',

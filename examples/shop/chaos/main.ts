@@ -19,7 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from '../../../src/pg.ts';
 import { type RunningShop, SERVICES, type ServiceName, startShop } from '../launcher.ts';
-import { type BadInputReport, sendBadInput } from './bad-input.ts';
+import { type BadInputReport, captureServedRequests, sendBadInput } from './bad-input.ts';
 import { type CheckerReport, checkShop } from './checker.ts';
 import type { FlowProbeResult } from './checks/dead-letter-flow.ts';
 import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
@@ -169,11 +169,19 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     const clientUrls = Object.fromEntries(
       SERVICES.map((s) => [s, proxyUrl('client', s)]),
     ) as Record<ServiceName, string>;
+    // Served before the faults, replayed after them (restarts included): all must be refused.
+    const served = await captureServedRequests(shop.urls, shop.identities);
     const run = await runUnderFaults(scenario, shop, proxies, clientUrls, random, schedule, log);
     const { history } = run;
     for (const proxy of proxies.values()) await proxy.settled();
     const quiescence = await quiesce(shop, 120_000);
-    const badInput = await sendBadInput(shop.urls, shop.secret, 2_000, random.fork('bad-input'));
+    const badInput = await sendBadInput(
+      shop.urls,
+      shop.identities,
+      2_000,
+      random.fork('bad-input'),
+      served,
+    );
     const checker = await checkShop({
       databaseUrls: shop.databaseUrls,
       history,
@@ -379,6 +387,9 @@ function printScenario(r: ScenarioResult): void {
   }
   console.log(
     `  bad inputs: ${r.badInput.sent} sent, ${r.badInput.refused} refused, ${r.badInput.serverErrors} 5xx, ${r.badInput.wronglyAccepted} wrongly accepted, ${r.badInput.noAnswer} unanswered`,
+    `  attacks refused: ${Object.entries(r.badInput.attacks)
+      .map(([kind, t]) => `${kind} ${t.refused}/${t.sent}`)
+      .join(', ')}`,
   );
   console.log(
     `  quiescence: drained in ${r.quiescence.drainMs} ms${r.quiescence.drained ? '' : ` — NOT drained: ${r.quiescence.stillMoving.join('; ')}`}; caretaker ${r.quiescence.fixedPoint ? 'at a fixed point' : `NOT at a fixed point (${lastPasses(r.quiescence)})`}`,
