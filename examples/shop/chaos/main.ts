@@ -23,6 +23,7 @@ import { type BadInputReport, captureServedRequests, sendBadInput } from './bad-
 import { type CheckerReport, checkShop } from './checker.ts';
 import type { FlowProbeResult } from './checks/dead-letter-flow.ts';
 import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
+import { FLOOD_RSS_BOUND_MIB, type FloodReport, floodContained, floodService } from './flood.ts';
 import { type HistoryEntry, writeHistory } from './history.ts';
 import { type LiveCaretakerSummary, startLiveCaretaker } from './live-caretaker.ts';
 import { startNemesis } from './nemesis.ts';
@@ -43,6 +44,7 @@ interface ScenarioResult {
   /** The caretaker's runs during the workload (scenarios with a live caretaker). */
   liveCaretaker?: LiveCaretakerSummary;
   badInput: BadInputReport;
+  flood: FloodReport;
   quiescence: QuiescenceReport;
   checker: CheckerReport;
   passed: number;
@@ -182,6 +184,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       random.fork('bad-input'),
       served,
     );
+    const flood = await floodService(shop);
     const checker = await checkShop({
       databaseUrls: shop.databaseUrls,
       history,
@@ -204,6 +207,13 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       ],
     };
     checker.checks.push(livenessCheck);
+    const contained = floodContained(flood);
+    checker.checks.push({
+      name: `flood-contained: RSS growth ≤ ${FLOOD_RSS_BOUND_MIB} MiB under slow bodies and idle connections, ≤ 1,000 held, serving during and after`,
+      passed: contained,
+      anomalies: contained ? 0 : 1,
+      examples: contained ? [] : [flood],
+    });
     // A service that died without the nemesis killing it is a bug (workers must survive
     // every fault); the other checks would only see its consequences.
     checker.checks.push({
@@ -228,6 +238,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       faults: { total: Object.values(byKind).reduce((n, k) => n + k, 0), byKind },
       liveCaretaker: run.liveCaretaker,
       badInput,
+      flood,
       quiescence,
       checker,
       passed,
@@ -387,6 +398,11 @@ function printScenario(r: ScenarioResult): void {
   }
   console.log(
     `  bad inputs: ${r.badInput.sent} sent, ${r.badInput.refused} refused, ${r.badInput.serverErrors} 5xx, ${r.badInput.wronglyAccepted} wrongly accepted, ${r.badInput.noAnswer} unanswered`,
+  );
+  console.log(
+    `  flood: ${r.flood.service} RSS ${r.flood.rssBeforeMiB} → peak ${r.flood.rssPeakMiB} MiB (bound +${r.flood.boundMiB}) under ${r.flood.slowBodies} slow 1 MB bodies; ${r.flood.idleHeld} of ${r.flood.idleConnections} idle connections held; feed reads during ${r.flood.servedDuring}/${r.flood.servedDuring + r.flood.failedDuring} served, after: ${r.flood.servingAfter ? 'served' : 'NOT served'}`,
+  );
+  console.log(
     `  attacks refused: ${Object.entries(r.badInput.attacks)
       .map(([kind, t]) => `${kind} ${t.refused}/${t.sent}`)
       .join(', ')}`,
