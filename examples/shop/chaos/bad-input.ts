@@ -185,7 +185,8 @@ async function send(
           ? 'wronglyAccepted'
           : undefined;
   if (r.attack) {
-    const tally = (report.attacks[r.attack] ??= { sent: 0, refused: 0 });
+    const tally = report.attacks[r.attack] ?? { sent: 0, refused: 0 };
+    report.attacks[r.attack] = tally;
     tally.sent++;
     if (typeof status === 'number' && status >= 400 && status < 500) tally.refused++;
   }
