@@ -96,6 +96,8 @@ async function startOn(
           url: `${config.peers[peer]}/baton`,
           auth,
           requestTimeoutMs: 5_000,
+          // The shop's batches are small: an answer past 16 MiB is a hostile peer's.
+          maxResponseBytes: 16 * 1024 * 1024,
         }),
         fetchWaitMs: 2_000,
         backoff: { baseMs: 100, maxMs: 2_000 },

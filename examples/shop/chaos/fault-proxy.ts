@@ -27,7 +27,8 @@ import type { SeededRandom } from './seeded-random.ts';
  * - `lateReplay`: replay a copy to the target later (its answer discarded);
  * - `reorder`: hold a request until the next one has been forwarded (or a short wait);
  * - `oneWay`: forward, drop every answer; the caller hangs until healed, then is reset;
- * - `blackhole`: accept, never forward, never answer; reset when healed.
+ * - `blackhole`: accept, never forward, never answer; reset when healed;
+ * - `hostileAnswers`: answer in the target's place with an endless body.
  *
  * Decisions are drawn from a seeded stream: every request draws the same
  * number of values whatever the settings, so the n-th request of a replayed
@@ -56,6 +57,12 @@ export interface FaultSettings {
   oneWay?: boolean;
   /** Accept, never forward, never answer (until healed; then those sockets are reset). */
   blackhole?: boolean;
+  /**
+   * A hostile peer: never forward; answer every request 200 with a body that
+   * never ends (up to 1 GiB, or until the caller hangs up). Set by the
+   * harness for a bounded window, not drawn: the seeded stream is unchanged.
+   */
+  hostileAnswers?: boolean;
 }
 
 /** The fault kinds counted in `stats()`; their sum is the number of faults injected. */
@@ -87,6 +94,7 @@ export const OUTCOMES = [
   'largeBodyStreamed',
   'notCopiedLargeBody',
   'noTarget',
+  'hostileAnswer',
 ] as const;
 
 /** The number of faults injected, from `stats()`. */
@@ -327,6 +335,12 @@ class FaultProxyServer {
     }
     if (this.settings.blackhole) {
       this.hang(req.socket, 'blackhole', faults);
+      return decided();
+    }
+    if (this.settings.hostileAnswers) {
+      this.count('hostileAnswer');
+      req.resume();
+      streamEndlessly(res);
       return decided();
     }
     if (plan.reset) {
@@ -653,4 +667,25 @@ function resetSocket(socket: Socket): void {
   if (socket.destroyed) return;
   if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
   else socket.destroy();
+}
+
+const ENDLESS_CHUNK = Buffer.alloc(256 * 1024, 0x61);
+const ENDLESS_CAP = 1024 * 1024 * 1024;
+
+/** Answers 200 with `aaaa…` until the caller hangs up (or 1 GiB): what a hostile peer sends. */
+function streamEndlessly(res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  let sent = 0;
+  let gone = false;
+  res.once('close', () => {
+    gone = true;
+  });
+  const pump = () => {
+    while (!gone && sent < ENDLESS_CAP) {
+      sent += ENDLESS_CHUNK.length;
+      if (!res.write(ENDLESS_CHUNK)) return void res.once('drain', pump);
+    }
+    if (!gone) res.end();
+  };
+  pump();
 }

@@ -144,7 +144,8 @@ function opened(port: number, sockets: Socket[]): Promise<Socket> {
   });
 }
 
-function rssMiB(pid: number): number {
+/** A process's resident set, from /proc (0 where there is none). */
+export function rssMiB(pid: number): number {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -154,4 +155,4 @@ function rssMiB(pid: number): number {
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

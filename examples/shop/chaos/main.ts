@@ -25,6 +25,7 @@ import type { FlowProbeResult } from './checks/dead-letter-flow.ts';
 import { FAULT_KINDS, type FaultProxy, startFaultProxy } from './fault-proxy.ts';
 import { FLOOD_RSS_BOUND_MIB, type FloodReport, floodContained, floodService } from './flood.ts';
 import { type HistoryEntry, writeHistory } from './history.ts';
+import { type HostilePeerReport, hostilePeer, hostilePeerContained } from './hostile-peer.ts';
 import { type LiveCaretakerSummary, startLiveCaretaker } from './live-caretaker.ts';
 import { startNemesis } from './nemesis.ts';
 import { startPoison } from './poison.ts';
@@ -45,6 +46,7 @@ interface ScenarioResult {
   liveCaretaker?: LiveCaretakerSummary;
   badInput: BadInputReport;
   flood: FloodReport;
+  hostile: HostilePeerReport;
   quiescence: QuiescenceReport;
   checker: CheckerReport;
   passed: number;
@@ -185,6 +187,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       served,
     );
     const flood = await floodService(shop);
+    const hostile = await hostilePeer(shop, proxies);
     const checker = await checkShop({
       databaseUrls: shop.databaseUrls,
       history,
@@ -214,6 +217,13 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       anomalies: contained ? 0 : 1,
       examples: contained ? [] : [flood],
     });
+    const hostileContained = hostilePeerContained(hostile);
+    checker.checks.push({
+      name: `hostile-peer-contained: endless answers cut at the limit, orders' RSS growth ≤ ${hostile.boundMiB} MiB, the link used again once healed`,
+      passed: hostileContained,
+      anomalies: hostileContained ? 0 : 1,
+      examples: hostileContained ? [] : [hostile],
+    });
     // A service that died without the nemesis killing it is a bug (workers must survive
     // every fault); the other checks would only see its consequences.
     checker.checks.push({
@@ -239,6 +249,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
       liveCaretaker: run.liveCaretaker,
       badInput,
       flood,
+      hostile,
       quiescence,
       checker,
       passed,
@@ -401,6 +412,9 @@ function printScenario(r: ScenarioResult): void {
   );
   console.log(
     `  flood: ${r.flood.service} RSS ${r.flood.rssBeforeMiB} → peak ${r.flood.rssPeakMiB} MiB (bound +${r.flood.boundMiB}) under ${r.flood.slowBodies} slow 1 MB bodies; ${r.flood.idleHeld} of ${r.flood.idleConnections} idle connections held; feed reads during ${r.flood.servedDuring}/${r.flood.servedDuring + r.flood.failedDuring} served, after: ${r.flood.servingAfter ? 'served' : 'NOT served'}`,
+  );
+  console.log(
+    `  hostile peer on ${r.hostile.link}: ${r.hostile.answers} endless answers in ${r.hostile.windowMs} ms; orders RSS ${r.hostile.rssBeforeMiB} → peak ${r.hostile.rssPeakMiB} MiB (bound +${r.hostile.boundMiB}); ${r.hostile.forwardedAfter} requests through the link after healing`,
   );
   console.log(
     `  attacks refused: ${Object.entries(r.badInput.attacks)

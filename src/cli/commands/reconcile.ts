@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import {
   type CaretakerReport,
@@ -88,8 +89,9 @@ export function registerReconcile(program: Command, io: CliIo): void {
       `
 Run it with the service's database URL. The owners are asked over their Baton
 endpoints (recorded when the service installed its references), with the
-credentials from the environment: BATON_HMAC_SECRET (HMAC-signed requests) or
-BATON_BEARER_TOKEN. The service's consumers must be running, so the replicas
+credentials from the environment: BATON_PRIVATE_KEY_FILE with BATON_KEY_ID and
+BATON_SERVICE (signed as the service, per-service keys), BATON_HMAC_SECRET
+(a shared secret) or BATON_BEARER_TOKEN. The service's consumers must be running, so the replicas
 can catch up with each owner before they are compared.
 
 This service's own tables are checked too (not with --entity): every row
@@ -125,12 +127,30 @@ Exit codes: 0 nothing is left to repair (no differences, or all repaired);
 
 /** Credentials for the owners' endpoints, from the environment only (never the command line, where `ps` shows them). */
 export function authFromEnvironment(env: CliIo['env']): ClientAuth {
+  const keyFile = env.BATON_PRIVATE_KEY_FILE;
+  if (keyFile) {
+    const service = env.BATON_SERVICE;
+    const keyId = env.BATON_KEY_ID;
+    if (!service || !keyId)
+      throw new UsageError(
+        'BATON_PRIVATE_KEY_FILE signs as a service with per-service keys: set BATON_SERVICE (the service whose key it is) and BATON_KEY_ID (the id its peers list the key under) too.',
+      );
+    let privateKey: string;
+    try {
+      privateKey = readFileSync(keyFile, 'utf8');
+    } catch (error) {
+      throw new UsageError(
+        `cannot read BATON_PRIVATE_KEY_FILE (${(error as Error).message}): give the path of the service's Ed25519 private key (PEM).`,
+      );
+    }
+    return { type: 'keys', service, keyId, privateKey };
+  }
   const secret = env.BATON_HMAC_SECRET;
   if (secret) return { type: 'hmac', secret };
   const token = env.BATON_BEARER_TOKEN;
   if (token) return { type: 'bearer', token };
   throw new UsageError(
-    "no credentials for the owners' endpoints: set BATON_HMAC_SECRET to the HMAC secret the owners' Baton handlers accept (or BATON_BEARER_TOKEN if they take bearer tokens).",
+    "no credentials for the owners' endpoints: set BATON_PRIVATE_KEY_FILE, BATON_KEY_ID and BATON_SERVICE to sign as this service with its own key (per-service keys), or BATON_HMAC_SECRET to the shared secret the owners accept (or BATON_BEARER_TOKEN if they take bearer tokens).",
   );
 }
 
