@@ -19,6 +19,7 @@ import { Consumer, type ConsumerOptions } from './messaging/consumer.ts';
 import { Outbox } from './messaging/outbox.ts';
 import { Relay, type RelayOptions } from './messaging/relay.ts';
 import { acceptIfNewer } from './messaging/version-gate.ts';
+import { type BatonMetrics, createBatonMetrics } from './metrics.ts';
 import type {
   EntityDefinition,
   OnDeletePolicy,
@@ -155,6 +156,14 @@ export interface Baton {
   readonly participant: Participant;
   /** Turns a reference-check error raised by the database into a typed `ReferenceViolation`. */
   referenceError(error: unknown): unknown;
+  /** This service's metrics (Prometheus): `metrics.text()`, or serve `metricsHandler`. */
+  readonly metrics: BatonMetrics;
+  /**
+   * `GET {basePath}/metrics` behind its own credential (an operator's, e.g.
+   * `{ type: 'bearer', tokens: [token] }` for Prometheus' `bearer_token`) —
+   * serve it on the service's port or a separate one.
+   */
+  metricsHandler(options: { auth: ServerAuth; basePath?: string }): ServiceHandler;
   /** All of this service's Baton endpoints (feed, entity lookups, watermark) behind one authentication. */
   httpHandler(options: {
     auth: ServerAuth;
@@ -311,6 +320,8 @@ export function createBaton(options: BatonOptions): Baton {
     reinstall: true,
   });
   const { schema, logger } = o;
+  const metrics = createBatonMetrics({ db: o.db, schema, service: o.service });
+  const { telemetry } = metrics;
   const sagas = new Sagas(o.db, schemaSql, publish, logger, channels.sagas);
   const makeRelay = (relayOptions: Parameters<Baton['relay']>[0] = {}) =>
     new Relay({
@@ -320,12 +331,32 @@ export function createBaton(options: BatonOptions): Baton {
       outboxChannel: channels.outbox,
       feedChannel: channels.feed,
       logger,
+      telemetry,
       ...relayOptions,
     });
   const participant = new Participant(o.db, schemaSql);
 
   return {
     service: o.service,
+    metrics,
+    metricsHandler: ({ auth, basePath }) =>
+      createServiceHandler({
+        auth,
+        basePath,
+        nonces: new DatabaseNonces(o.db, schemaSql),
+        routes: [
+          {
+            method: 'GET',
+            pattern: /^\/metrics$/,
+            describe: '/metrics',
+            handle: async () => ({
+              status: 200,
+              headers: { 'content-type': metrics.contentType, 'cache-control': 'no-store' },
+              body: await metrics.text(),
+            }),
+          },
+        ],
+      }),
     sagas,
     participant,
     schema,
@@ -338,6 +369,7 @@ export function createBaton(options: BatonOptions): Baton {
         db: o.db,
         schemaSql,
         feedChannel: channels.feed,
+        telemetry,
         ...feedOptions,
         auth: forThisService(feedOptions.auth, o.service),
       }),
@@ -346,6 +378,7 @@ export function createBaton(options: BatonOptions): Baton {
         db: o.db,
         schemaSql,
         logger,
+        telemetry,
         cursorChannel: channels.cursor,
         ...consumerOptions,
       }),
@@ -387,6 +420,7 @@ export function createBaton(options: BatonOptions): Baton {
         auth: forThisService(auth, o.service),
         basePath,
         nonces: new DatabaseNonces(o.db, schemaSql),
+        telemetry,
         routes: [
           only(callers?.feed)(feed.route),
           ...entityRoutes(o.db, schemaSql, () => registry.owners).map(only(callers?.entities)),

@@ -49,6 +49,7 @@ export {
 export type { BatonEvent, EventInput } from './core/event.ts';
 export type { EventSchemas } from './core/event-schemas.ts';
 export type { Logger } from './core/logger.ts';
+export { noTelemetry, type Telemetry } from './core/telemetry.ts';
 export { isUuid, uuidv7 } from './core/uuid-v7.ts';
 export type { Database, Executor, QueryResult } from './db/executor.ts';
 export {
@@ -115,6 +116,7 @@ export {
   type StuckCursor,
   SubscriptionPositionsNotInstalledError,
 } from './messaging/subscription-status.ts';
+export { type BatonMetrics, createBatonMetrics } from './metrics.ts';
 export type {
   EntityDefinition,
   EntityLookup,

@@ -1,3 +1,4 @@
+import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
 import { type Authentication, answerHeaders, RequestVerifier, type ServerAuth } from './auth.ts';
 import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
 import type { NonceStore } from './nonce-store.ts';
@@ -54,6 +55,8 @@ export function createServiceHandler(options: {
   now?: () => number;
   /** Where accepted nonces are kept: the service's database (see `DatabaseNonces`); default memory. */
   nonces?: NonceStore;
+  /** Where answers are counted by route and status (the service's metrics). */
+  telemetry?: Telemetry;
   onClose?: () => Promise<void>;
 }): ServiceHandler {
   const verifier = new RequestVerifier(options.auth, options.now, options.nonces);
@@ -99,15 +102,29 @@ export function createServiceHandler(options: {
       ? response
       : { ...response, headers: { ...response.headers, ...headers } };
   };
+  const telemetry = options.telemetry ?? noTelemetry;
+  /** Counts an answer under its route (`none` for a path that is no route), refused ones included. */
+  const counted = (head: RequestHead, response: HttpResponseLike, started: number) => {
+    const routed = routeOf(head);
+    const route = 'route' in routed ? routed.route.describe : 'none';
+    telemetry.answered(route, head.method, response.status, (performance.now() - started) / 1000);
+    return response;
+  };
   return {
     basePath,
     refuseEarly: (head) => {
+      const started = performance.now();
       const routed = routeOf(head);
-      if ('response' in routed) return signed(head, routed.response);
+      if ('response' in routed) return counted(head, signed(head, routed.response), started);
       const reason = verifier.credentialsMissing(head.headers);
-      return reason ? signed(head, errorResponse(401, 'BATON_UNAUTHENTICATED', reason)) : undefined;
+      return reason
+        ? counted(head, signed(head, errorResponse(401, 'BATON_UNAUTHENTICATED', reason)), started)
+        : undefined;
     },
-    handle: async (request, signal) => signed(request, await handle(request, signal)),
+    handle: async (request, signal) => {
+      const started = performance.now();
+      return counted(request, signed(request, await handle(request, signal)), started);
+    },
     close: async () => {
       await options.onClose?.();
     },

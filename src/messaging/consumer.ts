@@ -11,6 +11,7 @@ import type { BatonEvent } from '../core/event.ts';
 import { validatePayload } from '../core/event-schemas.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
 import { check, withDefaults } from '../core/options.ts';
+import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EventSource, FetchedBatch } from '../transports/transport.ts';
@@ -82,6 +83,8 @@ export interface ConsumerOptions {
    */
   cursorChannel?: string;
   logger?: Logger;
+  /** Where the consumer reports handler timings, retries and dead letters (the service's metrics). */
+  telemetry?: Telemetry;
   random?: () => number;
 }
 
@@ -114,6 +117,7 @@ export function compileConsumerOptions(options: ConsumerOptions): CompiledConsum
     retentionMs: 7 * 24 * 3600_000,
     handleOnIngest: true,
     logger: silentLogger,
+    telemetry: noTelemetry,
     random: Math.random,
   });
   check.integer(part, 'batchSize', o.batchSize, 1, 100_000);
@@ -507,7 +511,15 @@ export class Consumer {
         throw new TerminalError((error as Error).message, { cause: error });
       }
     }
-    await sub.handler(event, tx, { attempt: entry.attempts, subscription: this.o.name });
+    const started = performance.now();
+    let outcome: 'ok' | 'error' = 'error';
+    try {
+      await sub.handler(event, tx, { attempt: entry.attempts, subscription: this.o.name });
+      outcome = 'ok';
+    } finally {
+      const seconds = (performance.now() - started) / 1000;
+      this.o.telemetry.handled(this.o.name, event.type, outcome, seconds);
+    }
   }
 
   private async recordFailure(tx: Executor, entry: InboxEntry, error: unknown): Promise<void> {
@@ -517,6 +529,7 @@ export class Consumer {
       (error instanceof BatonError && error.code === 'BATON_SCHEMA_VIOLATION');
     const dead = terminal || attempts >= this.o.maxAttempts;
     const delay = retryDelay(error, this.o.backoff, attempts, this.o.random);
+    this.o.telemetry.failed(this.o.name, dead ? 'dead' : 'retry');
     await this.store.markFailed(
       tx,
       entry.inboxId,

@@ -1,5 +1,6 @@
 import { type Logger, silentLogger } from '../core/logger.ts';
 import { check, withDefaults } from '../core/options.ts';
+import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
@@ -32,6 +33,8 @@ export interface RelayOptions {
   retentionMs?: number;
   pruneIntervalMs?: number;
   logger?: Logger;
+  /** Where the relay counts what it numbers (the service's metrics). */
+  telemetry?: Telemetry;
 }
 
 export type CompiledRelayOptions = Readonly<
@@ -49,6 +52,7 @@ export function compileRelayOptions(options: RelayOptions): CompiledRelayOptions
     retentionMs: 7 * 24 * 3600_000,
     pruneIntervalMs: 60_000,
     logger: silentLogger,
+    telemetry: noTelemetry,
   }) as Required<RelayOptions>;
   check.integer('relay', 'batchSize', o.batchSize, 1, 100_000);
   for (const name of [
@@ -170,7 +174,7 @@ export class Relay {
    * when another relay holds the lock.
    */
   async runOnce(): Promise<number> {
-    return this.o.db.transaction(async (tx) => {
+    const n = await this.o.db.transaction(async (tx) => {
       const lock = await queryPrepared<{ got: boolean }>(
         tx,
         'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS got',
@@ -193,6 +197,8 @@ export class Relay {
       }
       return n;
     });
+    if (n > 0) this.o.telemetry.relayed(n);
+    return n;
   }
 
   /** Sends sequenced-but-undispatched rows in seq order, then records them. */

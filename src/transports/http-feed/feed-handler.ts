@@ -1,3 +1,4 @@
+import type { Telemetry } from '../../core/telemetry.ts';
 import type { Database } from '../../db/executor.ts';
 import { queryPrepared } from '../../db/prepared.ts';
 import type { ServerAuth } from '../../http/auth.ts';
@@ -29,6 +30,8 @@ export interface FeedHandlerOptions {
   now?: () => number;
   /** The services that may read the feed (needs per-service keys); default any authenticated caller. */
   callers?: readonly string[];
+  /** Where answers are counted (the service's metrics). */
+  telemetry?: Telemetry;
 }
 
 export type FeedHandler = ServiceHandler;
@@ -284,6 +287,7 @@ export function createFeedHandler(options: FeedHandlerOptions): FeedHandler {
     basePath: options.basePath,
     now: options.now,
     nonces: new DatabaseNonces(options.db, options.schemaSql),
+    telemetry: options.telemetry,
     routes: [options.callers ? { ...feed.route, callers: options.callers } : feed.route],
     onClose: feed.close,
   });
