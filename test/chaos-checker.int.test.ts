@@ -73,6 +73,8 @@ describe('chaos checker', () => {
   const history: HistoryEntry[] = [];
   let input: CheckShopInput;
   let live: CheckerReport;
+  const metrics: Record<string, { status: number; text: string }> = {};
+  const refusedScrape: Record<string, number> = {};
 
   /** Sends one command and records it with its outcome, as the chaos workload does. */
   async function command(
@@ -228,6 +230,13 @@ describe('chaos checker', () => {
     await eventually(quiet, 'the shop to be quiet', 30_000);
     input = { databaseUrls: shop.databaseUrls, history, badInput: { sent: 0, unexpected5xx: 0 } };
     live = await checkShop(input);
+    // Each service's metrics, scraped with the operator's token (and refused without it).
+    for (const name of SERVICES) {
+      const url = `${shop.urls[name]}/ops/metrics`;
+      const scraped = await fetch(url, { headers: { authorization: `Bearer ${shop.adminToken}` } });
+      metrics[name] = { status: scraped.status, text: await scraped.text() };
+      refusedScrape[name] = (await fetch(url)).status;
+    }
 
     // From here on the databases stand still: the anomalies are written into copies of them.
     for (const name of SERVICES) {
@@ -250,6 +259,18 @@ describe('chaos checker', () => {
 
   afterAll(async () => {
     await shop?.stop();
+  });
+
+  it("serves each service's metrics to the operator's token only, with what the workload did", () => {
+    for (const name of SERVICES) {
+      expect(metrics[name]?.status, name).toBe(200);
+      expect(refusedScrape[name], name).toBe(401);
+      expect(metrics[name]?.text).toContain(`baton_outbox_backlog_events{service="${name}"}`);
+    }
+    expect(metrics.orders?.text).toMatch(/baton_sagas\{state="completed",service="orders"\} [1-9]/);
+    expect(metrics.customers?.text).toMatch(
+      /baton_relay_events_total\{service="customers"\} [1-9]/,
+    );
   });
 
   it('passes every check on a clean run, live and after the services stopped', async () => {

@@ -44,8 +44,9 @@ async function main(): Promise<number> {
       say('\nThe services keep running (Ctrl-C to stop):');
       for (const [name, url] of Object.entries(shop.urls))
         say(
-          `  ${name.padEnd(9)} ${url}   database ${shop.databaseUrls[name as keyof typeof shop.urls]}`,
+          `  ${name.padEnd(9)} ${url}   metrics ${url}/ops/metrics   database ${shop.databaseUrls[name as keyof typeof shop.urls]}`,
         );
+      say(`  (metrics: Authorization: Bearer ${shop.adminToken})`);
       await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
     }
     return failed === 0 ? 0 : 1;

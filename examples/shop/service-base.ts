@@ -153,17 +153,28 @@ async function startOn(
       },
     },
   ];
+  // Metrics for Prometheus, behind the operator's token (`bearer_token` in the scrape config).
+  const metricsHttp = baton.metricsHandler({
+    auth: { type: 'bearer', tokens: [config.adminToken] },
+    basePath: '/ops',
+  });
   const server = await serveHttp(
     (request, signal) =>
       request.url.startsWith('/baton/')
         ? batonHttp.handle(request, signal)
-        : routeApi([...adminRoutes, ...service.routes], request, (err) =>
-            logger.error({ err }, `${request.method} ${JSON.stringify(request.url)} failed`),
-          ),
+        : request.url.startsWith('/ops/')
+          ? metricsHttp.handle(request, signal)
+          : routeApi([...adminRoutes, ...service.routes], request, (err) =>
+              logger.error({ err }, `${request.method} ${JSON.stringify(request.url)} failed`),
+            ),
     {
       port: config.port,
       refuseEarly: (head) =>
-        head.url.startsWith('/baton/') ? batonHttp.refuseEarly(head) : undefined,
+        head.url.startsWith('/baton/')
+          ? batonHttp.refuseEarly(head)
+          : head.url.startsWith('/ops/')
+            ? metricsHttp.refuseEarly(head)
+            : undefined,
     },
   );
   return {
