@@ -10,7 +10,7 @@ describe('floodContained', () => {
     idleHeld: 976,
     rssBeforeMiB: 131,
     rssPeakMiB: 190,
-    boundMiB: 128,
+    boundMiB: 160,
     servedDuring: 10,
     failedDuring: 0,
     servingAfter: true,

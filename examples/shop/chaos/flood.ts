@@ -29,8 +29,12 @@ export interface FloodReport {
   servingAfter: boolean;
 }
 
-/** RSS growth allowed: the 64 MiB body budget, and room for 1,500 sockets and the runtime's own buffers. */
-export const FLOOD_RSS_BOUND_MIB = 128;
+/**
+ * RSS growth allowed: the 64 MiB body budget, the bodies read and dropped
+ * meanwhile (garbage until the next collection), and 1,500 sockets' buffers.
+ * Measured in CI: +59 to +94 MiB. Without the budget, 300 bodies held: +300.
+ */
+export const FLOOD_RSS_BOUND_MIB = 160;
 
 const SLOW_BODIES = 300;
 const IDLE_CONNECTIONS = 1_200;
