@@ -1,5 +1,6 @@
 import type { EventInput } from '../core/event.ts';
 import type { Logger } from '../core/logger.ts';
+import { inSpan } from '../core/tracing.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import { type MissingObject, readMissingObjects } from '../references/installed-objects.ts';
@@ -115,7 +116,19 @@ export class Caretaker {
     this.logger = o.logger;
   }
 
-  async run(options: CaretakerRunOptions = {}): Promise<CaretakerReport> {
+  run(options: CaretakerRunOptions = {}): Promise<CaretakerReport> {
+    return inSpan(
+      'caretaker run',
+      { attributes: { 'baton.caretaker.repair': options.repair ?? false } },
+      async (span) => {
+        const report = await this.runNow(options);
+        span.setAttribute('baton.caretaker.differences', report.totals.differences);
+        return report;
+      },
+    );
+  }
+
+  private async runNow(options: CaretakerRunOptions = {}): Promise<CaretakerReport> {
     const started = Date.now();
     const repair = options.repair ?? false;
     const examples = options.examples ?? 5;

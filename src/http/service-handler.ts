@@ -1,4 +1,5 @@
 import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
+import { contextFromHeaders, inSpan, SpanKind } from '../core/tracing.ts';
 import { type Authentication, answerHeaders, RequestVerifier, type ServerAuth } from './auth.ts';
 import { errorResponse, type HttpRequestLike, type HttpResponseLike } from './http-types.ts';
 import type { NonceStore } from './nonce-store.ts';
@@ -123,7 +124,29 @@ export function createServiceHandler(options: {
     },
     handle: async (request, signal) => {
       const started = performance.now();
-      return counted(request, signed(request, await handle(request, signal)), started);
+      const routed = routeOf(request);
+      const route = 'route' in routed ? routed.route.describe : undefined;
+      // A child of the caller's span (its traceparent): one trace across services.
+      return inSpan(
+        `${request.method} ${route ? `${basePath}${route}` : basePath}`,
+        {
+          kind: SpanKind.SERVER,
+          parent: contextFromHeaders(request.headers),
+          attributes: {
+            'http.request.method': request.method,
+            ...(route ? { 'http.route': `${basePath}${route}` } : {}),
+          },
+        },
+        async (span) => {
+          const response = counted(
+            request,
+            signed(request, await handle(request, signal)),
+            started,
+          );
+          span.setAttribute('http.response.status_code', response.status);
+          return response;
+        },
+      );
     },
     close: async () => {
       await options.onClose?.();

@@ -1,4 +1,5 @@
 import { InvalidInputError, TransportError } from '../core/errors.ts';
+import { inSpan, SpanKind, traceHeaders } from '../core/tracing.ts';
 import { answerProblem, authHeaders, type ClientAuth } from './auth.ts';
 
 /**
@@ -103,8 +104,37 @@ export function signedClient(options: SignedClientOptions): SignedClient {
           ? call.body
           : Buffer.from(JSON.stringify(call.body));
     const target = `${url.pathname}${url.search}`;
-    const timeout = AbortSignal.timeout(call.timeoutMs ?? timeoutMs);
     const peer = options.peer ?? options.name;
+    return inSpan(
+      method,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'http.request.method': method,
+          'server.address': url.hostname,
+          'server.port': Number(url.port || 80),
+          'url.full': `${url.origin}${url.pathname}`,
+          'baton.peer': peer,
+        },
+      },
+      async (span) => {
+        const answer = await exchange(method, url, target, body, call, peer);
+        span.setAttribute('http.response.status_code', answer.status);
+        return answer;
+      },
+    );
+  }
+
+  /** One request and its checked answer (inside the client span, whose context it carries). */
+  async function exchange(
+    method: 'GET' | 'POST',
+    url: URL,
+    target: string,
+    body: Buffer | undefined,
+    call: SignedRequest,
+    peer: string,
+  ): Promise<SignedResponse> {
+    const timeout = AbortSignal.timeout(call.timeoutMs ?? timeoutMs);
     const signature = authHeaders(options.auth, {
       method,
       target,
@@ -120,6 +150,7 @@ export function signedClient(options: SignedClientOptions): SignedClient {
           ...(body && !Buffer.isBuffer(call.body) ? { 'content-type': 'application/json' } : {}),
           ...call.headers,
           ...signature,
+          ...traceHeaders(),
         },
         body,
         signal: call.signal ? AbortSignal.any([call.signal, timeout]) : timeout,

@@ -12,6 +12,7 @@ import { validatePayload } from '../core/event-schemas.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
 import { check, withDefaults } from '../core/options.ts';
 import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
+import { contextFromHeaders, inSpan, SpanKind } from '../core/tracing.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import type { EventSource, FetchedBatch } from '../transports/transport.ts';
@@ -514,7 +515,25 @@ export class Consumer {
     const started = performance.now();
     let outcome: 'ok' | 'error' = 'error';
     try {
-      await sub.handler(event, tx, { attempt: entry.attempts, subscription: this.o.name });
+      // A child of the span that published it: one trace from the producer's transaction.
+      await inSpan(
+        `process ${event.type}`,
+        {
+          kind: SpanKind.CONSUMER,
+          parent: contextFromHeaders(event.headers),
+          attributes: {
+            'messaging.system': 'baton',
+            'messaging.operation.type': 'process',
+            'messaging.destination.name': event.source,
+            'messaging.consumer.group.name': this.o.name,
+            'messaging.message.id': event.id,
+            'baton.event.key': event.key,
+            'baton.event.version': event.version,
+            'baton.attempt': entry.attempts + 1,
+          },
+        },
+        () => sub.handler(event, tx, { attempt: entry.attempts, subscription: this.o.name }),
+      );
       outcome = 'ok';
     } finally {
       const seconds = (performance.now() - started) / 1000;

@@ -2,6 +2,7 @@ import { InvalidInputError, PayloadTooLargeError } from '../core/errors.ts';
 import type { BatonEvent, EventInput } from '../core/event.ts';
 import { type EventSchemas, validatePayload } from '../core/event-schemas.ts';
 import { findUnsafeJson } from '../core/json-safety.ts';
+import { inSpan, SpanKind, traceHeaders } from '../core/tracing.ts';
 import { uuidv7 } from '../core/uuid-v7.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
@@ -124,7 +125,26 @@ export class Outbox {
   async publish(tx: Executor, input: EventInput | readonly EventInput[]): Promise<BatonEvent[]> {
     const inputs = Array.isArray(input) ? input : [input as EventInput];
     if (inputs.length === 0) return [];
-    const events = await Promise.all(inputs.map((e, i) => this.prepare(e, i)));
+    const prepared = await Promise.all(inputs.map((e, i) => this.prepare(e, i)));
+    const first = prepared[0] as PreparedEvent;
+    return inSpan(
+      `send ${prepared.length === 1 ? first.type : 'events'}`,
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: {
+          'messaging.system': 'baton',
+          'messaging.operation.type': 'send',
+          'messaging.destination.name': this.options.source,
+          'messaging.batch.message_count': prepared.length,
+          ...(prepared.length === 1 ? { 'messaging.message.id': first.id } : {}),
+        },
+      },
+      // Each event carries the trace it was published in (unless it names its own).
+      async () => this.insert(tx, withTrace(prepared, traceHeaders())),
+    );
+  }
+
+  private async insert(tx: Executor, events: PreparedEvent[]): Promise<BatonEvent[]> {
     const one = events.length === 1 ? events[0] : undefined;
     const mode = this.takeNotify() ? 'notify' : 'quiet';
     const result = one
@@ -217,6 +237,16 @@ export class Outbox {
       occurredAt: occurredAt.toISOString(),
     };
   }
+}
+
+type PreparedEvent = Awaited<ReturnType<Outbox['prepare']>>;
+
+/** Adds the trace context to events that carry none of their own. */
+function withTrace(events: PreparedEvent[], trace: Record<string, string>): PreparedEvent[] {
+  if (trace.traceparent === undefined) return events;
+  return events.map((e) =>
+    e.headers.traceparent === undefined ? { ...e, headers: { ...e.headers, ...trace } } : e,
+  );
 }
 
 function checkHeaders(

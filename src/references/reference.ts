@@ -1,4 +1,5 @@
 import { InvalidInputError, ReferenceViolation } from '../core/errors.ts';
+import { inSpan } from '../core/tracing.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { derivedName, dollarQuote, quoteIdent, quoteLiteral } from '../db/sql.ts';
 import { type ReferenceDefinition, referenceName, tableSql } from './definitions.ts';
@@ -163,7 +164,21 @@ export class Reference {
    *
    * @throws ReferenceViolation naming table, column, entity and id.
    */
-  async check(tx: Executor, id: string | number): Promise<void> {
+  check(tx: Executor, id: string | number): Promise<void> {
+    return inSpan(
+      `reference check ${this.def.entity}`,
+      {
+        attributes: {
+          'baton.reference.table': this.def.table,
+          'baton.reference.column': this.def.column,
+          'baton.entity': this.def.entity,
+        },
+      },
+      () => this.checkNow(tx, id),
+    );
+  }
+
+  private async checkNow(tx: Executor, id: string | number): Promise<void> {
     const key = String(id);
     const d = this.def;
     if (key.length === 0 || key.length > 512 || key.includes('\u0000')) {

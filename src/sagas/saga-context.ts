@@ -1,6 +1,7 @@
 import { retryDelay } from '../core/backoff.ts';
 import { LeaseLostError, TerminalError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
+import { inSpan } from '../core/tracing.ts';
 import type { Executor } from '../db/executor.ts';
 import { shareClient } from '../db/pg-client.ts';
 import type { ReservationClient } from './participant-client.ts';
@@ -383,7 +384,18 @@ export class RunContext implements SagaContext {
       throw new Suspend(record.retryAt, `retry of step ${name}`);
     const attempts = (record?.attempts ?? 0) + 1;
     try {
-      const result = await how.execute(ordinal, attempts);
+      const result = await inSpan(
+        `saga step ${name}`,
+        {
+          attributes: {
+            'baton.saga.id': this.saga.id,
+            'baton.saga.step': name,
+            'baton.saga.step.kind': kind,
+            'baton.saga.step.attempt': attempts,
+          },
+        },
+        () => how.execute(ordinal, attempts),
+      );
       // Completed now, whatever an earlier attempt's record said (a run that
       // returns is confirmed from these states, without reading them back).
       register(result, 'completed');

@@ -2,6 +2,7 @@ import { retryDelay } from '../core/backoff.ts';
 import { CompensationFailed, LeaseLostError } from '../core/errors.ts';
 import type { EventInput } from '../core/event.ts';
 import { type Logger, silentLogger } from '../core/logger.ts';
+import { contextFromHeaders, inSpan } from '../core/tracing.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import {
@@ -38,7 +39,28 @@ export interface RunDependencies {
  * Every write names the worker's fencing token; losing the lease ends the
  * run with `LeaseLostError` and nothing half-written.
  */
-export async function runSaga(
+export function runSaga(
+  definition: SagaDefinition,
+  saga: SagaRow,
+  deps: RunDependencies,
+): Promise<void> {
+  // Each run continues the trace the saga was started in.
+  return inSpan(
+    `saga ${definition.name}`,
+    {
+      parent: contextFromHeaders(saga.trace),
+      attributes: {
+        'baton.saga.id': saga.id,
+        'baton.saga.name': definition.name,
+        'baton.saga.state': saga.state,
+        'baton.saga.run': saga.runs,
+      },
+    },
+    () => runSagaNow(definition, saga, deps),
+  );
+}
+
+async function runSagaNow(
   definition: SagaDefinition,
   saga: SagaRow,
   deps: RunDependencies,
@@ -175,10 +197,14 @@ async function finish(
   for (const item of todo) {
     try {
       if (phase === 'completing') {
-        await item.confirm?.();
+        await inSpan(`saga confirm ${item.step}`, { attributes: stepAttributes(item) }, async () =>
+          item.confirm?.(),
+        );
         confirmed.push(item.step);
       } else {
-        await compensateOne(saga, deps, item);
+        await inSpan(`saga compensate ${item.step}`, { attributes: stepAttributes(item) }, () =>
+          compensateOne(saga, deps, item),
+        );
       }
     } catch (error) {
       if (error instanceof LeaseLostError) throw error;
@@ -259,6 +285,10 @@ async function collect(
     // the function itself ends it where it failed before. What was collected stands.
   }
   return ctx.undos.sort((a, b) => a.ordinal - b.ordinal);
+}
+
+function stepAttributes(item: Undo): Record<string, string | number> {
+  return { 'baton.saga.step': item.step, 'baton.saga.step.kind': item.kind };
 }
 
 async function compensateOne(saga: SagaRow, deps: RunDependencies, item: Undo): Promise<void> {

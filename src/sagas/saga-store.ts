@@ -18,6 +18,8 @@ export interface SagaRow {
   fence: number;
   deadline: Date | null;
   runs: number;
+  /** The trace context the saga was started in (W3C headers), or null. */
+  trace: Record<string, string> | null;
 }
 
 export interface StepRow {
@@ -34,7 +36,7 @@ export interface StepRow {
   correlationId: string | null;
 }
 
-const SAGA_COLUMNS = `now() AS db_now, id, name, key, input, state, stuck_from, output, error, fence, deadline, runs`;
+const SAGA_COLUMNS = `now() AS db_now, id, name, key, input, state, stuck_from, output, error, fence, deadline, runs, trace`;
 
 /**
  * The orchestrator's saga tables. Every write a worker makes names its
@@ -58,6 +60,8 @@ export class SagaStore {
       deadlineMs: number | undefined;
       /** Lease the new saga to this worker at once (its first fence is 1, as a claim would make it). */
       leaseTo?: { owner: string; leaseMs: number } | undefined;
+      /** The trace context it is started in (W3C headers), if any. */
+      trace?: Record<string, string> | undefined;
     },
   ): Promise<{ created: boolean; row: SagaRow; sameInput: boolean }> {
     const s = this.schemaSql;
@@ -68,11 +72,12 @@ export class SagaStore {
          ON CONFLICT (key) DO UPDATE SET last_seq = sk.last_seq + 1
          RETURNING last_seq
        )
-       INSERT INTO ${s}.sagas (id, name, key, key_seq, input, deadline, lease_owner, lease_until, fence, runs)
+       INSERT INTO ${s}.sagas (id, name, key, key_seq, input, deadline, lease_owner, lease_until, fence, runs, trace)
        VALUES ($1, $2, $3, (SELECT last_seq FROM k), $4,
                CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::double precision / 1000) END,
                $6, CASE WHEN $6::text IS NULL THEN NULL ELSE now() + make_interval(secs => $7::double precision / 1000) END,
-               CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END)
+               CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END,
+               $8::jsonb)
        ON CONFLICT (id) DO NOTHING
        RETURNING ${SAGA_COLUMNS}`,
       [
@@ -83,6 +88,7 @@ export class SagaStore {
         saga.deadlineMs ?? null,
         saga.leaseTo?.owner ?? null,
         saga.leaseTo?.leaseMs ?? 0,
+        saga.trace?.traceparent ? JSON.stringify(saga.trace) : null,
       ],
     );
     if (inserted.rows[0]) return { created: true, row: toSaga(inserted.rows[0]), sameInput: true };
@@ -462,6 +468,7 @@ interface RawSaga {
   fence: string;
   deadline: Date | null;
   runs: number;
+  trace: Record<string, string> | null;
 }
 
 interface RawStep {
@@ -492,6 +499,7 @@ function toSaga(r: RawSaga): SagaRow {
     fence: Number(r.fence),
     deadline: r.deadline,
     runs: r.runs,
+    trace: r.trace,
   };
 }
 

@@ -3,6 +3,7 @@ import type { BatonEvent, EventInput } from '../core/event.ts';
 import { validatePayload } from '../core/event-schemas.ts';
 import { findUnsafeJson } from '../core/json-safety.ts';
 import type { Logger } from '../core/logger.ts';
+import { traceHeaders } from '../core/tracing.ts';
 import { uuidv7 } from '../core/uuid-v7.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
@@ -167,6 +168,7 @@ export class Sagas {
         input: value,
         deadlineMs: options.deadlineMs ?? definition.options.deadlineMs,
         leaseTo: reserved?.worker.lease,
+        trace: traceHeaders(),
       });
       if (!created && (row.name !== name || !sameInput)) {
         throw new InvalidInputError(
