@@ -48,6 +48,7 @@ export {
 } from './core/errors.ts';
 export type { BatonEvent, EventInput } from './core/event.ts';
 export type { EventSchemas } from './core/event-schemas.ts';
+export { createJsonLogger, type JsonLoggerOptions, REDACTED_PATHS } from './core/json-logger.ts';
 export type { Logger } from './core/logger.ts';
 export { noTelemetry, type Telemetry } from './core/telemetry.ts';
 export { isUuid, uuidv7 } from './core/uuid-v7.ts';

@@ -106,7 +106,8 @@ describe('baton reconcile and baton status (references), as child processes', ()
     ]);
     expect(noSecret.code).toBe(2);
     expect(noSecret.stdout).toBe('');
-    expect(noSecret.stderr).toContain('set BATON_HMAC_SECRET');
+    expect(noSecret.stderr).toContain('set BATON_PRIVATE_KEY_FILE');
+    expect(noSecret.stderr).toContain('BATON_HMAC_SECRET');
     expect(noSecret.stderr).toContain('BATON_BEARER_TOKEN');
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain(

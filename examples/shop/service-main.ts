@@ -6,7 +6,8 @@
  * parent closes stdin (a launcher that died takes its services with it).
  */
 import { writeSync } from 'node:fs';
-import type { Logger } from '../../src/index.ts';
+import { destination } from 'pino';
+import { createJsonLogger, type Logger } from '../../src/index.ts';
 import { isConnectionError } from '../../src/pg.ts';
 import type { ServiceConfig } from './config.ts';
 import { declareCustomers } from './customers-service.ts';
@@ -21,25 +22,12 @@ if (config.clockOffsetMs) {
   Date.now = () => realNow() + (config.clockOffsetMs ?? 0);
 }
 const say = (line: string) => writeSync(1, `${line}\n`);
-const logger: Logger = {
-  debug: () => {},
-  info: () => {},
-  warn: (obj, msg) =>
-    writeSync(
-      2,
-      `${new Date().toISOString()} ${config.service} warn ${msg ?? ''} ${errorOf(obj)}\n`,
-    ),
-  error: (obj, msg) =>
-    writeSync(
-      2,
-      `${new Date().toISOString()} ${config.service} error ${msg ?? ''} ${errorOf(obj)}\n`,
-    ),
-};
-
-function errorOf(obj: object): string {
-  const err = (obj as { err?: unknown }).err;
-  return err instanceof Error ? `${err.name}: ${err.message}` : '';
-}
+// JSON lines on stderr (the launcher keeps the last ones as a process's last words), warn and above.
+const logger: Logger = createJsonLogger({
+  service: config.service,
+  level: 'warn',
+  destination: destination({ fd: 2, sync: true }),
+});
 
 const declare = { customers: declareCustomers, orders: declareOrders, loyalty: declareLoyalty }[
   config.service
