@@ -26,15 +26,6 @@ export interface BatonMetrics {
   readonly contentType: string;
 }
 
-const SAGA_STATES = [
-  'running',
-  'completing',
-  'compensating',
-  'completed',
-  'compensated',
-  'stuck',
-] as const;
-
 export function createBatonMetrics(options: {
   db: Executor;
   schema: string;
@@ -166,7 +157,8 @@ export function createBatonMetrics(options: {
     },
   );
   gauge('baton_sagas', 'Sagas by state.', ['state'], (g, x) => {
-    for (const state of SAGA_STATES) g.set({ state }, x.status.sagas.counts[state] ?? 0);
+    // Every state is there, 0 when none (readSagasStatus).
+    for (const [state, n] of Object.entries(x.status.sagas.counts)) g.set({ state }, n);
   });
   gauge('baton_sagas_stuck', 'Sagas waiting for an operator (retry or abort).', [], (g, x) =>
     g.set(x.status.sagas.stuck.total),
@@ -175,7 +167,7 @@ export function createBatonMetrics(options: {
     'baton_saga_oldest_active_age_seconds',
     'Age of the oldest saga still running, completing or compensating (0 when none).',
     [],
-    (g, x) => g.set(x.oldestActiveAgeSeconds),
+    (g, x) => g.set(x.status.sagas.oldestActive?.ageSeconds ?? 0),
   );
   gauge(
     'baton_restrict_deletes_pending',
@@ -194,21 +186,22 @@ export function createBatonMetrics(options: {
     "Differences the caretaker's last run found, by class.",
     ['class'],
     (g, x) => {
-      for (const [cls, n] of Object.entries(x.lastRun?.byClass ?? {})) g.set({ class: cls }, n);
+      for (const [cls, n] of Object.entries(lastRun(x)?.byClass ?? {})) g.set({ class: cls }, n);
     },
   );
   gauge(
     'baton_invariant_violations',
     "Invariant violations the caretaker's last run found.",
     [],
-    (g, x) => g.set(x.lastRun?.invariantViolations ?? 0),
+    (g, x) => g.set(lastRun(x)?.invariantViolations ?? 0),
   );
   gauge(
     'baton_caretaker_last_run_timestamp_seconds',
     "When the caretaker's last run finished (absent before the first).",
     [],
     (g, x) => {
-      if (x.lastRun) g.set(x.lastRun.finishedAt);
+      const run = lastRun(x);
+      if (run) g.set(Date.parse(run.finishedAt) / 1000);
     },
   );
   gauge(
@@ -228,49 +221,25 @@ export function createBatonMetrics(options: {
   };
 }
 
+const lastRun = (x: Snapshot) => x.status.references.lastReconcile;
+
 interface Snapshot {
   status: BatonStatus;
-  oldestActiveAgeSeconds: number;
-  lastRun:
-    | { finishedAt: number; byClass: Record<string, number>; invariantViolations: number }
-    | undefined;
+  /** When the caretaker last finished a run that found nothing (Unix seconds). */
   lastCleanRunAt: number | undefined;
 }
 
 async function readSnapshot(db: Executor, schema: string, s: string): Promise<Snapshot> {
   const status = await readStatus(db, { schema });
-  const oldest = status.sagas.oldestActive;
-  let lastRun: Snapshot['lastRun'];
-  let lastCleanRunAt: number | undefined;
-  if (status.references.installed) {
-    const r = await db.query<{ finished: number; totals: Record<string, unknown> | null }>(
-      `SELECT extract(epoch FROM finished_at)::float8 AS finished, report->'totals' AS totals
-         FROM ${s}.reconcile_runs ORDER BY id DESC LIMIT 1`,
-    );
-    const row = r.rows[0];
-    if (row) {
-      lastRun = {
-        finishedAt: row.finished,
-        byClass: (row.totals?.byClass ?? {}) as Record<string, number>,
-        invariantViolations: Number(row.totals?.invariantViolations ?? 0),
-      };
-    }
-    const clean = await db.query<{ finished: number | null }>(
-      `SELECT extract(epoch FROM max(finished_at))::float8 AS finished FROM ${s}.reconcile_runs
-        WHERE coalesce((report->'totals'->>'differences')::int, 0) = 0
-          AND coalesce((report->'totals'->>'invariantViolations')::int, 0) = 0
-          AND coalesce((report->'totals'->>'integrityProblems')::int, 0) = 0
-          AND coalesce((report->'totals'->>'referencingRowProblems')::int, 0) = 0
-          AND coalesce((report->>'skipped')::boolean, false) = false`,
-    );
-    lastCleanRunAt = clean.rows[0]?.finished ?? undefined;
-  }
-  return {
-    status,
-    oldestActiveAgeSeconds: oldest
-      ? Math.max(0, (Date.now() - Date.parse(oldest.createdAt)) / 1000)
-      : 0,
-    lastRun,
-    lastCleanRunAt,
-  };
+  if (!status.references.installed) return { status, lastCleanRunAt: undefined };
+  // The last run is in the status; the last clean one is not.
+  const clean = await db.query<{ finished: number | null }>(
+    `SELECT extract(epoch FROM max(finished_at))::float8 AS finished FROM ${s}.reconcile_runs
+      WHERE coalesce((report->'totals'->>'differences')::int, 0) = 0
+        AND coalesce((report->'totals'->>'invariantViolations')::int, 0) = 0
+        AND coalesce((report->'totals'->>'integrityProblems')::int, 0) = 0
+        AND coalesce((report->'totals'->>'referencingRowProblems')::int, 0) = 0
+        AND coalesce((report->>'skipped')::boolean, false) = false`,
+  );
+  return { status, lastCleanRunAt: clean.rows[0]?.finished ?? undefined };
 }

@@ -221,4 +221,30 @@ describe('limits before work', () => {
     for (const { socket } of stalled) socket.destroy();
     await capped.close();
   });
+
+  it('gives back the budget of a body whose client went away before its end', async () => {
+    // An attacker who sends most of a body and hangs up, again and again: each
+    // abandoned body must give its bytes back, or the budget runs dry for good.
+    const capped = await serveHttp(handler, { maxBodyBytesInFlight: 3_000_000 });
+    const cappedPort = Number(new URL(capped.url).port);
+    for (let i = 0; i < 10; i++) {
+      await new Promise<void>((resolve) => {
+        const socket = connect(cappedPort, '127.0.0.1');
+        socket.on('error', () => {});
+        socket.on('connect', () => {
+          socket.write(post('/baton/things', SIGNED_LOOKING));
+          socket.write(Buffer.alloc(999_999, 0x20), () =>
+            setTimeout(() => {
+              socket.destroy();
+              resolve();
+            }, 50),
+          );
+        });
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const after = await fetch(`${capped.url}/baton/things`, { method: 'POST', body: '{}' });
+    expect(after.status).toBe(401); // read and refused for its signature, not 503 for a spent budget
+    await capped.close();
+  });
 });

@@ -56,6 +56,16 @@ type Change =
   | { kind: 'another service' }
   | { kind: 'replay' };
 
+/** The headers a `keys` request's identity and signature travel in. */
+const SIGNED_HEADERS = [
+  'x-baton-timestamp',
+  'x-baton-nonce',
+  'x-baton-caller',
+  'x-baton-key-id',
+  'x-baton-audience',
+  'x-baton-signature',
+] as const;
+
 const change: fc.Arbitrary<Change> = fc.oneof(
   fc.constant({ kind: 'method' } as const),
   fc.constant({ kind: 'target' } as const),
@@ -63,27 +73,11 @@ const change: fc.Arbitrary<Change> = fc.oneof(
   fc.constant({ kind: 'idempotency-key' } as const),
   fc
     .tuple(
-      fc.constantFrom(
-        'x-baton-timestamp',
-        'x-baton-nonce',
-        'x-baton-caller',
-        'x-baton-key-id',
-        'x-baton-audience',
-        'x-baton-signature',
-      ),
+      fc.constantFrom(...SIGNED_HEADERS),
       fc.constantFrom('customers', 'orders-2', 'loyalty', '1799999999', 'a'.repeat(32), 'v2=AAAA'),
     )
     .map(([name, to]) => ({ kind: 'header', name, to }) as const),
-  fc
-    .constantFrom(
-      'x-baton-timestamp',
-      'x-baton-nonce',
-      'x-baton-caller',
-      'x-baton-key-id',
-      'x-baton-audience',
-      'x-baton-signature',
-    )
-    .map((name) => ({ kind: 'drop', name }) as const),
+  fc.constantFrom(...SIGNED_HEADERS).map((name) => ({ kind: 'drop', name }) as const),
   fc.constant({ kind: 'another service' } as const),
   fc.constant({ kind: 'replay' } as const),
 );

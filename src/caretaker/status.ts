@@ -28,6 +28,9 @@ export interface LastReconcile {
   integrityProblems: number;
   /** Entities whose check failed (see the run's report). */
   failedEntities: number;
+  /** Differences by class (`lost-upsert`, `diverged`, …). */
+  byClass: Record<string, number>;
+  invariantViolations: number;
 }
 
 /** The caretaker's own records: suspected orphans in quarantine, and its last run. */
@@ -79,7 +82,7 @@ interface LastRunRow {
   started_at: Date;
   finished_at: Date;
   repair: boolean;
-  totals: Partial<Record<string, number>> | null;
+  totals: (Partial<Record<string, number>> & { byClass?: Record<string, number> }) | null;
   ms: number | null;
   failed: string;
 }
@@ -97,5 +100,7 @@ function toLastReconcile(row: LastRunRow): LastReconcile {
     referencingRowProblems: Number(totals.referencingRowProblems ?? 0),
     integrityProblems: Number(totals.integrityProblems ?? 0),
     failedEntities: Number(row.failed),
+    byClass: totals.byClass ?? {},
+    invariantViolations: Number(totals.invariantViolations ?? 0),
   };
 }

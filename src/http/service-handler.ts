@@ -26,6 +26,9 @@ export interface Route {
   ): Promise<HttpResponseLike>;
 }
 
+/** Where a request goes: its route, or the answer that says why it has none. */
+type Routed = { route: Route; rest: string; url: URL } | { response: HttpResponseLike };
+
 /** A request before its body is read: what can be checked without reading a byte of it. */
 export type RequestHead = Pick<HttpRequestLike, 'method' | 'url' | 'headers'>;
 
@@ -63,9 +66,7 @@ export function createServiceHandler(options: {
   const verifier = new RequestVerifier(options.auth, options.now, options.nonces);
   const basePath = (options.basePath ?? '/baton').replace(/\/$/, '');
   /** The route a request goes to, or the 400/404/405 that says why none. */
-  const routeOf = (
-    head: RequestHead,
-  ): { route: Route; rest: string; url: URL } | { response: HttpResponseLike } => {
+  const routeOf = (head: RequestHead): Routed => {
     let url: URL;
     try {
       url = new URL(head.url, 'http://baton.invalid');
@@ -104,43 +105,49 @@ export function createServiceHandler(options: {
       : { ...response, headers: { ...response.headers, ...headers } };
   };
   const telemetry = options.telemetry ?? noTelemetry;
-  /** Counts an answer under its route (`none` for a path that is no route), refused ones included. */
-  const counted = (head: RequestHead, response: HttpResponseLike, started: number) => {
-    const routed = routeOf(head);
+  /** Signs and counts an answer under its route (`none`: no such endpoint), refused ones included. */
+  const answered = (
+    head: RequestHead,
+    routed: Routed,
+    response: HttpResponseLike,
+    started: number,
+  ): HttpResponseLike => {
     const route = 'route' in routed ? routed.route.describe : 'none';
-    telemetry.answered(route, head.method, response.status, (performance.now() - started) / 1000);
-    return response;
+    const answer = signed(head, response);
+    telemetry.answered(route, head.method, answer.status, (performance.now() - started) / 1000);
+    return answer;
   };
   return {
     basePath,
     refuseEarly: (head) => {
       const started = performance.now();
       const routed = routeOf(head);
-      if ('response' in routed) return counted(head, signed(head, routed.response), started);
+      if ('response' in routed) return answered(head, routed, routed.response, started);
       const reason = verifier.credentialsMissing(head.headers);
       return reason
-        ? counted(head, signed(head, errorResponse(401, 'BATON_UNAUTHENTICATED', reason)), started)
+        ? answered(head, routed, errorResponse(401, 'BATON_UNAUTHENTICATED', reason), started)
         : undefined;
     },
     handle: async (request, signal) => {
       const started = performance.now();
       const routed = routeOf(request);
-      const route = 'route' in routed ? routed.route.describe : undefined;
+      const route = 'route' in routed ? `${basePath}${routed.route.describe}` : undefined;
       // A child of the caller's span (its traceparent): one trace across services.
       return inSpan(
-        `${request.method} ${route ? `${basePath}${route}` : basePath}`,
+        `${request.method} ${route ?? basePath}`,
         {
           kind: SpanKind.SERVER,
           parent: contextFromHeaders(request.headers),
           attributes: {
             'http.request.method': request.method,
-            ...(route ? { 'http.route': `${basePath}${route}` } : {}),
+            ...(route ? { 'http.route': route } : {}),
           },
         },
         async (span) => {
-          const response = counted(
+          const response = answered(
             request,
-            signed(request, await handle(request, signal)),
+            routed,
+            await handle(request, routed, signal),
             started,
           );
           span.setAttribute('http.response.status_code', response.status);
@@ -153,8 +160,11 @@ export function createServiceHandler(options: {
     },
   };
 
-  async function handle(request: HttpRequestLike, signal?: AbortSignal): Promise<HttpResponseLike> {
-    const routed = routeOf(request);
+  async function handle(
+    request: HttpRequestLike,
+    routed: Routed,
+    signal?: AbortSignal,
+  ): Promise<HttpResponseLike> {
     if ('response' in routed) return routed.response;
     const { route, rest, url } = routed;
     let verdict: Authentication;

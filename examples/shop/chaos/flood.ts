@@ -47,12 +47,7 @@ export async function floodService(
   const pid = shop.process(service)?.pid;
   const url = new URL(shop.urls[service]);
   const port = Number(url.port);
-  const rss = () => (pid === undefined ? 0 : rssMiB(pid));
-  const rssBeforeMiB = rss();
-  let rssPeakMiB = rssBeforeMiB;
-  const sampler = setInterval(() => {
-    rssPeakMiB = Math.max(rssPeakMiB, rss());
-  }, 100);
+  const rss = watchRss(pid);
   const sockets: Socket[] = [];
   const probes = { served: 0, failed: 0 };
   const legit = async () => {
@@ -115,15 +110,15 @@ export async function floodService(
       slowBodies: SLOW_BODIES,
       idleConnections: IDLE_CONNECTIONS,
       idleHeld,
-      rssBeforeMiB,
-      rssPeakMiB,
+      rssBeforeMiB: rss.before,
+      rssPeakMiB: rss.peak,
       boundMiB: FLOOD_RSS_BOUND_MIB,
       servedDuring: probes.served,
       failedDuring: probes.failed,
       servingAfter,
     };
   } finally {
-    clearInterval(sampler);
+    rss.stop();
     for (const s of sockets) s.destroy();
   }
 }
@@ -148,8 +143,33 @@ function opened(port: number, sockets: Socket[]): Promise<Socket> {
   });
 }
 
+/** A process's RSS now (`before`) and its peak, sampled every 100 ms until `stop()`. */
+export function watchRss(pid: number | undefined): {
+  readonly before: number;
+  readonly peak: number;
+  stop(): void;
+} {
+  const read = () => (pid === undefined ? 0 : rssMiB(pid));
+  const before = read();
+  let peak = before;
+  const sample = () => {
+    peak = Math.max(peak, read());
+  };
+  const sampler = setInterval(sample, 100);
+  return {
+    before,
+    get peak() {
+      return peak;
+    },
+    stop: () => {
+      clearInterval(sampler);
+      sample();
+    },
+  };
+}
+
 /** A process's resident set, from /proc (0 where there is none). */
-export function rssMiB(pid: number): number {
+function rssMiB(pid: number): number {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);

@@ -1,6 +1,6 @@
 import type { RunningShop } from '../launcher.ts';
 import type { FaultProxy } from './fault-proxy.ts';
-import { rssMiB, sleep } from './flood.ts';
+import { sleep, watchRss } from './flood.ts';
 
 /**
  * A hostile peer (security review, issue 12, item 6): for a bounded window
@@ -32,20 +32,14 @@ export async function hostilePeer(
 ): Promise<HostilePeerReport> {
   const link = 'orders->customers';
   const proxy = proxies.get(link) as FaultProxy;
-  const pid = shop.process('orders')?.pid;
-  const rss = () => (pid === undefined ? 0 : rssMiB(pid));
-  const rssBeforeMiB = rss();
-  let rssPeakMiB = rssBeforeMiB;
-  const sampler = setInterval(() => {
-    rssPeakMiB = Math.max(rssPeakMiB, rss());
-  }, 100);
+  const rss = watchRss(shop.process('orders')?.pid);
   const before = proxy.stats();
   try {
     proxy.set({ hostileAnswers: true });
     await sleep(windowMs);
   } finally {
     proxy.heal();
-    clearInterval(sampler);
+    rss.stop();
   }
   const during = proxy.stats();
   const answers = (during.hostileAnswer ?? 0) - (before.hostileAnswer ?? 0);
@@ -60,8 +54,8 @@ export async function hostilePeer(
     link,
     windowMs,
     answers,
-    rssBeforeMiB,
-    rssPeakMiB,
+    rssBeforeMiB: rss.before,
+    rssPeakMiB: rss.peak,
     boundMiB: HOSTILE_PEER_RSS_BOUND_MIB,
     forwardedAfter,
   };
