@@ -81,7 +81,10 @@ function expectRefused(answer: { status: number; body: string }, reason: RegExp)
   expect(answer.body).not.toContain(MARKER);
   for (const id of eventIds) expect(answer.body).not.toContain(id);
   const parsed = JSON.parse(answer.body) as { error: { code: string; message: string } };
-  expect(parsed.error.code).toBe('BATON_UNAUTHENTICATED');
+  // A replay of a validly signed request says so (its sender may retry with a fresh nonce).
+  expect(parsed.error.code).toBe(
+    /replayed/.test(reason.source) ? 'BATON_REPLAYED' : 'BATON_UNAUTHENTICATED',
+  );
   expect(parsed.error.message).toMatch(reason);
 }
 

@@ -299,7 +299,14 @@ export function answerProblem(
 }
 
 /** Who sent an authenticated request (`keys`: the calling service; shared auth: unknown), or why it is refused. */
-export type Authentication = { caller: string | undefined } | { refused: string };
+export type Authentication =
+  | { caller: string | undefined }
+  /**
+   * `replayed`: the signature was valid but its nonce already used — a copy of
+   * this very request arrived first (a network duplicate, or a replay), so it
+   * may have run. Said only after the signature held: a stranger learns nothing.
+   */
+  | { refused: string; replayed?: true };
 
 /** Checks requests against a `ServerAuth`; keeps the nonces seen within the window. */
 export class RequestVerifier {
@@ -387,7 +394,7 @@ export class RequestVerifier {
     }
     const now = this.now();
     const fresh = await this.nonces.remember(nonce, now + 2 * this.windowSeconds * 1000, now);
-    if (!fresh) return { refused: 'replayed request: this nonce was already used' };
+    if (!fresh) return { refused: 'replayed request: this nonce was already used', replayed: true };
     return { caller };
   }
 

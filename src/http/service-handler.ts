@@ -177,7 +177,12 @@ export function createServiceHandler(options: {
     } catch {
       return unavailable(); // the nonce could not be recorded
     }
-    if ('refused' in verdict) return errorResponse(401, 'BATON_UNAUTHENTICATED', verdict.refused);
+    if ('refused' in verdict)
+      return errorResponse(
+        401,
+        verdict.replayed ? 'BATON_REPLAYED' : 'BATON_UNAUTHENTICATED',
+        verdict.refused,
+      );
     const forbidden = forbiddenFor(route.callers, verdict.caller, route.describe);
     if (forbidden) return forbidden;
     try {

@@ -11,7 +11,7 @@ import { answerProblem, authHeaders, type ClientAuth } from './auth.ts';
  *
  * | code                     | when                                          | retryable |
  * |--------------------------|-----------------------------------------------|-----------|
- * | BATON_PEER_UNREACHABLE   | no answer: refused, reset, timed out, aborted; or an answer failing its signature check | yes |
+ * | BATON_PEER_UNREACHABLE   | no answer: refused, reset, timed out, aborted; an answer failing its signature check; or this request refused as a replay (a copy of it arrived first, so it may have run) | yes |
  * | BATON_PEER_FAILED        | 5xx or 429 (the peer could not do it now)     | yes       |
  * | BATON_PEER_REFUSED       | any other non-2xx (it will not do it)         | no        |
  * | BATON_PEER_PROTOCOL      | an answer over the limit, or not what Baton sends | no   |
@@ -225,7 +225,14 @@ export function failure(
   const reason =
     typeof error?.message === 'string' ? error.message.slice(0, 500) : text.slice(0, 200);
   const peerCode = typeof error?.code === 'string' ? error.code : undefined;
-  const kind = status >= 500 || status === 429 ? 'BATON_PEER_FAILED' : 'BATON_PEER_REFUSED';
+  // A replay refusal of a request signed with a fresh nonce means a copy of it
+  // got there first (the network duplicated it): the outcome is unknown, not refused.
+  const kind =
+    peerCode === 'BATON_REPLAYED'
+      ? 'BATON_PEER_UNREACHABLE'
+      : status >= 500 || status === 429
+        ? 'BATON_PEER_FAILED'
+        : 'BATON_PEER_REFUSED';
   return new PeerError(
     kind,
     `${peer} answered ${status}${peerCode ? ` ${peerCode}` : ''} to ${path}: ${reason}`,
