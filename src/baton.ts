@@ -9,6 +9,7 @@ import type { BatonEvent, EventInput } from './core/event.ts';
 import type { EventSchemas } from './core/event-schemas.ts';
 import { type Logger, silentLogger } from './core/logger.ts';
 import { check, withDefaults } from './core/options.ts';
+import { createDashboard, type DashboardOptions } from './dashboard/dashboard-handler.ts';
 import type { Database, Executor } from './db/executor.ts';
 import { type MigrateResult, migrate } from './db/migrate.ts';
 import { schemaIdent } from './db/sql.ts';
@@ -164,6 +165,14 @@ export interface Baton {
    * serve it on the service's port or a separate one.
    */
   metricsHandler(options: { auth: ServerAuth; basePath?: string }): ServiceHandler;
+  /**
+   * The operator's dashboard (HTML pages under `basePath`, default
+   * `/dashboard`) behind a login with one of `operators.tokens`; see
+   * `createDashboard`. Serve it on the service's port or a separate one.
+   */
+  dashboardHandler(
+    options: Omit<DashboardOptions, 'db' | 'schema' | 'service' | 'telemetry'>,
+  ): ServiceHandler;
   /** All of this service's Baton endpoints (feed, entity lookups, watermark) behind one authentication. */
   httpHandler(options: {
     auth: ServerAuth;
@@ -357,6 +366,8 @@ export function createBaton(options: BatonOptions): Baton {
           },
         ],
       }),
+    dashboardHandler: (dashboardOptions) =>
+      createDashboard({ ...dashboardOptions, db: o.db, schema, service: o.service, telemetry }),
     sagas,
     participant,
     schema,

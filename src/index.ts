@@ -52,6 +52,9 @@ export { createJsonLogger, type JsonLoggerOptions, REDACTED_PATHS } from './core
 export type { Logger } from './core/logger.ts';
 export { noTelemetry, type Telemetry } from './core/telemetry.ts';
 export { isUuid, uuidv7 } from './core/uuid-v7.ts';
+export { visibleLines, visibleText } from './core/visible-text.ts';
+export { createDashboard, type DashboardOptions } from './dashboard/dashboard-handler.ts';
+export type { OperatorCredentials } from './dashboard/operator-sessions.ts';
 export type { Database, Executor, QueryResult } from './db/executor.ts';
 export {
   lastAppliedMigration,

@@ -158,23 +158,27 @@ async function startOn(
     auth: { type: 'bearer', tokens: [config.adminToken] },
     basePath: '/ops',
   });
+  // The operator's dashboard, behind a login with the same operator token.
+  const dashboard = baton.dashboardHandler({ operators: { tokens: [config.adminToken] } });
+  started.unshift(() => dashboard.close());
+  /** Which of Baton's handlers serves a path, if any (else the service's own API). */
+  const batonPart = (url: string) =>
+    url.startsWith('/baton/')
+      ? batonHttp
+      : url.startsWith('/ops/')
+        ? metricsHttp
+        : url === '/dashboard' || url.startsWith('/dashboard/') || url.startsWith('/dashboard?')
+          ? dashboard
+          : undefined;
   const server = await serveHttp(
     (request, signal) =>
-      request.url.startsWith('/baton/')
-        ? batonHttp.handle(request, signal)
-        : request.url.startsWith('/ops/')
-          ? metricsHttp.handle(request, signal)
-          : routeApi([...adminRoutes, ...service.routes], request, (err) =>
-              logger.error({ err }, `${request.method} ${JSON.stringify(request.url)} failed`),
-            ),
+      batonPart(request.url)?.handle(request, signal) ??
+      routeApi([...adminRoutes, ...service.routes], request, (err) =>
+        logger.error({ err }, `${request.method} ${JSON.stringify(request.url)} failed`),
+      ),
     {
       port: config.port,
-      refuseEarly: (head) =>
-        head.url.startsWith('/baton/')
-          ? batonHttp.refuseEarly(head)
-          : head.url.startsWith('/ops/')
-            ? metricsHttp.refuseEarly(head)
-            : undefined,
+      refuseEarly: (head) => batonPart(head.url)?.refuseEarly(head),
     },
   );
   return {
@@ -186,6 +190,7 @@ async function startOn(
       for (const c of consumers) await c.stop();
       await relay.stop();
       await batonHttp.close();
+      await dashboard.close();
       await db.close();
     },
   };

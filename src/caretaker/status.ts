@@ -104,3 +104,107 @@ function toLastReconcile(row: LastRunRow): LastReconcile {
     invariantViolations: Number(totals.invariantViolations ?? 0),
   };
 }
+
+/** One caretaker run as the dashboard lists it. */
+export interface ReconcileRunSummary {
+  id: string;
+  startedAt: string;
+  finishedAt: string;
+  repair: boolean;
+  differences: number;
+  repaired: number;
+  quarantined: number;
+  invariantViolations: number;
+  integrityProblems: number;
+  failedEntities: number;
+}
+
+/** Caretaker runs, newest first; paged by the last id shown. */
+export async function listReconcileRuns(
+  db: Executor,
+  s: string,
+  options: { before?: string; limit: number },
+): Promise<{ runs: ReconcileRunSummary[]; total: number }> {
+  const before = options.before && /^[0-9]{1,18}$/.test(options.before) ? options.before : null;
+  const r = await db.query<LastRunRow & { id: string; total: string }>(
+    `SELECT id::text, started_at, finished_at, repair, report->'totals' AS totals, report->'ms' AS ms,
+         (SELECT count(*) FROM jsonb_array_elements(coalesce(report->'entities', '[]')) e
+          WHERE e ? 'error') AS failed,
+         (SELECT count(*) FROM ${s}.reconcile_runs) AS total
+       FROM ${s}.reconcile_runs WHERE ($1::bigint IS NULL OR id < $1)
+      ORDER BY id DESC LIMIT $2`,
+    [before, options.limit],
+  );
+  return {
+    total: Number(r.rows[0]?.total ?? 0),
+    runs: r.rows.map((row) => {
+      const last = toLastReconcile(row);
+      return {
+        id: row.id,
+        startedAt: last.startedAt,
+        finishedAt: last.finishedAt,
+        repair: last.repair,
+        differences: last.differences,
+        repaired: last.repaired,
+        quarantined: last.quarantined,
+        invariantViolations: last.invariantViolations,
+        integrityProblems: last.integrityProblems,
+        failedEntities: last.failedEntities,
+      };
+    }),
+  };
+}
+
+/** One run's whole report (as the caretaker stored it), or undefined. */
+export async function readReconcileReport(
+  db: Executor,
+  s: string,
+  id: string,
+): Promise<{ id: string; repair: boolean; finishedAt: string; report: StoredReport } | undefined> {
+  if (!/^[0-9]{1,18}$/.test(id)) return undefined;
+  const r = await db.query<{
+    id: string;
+    repair: boolean;
+    finished_at: Date;
+    report: StoredReport;
+  }>(`SELECT id::text, repair, finished_at, report FROM ${s}.reconcile_runs WHERE id = $1`, [id]);
+  const row = r.rows[0];
+  return row
+    ? {
+        id: row.id,
+        repair: row.repair,
+        finishedAt: row.finished_at.toISOString(),
+        report: row.report,
+      }
+    : undefined;
+}
+
+/** A stored report, read defensively: it is JSON written by whichever Baton version ran. */
+export interface StoredReport {
+  startedAt?: string;
+  ms?: number;
+  entities?: {
+    entity?: string;
+    owner?: string;
+    counts?: Record<string, number>;
+    examples?: { id?: string; class?: string; action?: string }[];
+    repaired?: number;
+    quarantined?: number;
+    error?: string;
+    referencingRows?: {
+      reference?: string;
+      dangling?: number;
+      policyNotApplied?: number;
+      restrictViolations?: number;
+      repaired?: number;
+    }[];
+  }[];
+  invariants?: {
+    name?: string;
+    violations?: number;
+    examples?: unknown[];
+    remedied?: number;
+    error?: string;
+  }[];
+  totals?: Record<string, unknown>;
+}

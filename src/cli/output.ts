@@ -1,3 +1,7 @@
+import { visibleText as visible, visibleLines } from '../index.ts';
+
+export { visible, visibleLines };
+
 /** Where the command writes. The real one is the process's streams; tests may capture. */
 export interface CliIo {
   out(text: string): void;
@@ -13,28 +17,6 @@ export const processIo: CliIo = {
   env: process.env,
   terminal: () => (process.stderr.isTTY ? { columns: process.stderr.columns || 80 } : undefined),
 };
-
-/**
- * Characters that would act on the operator's terminal instead of being
- * shown — C0 controls (escape sequences, carriage returns, newlines inside
- * a value), DEL, C1 controls, and bidirectional overrides that reorder
- * text — as they come from data (ids, errors, payloads) written by anyone.
- */
-const TERMINAL_CONTROLS =
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
-  /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-
-const escaped = (c: string) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`;
-
-/** `text` with every terminal control shown as `\uXXXX`: what an operator reads is what the data holds. */
-export function visible(text: string): string {
-  return text.replace(TERMINAL_CONTROLS, escaped);
-}
-
-/** A message of several lines, each made visible (its own line breaks kept). */
-export function visibleLines(text: string): string {
-  return text.split('\n').map(visible).join('\n');
-}
 
 /** `--json` output: one object, indented for people who read it too; controls escaped (also those JSON leaves raw). */
 export function printJson(io: CliIo, value: unknown): void {

@@ -115,7 +115,12 @@ const DEFAULT_LIST_LIMIT = 50;
  */
 export async function listDeadLetters(
   db: Executor,
-  options: DeadLetterOptions & { subscription?: string; limit?: number } = {},
+  options: DeadLetterOptions & {
+    subscription?: string;
+    limit?: number;
+    /** The next page: dead letters after this inbox id (the last of the page before). */
+    after?: InboxId;
+  } = {},
 ): Promise<DeadLetterList> {
   const s = schemaIdent(options.schema ?? 'baton');
   const limit = options.limit ?? DEFAULT_LIST_LIMIT;
@@ -124,13 +129,17 @@ export async function listDeadLetters(
   }
   await assertSubscriptionExists(db, s, options.subscription);
   const subscription = options.subscription ?? null;
-  // One statement, so the page and the total come from the same snapshot.
+  const after = options.after === undefined ? null : parseInboxId(options.after);
+  const filter = "status = 'dead' AND ($1::text IS NULL OR subscription = $1)";
+  // One statement, so the page and the total come from the same snapshot; each
+  // is one range of a partial index (inbox_dead, inbox_dead_by_subscription).
   const rows = await db.query<SummaryRow & { total: string }>(
     // ORDER BY inbox.id (the bigint), not the text column named id in the output.
-    `SELECT ${SUMMARY_COLUMNS}, count(*) OVER () AS total FROM ${s}.inbox
-     WHERE status = 'dead' AND ($1::text IS NULL OR subscription = $1)
-     ORDER BY inbox.id LIMIT $2`,
-    [subscription, limit],
+    `SELECT ${SUMMARY_COLUMNS}, (SELECT count(*) FROM ${s}.inbox WHERE ${filter}) AS total
+       FROM ${s}.inbox
+      WHERE ${filter} AND ($3::bigint IS NULL OR inbox.id > $3)
+      ORDER BY inbox.id LIMIT $2`,
+    [subscription, limit, after],
   );
   return {
     deadLetters: rows.rows.map(toSummary),

@@ -1,4 +1,5 @@
 import type { Executor } from '../db/executor.ts';
+import { quoteIdent } from '../db/sql.ts';
 import { type MissingObject, readMissingObjects } from './installed-objects.ts';
 
 /** Lists in a status are cut to this many entries (oldest first); totals count all. */
@@ -90,4 +91,31 @@ function toPendingDelete(row: PendingDeleteRow): PendingDelete {
     waitingFor: row.referrers.filter((r) => !voted.has(r)),
     voted: row.voted,
   };
+}
+
+/** Referrer side: one replicated entity, its owner and its rows by state. */
+export interface ReplicaCounts {
+  entity: string;
+  owner: string;
+  subscription: string;
+  /** Rows by state (ACTIVE, UNVERIFIED, DELETING, DELETED). */
+  states: Record<string, number>;
+}
+
+export async function readReplicaCounts(db: Executor, s: string): Promise<ReplicaCounts[]> {
+  const replicas = await db.query<{ entity: string; owner: string; subscription: string }>(
+    `SELECT entity, owner, subscription FROM ${s}.replicas ORDER BY entity`,
+  );
+  const counts: ReplicaCounts[] = [];
+  for (const r of replicas.rows) {
+    const table = `${s}.${quoteIdent(`replica_${r.entity}`)}`;
+    const byState = await db.query<{ state: string; n: string }>(
+      `SELECT state, count(*) AS n FROM ${table} GROUP BY state ORDER BY state`,
+    );
+    counts.push({
+      ...r,
+      states: Object.fromEntries(byState.rows.map((x) => [x.state, Number(x.n)])),
+    });
+  }
+  return counts;
 }

@@ -129,7 +129,13 @@ const DEFAULT_LIST_LIMIT = 50;
 /** Sagas, newest first, optionally of one state and/or name. Read-only. */
 export async function listSagas(
   db: Executor,
-  options: SagaAdminOptions & { state?: string; name?: string; limit?: number } = {},
+  options: SagaAdminOptions & {
+    state?: string;
+    name?: string;
+    limit?: number;
+    /** The next page: sagas created before this one (the last id of the page before). */
+    before?: string;
+  } = {},
 ): Promise<SagaList> {
   const s = await sagaSchema(db, options);
   const limit = options.limit ?? DEFAULT_LIST_LIMIT;
@@ -141,12 +147,16 @@ export async function listSagas(
       `unknown saga state "${options.state}": use one of ${SAGA_STATES.join(', ')}.`,
     );
   }
-  // One statement: the page and the total come from the same snapshot.
+  const filter = '($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)';
+  // One statement: the page and the total come from the same snapshot. Each
+  // is one range of an index (sagas_newest, sagas_by_state), whatever the page.
   const r = await db.query<SagaRowRaw & { total: string }>(
-    `SELECT ${SUMMARY_COLUMNS}, count(*) OVER () AS total FROM ${s}.sagas
-     WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)
-     ORDER BY created_at DESC, id DESC LIMIT $3`,
-    [options.state ?? null, options.name ?? null, limit],
+    `SELECT ${SUMMARY_COLUMNS}, (SELECT count(*) FROM ${s}.sagas WHERE ${filter}) AS total
+       FROM ${s}.sagas
+      WHERE ${filter}
+        AND ($4::text IS NULL OR (created_at, id) < (SELECT created_at, id FROM ${s}.sagas WHERE id = $4))
+      ORDER BY created_at DESC, id DESC LIMIT $3`,
+    [options.state ?? null, options.name ?? null, limit, options.before ?? null],
   );
   return { sagas: r.rows.map(toSummary), total: Number(r.rows[0]?.total ?? 0) };
 }
