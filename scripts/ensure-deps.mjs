@@ -24,10 +24,15 @@ if (!existsSync(chromium)) {
     aptGet = true;
   } catch {}
   if (root && aptGet) {
-    console.error('› installing Chromium for the dashboard browser test (apt-get install chromium) …');
-    execSync('apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium', {
-      stdio: 'inherit',
-    });
+    console.error(
+      '› installing Chromium for the dashboard browser test (apt-get install chromium) …',
+    );
+    execSync(
+      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium',
+      {
+        stdio: 'inherit',
+      },
+    );
   } else {
     console.error(
       `› no Chromium at ${chromium}: the dashboard browser test will fail. Install it (Debian/Ubuntu: \`sudo apt-get install -y chromium\`) or set BATON_CHROMIUM to a Chromium binary.`,

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { BatonError, InvalidInputError } from '../index.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, OperationalError, UsageError } from './cli-errors.ts';
 import { registerConsumers } from './commands/consumers.ts';
+import { registerDashboard } from './commands/dashboard.ts';
 import { registerDlq } from './commands/dlq.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { ExitStatus, registerReconcile } from './commands/reconcile.ts';
@@ -14,7 +15,7 @@ import { type CliIo, processIo, visibleLines } from './output.ts';
 export function buildProgram(io: CliIo): Command {
   const program = new Command('baton')
     .description(
-      "Baton's operator commands: migrate the schema, watch the outbox, subscriptions and references, move a stuck subscription on, resolve dead letters, reconcile replicas with their owners.",
+      "Baton's operator commands: migrate the schema, watch the outbox, subscriptions and references, move a stuck subscription on, resolve dead letters, reconcile replicas with their owners, serve the operator dashboard.",
     )
     // Settings before .command(): subcommands inherit them.
     .exitOverride()
@@ -32,6 +33,7 @@ export function buildProgram(io: CliIo): Command {
   registerDlq(program, io);
   registerReconcile(program, io);
   registerSagas(program, io);
+  registerDashboard(program, io);
   return program;
 }
 
