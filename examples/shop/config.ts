@@ -25,6 +25,8 @@ export interface ServiceConfig {
   clockOffsetMs?: number;
   /** Settings for this service's consumers (chaos runs: a small backlog limit); Baton's defaults otherwise. */
   consumer?: ConsumerSettings;
+  /** Record this process's spans (OpenTelemetry SDK) as JSON lines in this file (the trace test). */
+  traceFile?: string;
 }
 
 /** What a service may tune of its consumers (the rest is fixed in service-base.ts). */

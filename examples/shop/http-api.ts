@@ -1,3 +1,4 @@
+import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { HttpRequestLike, HttpResponseLike } from '../../src/index.ts';
 
 /** A tiny JSON router for the shop's own HTTP APIs (Baton's endpoints are served beside it). */
@@ -50,16 +51,57 @@ export async function routeApi(
     } catch {
       return problem(400, 'the path has a malformed percent-encoding');
     }
-    try {
-      return await route.handle({ params, body, headers: request.headers });
-    } catch (error) {
-      if (String((error as { code?: unknown })?.code).startsWith('22'))
-        return problem(400, 'a value in the request is not valid for its field');
-      onError(error);
-      return problem(500, 'internal error (the service logged it)');
-    }
+    return inServerSpan(request, route, async () => {
+      try {
+        return await route.handle({ params, body, headers: request.headers });
+      } catch (error) {
+        if (String((error as { code?: unknown })?.code).startsWith('22'))
+          return problem(400, 'a value in the request is not valid for its field');
+        onError(error);
+        return problem(500, 'internal error (the service logged it)');
+      }
+    });
   }
   return problem(404, `no route for ${request.method} ${path}`);
+}
+
+/**
+ * The shop's API requests as SERVER spans, children of the caller's
+ * `traceparent` (what HTTP instrumentation would do in a real service):
+ * whatever Baton does for the request — a saga started, events published —
+ * joins the caller's trace. Without an SDK registered this costs nothing.
+ */
+function inServerSpan(
+  request: HttpRequestLike,
+  route: ApiRoute,
+  handle: () => Promise<HttpResponseLike>,
+): Promise<HttpResponseLike> {
+  const parent = propagation.extract(context.active(), request.headers);
+  return trace
+    .getTracer('shop')
+    .startActiveSpan(
+      `${request.method} ${routeName(route.pattern)}`,
+      { kind: SpanKind.SERVER, attributes: { 'http.request.method': request.method } },
+      parent,
+      async (span) => {
+        try {
+          const response = await handle();
+          span.setAttribute('http.response.status_code', response.status);
+          if (response.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+          return response;
+        } finally {
+          span.end();
+        }
+      },
+    );
+}
+
+/** A route as its span names it: `/orders/{}/cancel` for `^\/orders\/([^/]+)\/cancel$`. */
+function routeName(pattern: RegExp): string {
+  return pattern.source
+    .replace(/^\^|\$$/g, '')
+    .replace(/\\\//g, '/')
+    .replace(/\([^)]*\)/g, '{}');
 }
 
 /** UTF-16 surrogates that do not pair up: not valid Unicode (PostgreSQL would store U+FFFD, Baton refuses them). */

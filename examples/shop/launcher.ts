@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { generateServiceKeys } from '../../src/index.ts';
@@ -24,6 +25,8 @@ export interface ShopOptions {
   ports?: Partial<Record<ServiceName, number>>;
   /** Consumer settings per service (e.g. a small backlog limit at loyalty); defaults otherwise. */
   consumers?: Partial<Record<ServiceName, ConsumerSettings>>;
+  /** Each service records its spans in `<traceDir>/<service>.jsonl` (OpenTelemetry SDK in the process). */
+  traceDir?: string;
 }
 
 /** A service process that ended without being told to (not killed, restarted or stopped by us). */
@@ -115,6 +118,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     caretakerEveryMs: options.caretakerEveryMs,
     leaseMs: options.leaseMs,
     consumer: options.consumers?.[name],
+    traceFile: options.traceDir ? join(options.traceDir, `${name}.jsonl`) : undefined,
     instance: `${name}-${process.pid}`,
   });
 

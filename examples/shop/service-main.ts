@@ -16,6 +16,9 @@ import { declareOrders } from './orders-service.ts';
 import { startService } from './service-base.ts';
 
 const config = await readConfig();
+// The trace test: this process's spans as JSON lines (a deployment would export OTLP instead).
+if (config.traceFile)
+  (await import('./trace-file.ts')).traceToFile(config.traceFile, config.service);
 if (config.clockOffsetMs) {
   // Chaos runs: a process whose clock is off. Baton orders nothing by clocks; signatures carry a window.
   const realNow = Date.now.bind(Date);
