@@ -13,29 +13,42 @@ if (stale) {
   execSync('npm install --no-audit --no-fund', { stdio: 'inherit' });
 }
 
-// The dashboard's browser test needs a Chromium (Debian's package; playwright-core downloads none).
-// Installed here where this user can (root with apt-get); otherwise the test says how.
-const chromium = process.env.BATON_CHROMIUM ?? '/usr/bin/chromium';
-if (!existsSync(chromium)) {
+// Debian packages some tests need: Chromium (the dashboard's browser test; playwright-core downloads
+// none) and nats-server (the JetStream transport's cluster). Installed here where this user can
+// (root with apt-get); otherwise the tests say how.
+const packages = [
+  {
+    name: 'chromium',
+    path: process.env.BATON_CHROMIUM ?? '/usr/bin/chromium',
+    env: 'BATON_CHROMIUM',
+  },
+  {
+    name: 'nats-server',
+    path: process.env.BATON_NATS_SERVER ?? '/usr/sbin/nats-server',
+    env: 'BATON_NATS_SERVER',
+  },
+];
+const missing = packages.filter((p) => !existsSync(p.path));
+if (missing.length > 0) {
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
   let aptGet = false;
   try {
     execSync('command -v apt-get', { stdio: 'ignore' });
     aptGet = true;
   } catch {}
+  const names = missing.map((p) => p.name).join(' ');
   if (root && aptGet) {
-    console.error(
-      '› installing Chromium for the dashboard browser test (apt-get install chromium) …',
-    );
+    console.error(`› installing ${names} for the tests (apt-get install) …`);
     execSync(
-      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium',
+      `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${names}`,
       {
         stdio: 'inherit',
       },
     );
   } else {
-    console.error(
-      `› no Chromium at ${chromium}: the dashboard browser test will fail. Install it (Debian/Ubuntu: \`sudo apt-get install -y chromium\`) or set BATON_CHROMIUM to a Chromium binary.`,
-    );
+    for (const p of missing)
+      console.error(
+        `› no ${p.name} at ${p.path}: the tests that need it will fail. Install it (Debian/Ubuntu: \`sudo apt-get install -y ${p.name}\`) or set ${p.env} to its binary.`,
+      );
   }
 }

@@ -90,3 +90,32 @@ function envelopeProblem(v: Record<string, unknown>): string | undefined {
     return 'envelope: "source" must be a non-empty string';
   return undefined;
 }
+
+/**
+ * One event as a line of the wire format (the envelope and its `seq`), the
+ * body of a JetStream message; `decodeEventLine` reads it back. The feed
+ * handler builds the same line in SQL.
+ */
+export function encodeEventLine(event: {
+  seq: number;
+  id: string;
+  type: string;
+  key: string;
+  version: number;
+  payload: unknown;
+  headers: Record<string, string>;
+  occurredAt: string;
+  source: string;
+}): string {
+  return JSON.stringify({
+    seq: event.seq,
+    id: event.id,
+    type: event.type,
+    key: event.key,
+    version: event.version,
+    payload: event.payload,
+    headers: event.headers,
+    occurredAt: event.occurredAt,
+    source: event.source,
+  });
+}

@@ -1,0 +1,220 @@
+import { jetstream } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Baton, createBaton } from '../src/index.ts';
+import type { Consumer } from '../src/messaging/consumer.ts';
+import type { Relay } from '../src/messaging/relay.ts';
+import { natsSource, natsTransport, subjectFor } from '../src/nats.ts';
+import type { TestDatabase } from '../src/testing/index.ts';
+import { encodeEventLine } from '../src/transports/http-feed/wire-format.ts';
+import { eventually, freshDatabase } from './helpers.ts';
+import { type NatsCluster, startNatsCluster } from './support/nats-cluster.ts';
+
+/*
+ * NATS JetStream as the transport (issue 14), on a real 3-node cluster on
+ * loopback with file storage: a producer's relay publishes to its stream,
+ * a consumer in another database reads it into its inbox. While events flow,
+ * one node — whichever — is killed and started again: every event is handled
+ * exactly once in effect, each key's events in version order.
+ */
+const KEYS = 20;
+
+describe('NATS JetStream transport on a 3-node cluster', () => {
+  let cluster: NatsCluster;
+  let producerDb: TestDatabase;
+  let consumerDb: TestDatabase;
+  let producerNc: NatsConnection;
+  let consumerNc: NatsConnection;
+  let relay: Relay;
+  let consumer: Consumer;
+  let published = 0;
+  let producer: Baton;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster(3);
+    [producerDb, consumerDb] = await Promise.all([
+      freshDatabase('nats_producer'),
+      freshDatabase('nats_consumer'),
+    ]);
+    // Reconnects for ever (a node may be down); waits for the cluster's JetStream to be up.
+    const options = { servers: cluster.servers, maxReconnectAttempts: -1, reconnectTimeWait: 100 };
+    producerNc = await connect(options);
+    consumerNc = await connect(options);
+    producer = createBaton({ db: producerDb.db, service: 'producer' });
+    const transport = await untilReady(() =>
+      natsTransport({ connection: producerNc, service: 'producer' }),
+    );
+    relay = producer.relay({ transport, pollIntervalMs: 20 });
+    await relay.start();
+
+    await consumerDb.db.query(`CREATE TABLE effects (
+      event_id uuid PRIMARY KEY, key text NOT NULL, version int NOT NULL, n int NOT NULL DEFAULT 1,
+      handled bigserial)`);
+    const consuming = createBaton({ db: consumerDb.db, service: 'consumer' });
+    consumer = consuming.consumer({
+      name: 'consumer-from-producer',
+      source: await natsSource({ connection: consumerNc, service: 'producer' }),
+      fetchWaitMs: 1_000,
+      backoff: { baseMs: 20, maxMs: 200 },
+    });
+    consumer.subscribe('thing.made', async (event, tx) => {
+      // A second run of the handler for one event would show as n = 2.
+      await tx.query(
+        `INSERT INTO effects (event_id, key, version) VALUES ($1, $2, $3)
+         ON CONFLICT (event_id) DO UPDATE SET n = effects.n + 1`,
+        [event.id, event.key, event.version],
+      );
+    });
+    await consumer.start();
+  }, 120_000);
+
+  afterAll(async () => {
+    await consumer?.stop();
+    await relay?.stop();
+    await producerNc?.close();
+    await consumerNc?.close();
+    await cluster?.stop();
+    await producerDb?.drop();
+    await consumerDb?.drop();
+  });
+
+  /** Batches of 10 events, one transaction each, spread over the keys. */
+  async function publish(batches: number) {
+    for (let b = 0; b < batches; b++) {
+      await producerDb.db.transaction((tx) =>
+        producer.publish(
+          tx,
+          Array.from({ length: 10 }, (_, i) => ({
+            type: 'thing.made',
+            key: `k${(published + i) % KEYS}`,
+            payload: { n: published + i },
+          })),
+        ),
+      );
+      published += 10;
+    }
+  }
+
+  async function expectAllHandledOnceInOrder() {
+    await eventually(
+      async () =>
+        (await consumerDb.db.query<{ n: number }>('SELECT count(*)::int AS n FROM effects')).rows[0]
+          ?.n === published,
+      `all ${published} events handled`,
+      60_000,
+    );
+    const twice = await consumerDb.db.query('SELECT event_id FROM effects WHERE n > 1');
+    expect(twice.rowCount, 'no event handled twice').toBe(0);
+    const order = await consumerDb.db.query<{ key: string; versions: number[] }>(
+      'SELECT key, array_agg(version ORDER BY handled) AS versions FROM effects GROUP BY key',
+    );
+    for (const { key, versions } of order.rows)
+      expect(versions, `${key} in version order, none missing`).toEqual(
+        versions.map((_, i) => i + 1),
+      );
+  }
+
+  it('carries events from the relay to the inbox, once each, per key in order', async () => {
+    await publish(20);
+    await expectAllHandledOnceInOrder();
+  });
+
+  for (const node of [0, 1, 2])
+    it(`loses nothing and duplicates nothing when node ${node + 1} is killed under load`, async () => {
+      const load = publish(60);
+      await new Promise((r) => setTimeout(r, 300));
+      await cluster.kill(node);
+      await new Promise((r) => setTimeout(r, 1_500));
+      await cluster.start(node);
+      await load;
+      await expectAllHandledOnceInOrder();
+    });
+});
+
+describe('NATS source: a stream out of order, with copies and a gap', () => {
+  let cluster: NatsCluster;
+  let db: TestDatabase;
+  let nc: NatsConnection;
+  let consumer: Consumer;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster(3);
+    db = await freshDatabase('nats_disorder');
+    nc = await connect({ servers: cluster.servers });
+    await untilReady(() => natsTransport({ connection: nc, service: 'direct' }));
+    await db.db.query(
+      'CREATE TABLE seen (seq int NOT NULL, version int NOT NULL, at bigserial PRIMARY KEY)',
+    );
+    const baton = createBaton({ db: db.db, service: 'reader' });
+    consumer = baton.consumer({
+      name: 'reader-from-direct',
+      source: await natsSource({ connection: nc, service: 'direct' }),
+      fetchWaitMs: 1_000,
+    });
+    consumer.subscribe('thing.made', async (event, tx) => {
+      await tx.query('INSERT INTO seen (seq, version) VALUES ($1, $2)', [
+        (event.payload as { seq: number }).seq,
+        event.version,
+      ]);
+    });
+    await consumer.start();
+  }, 120_000);
+  afterAll(async () => {
+    await consumer?.stop();
+    await nc?.close();
+    await cluster?.stop();
+    await db?.drop();
+  });
+
+  /** Stores the event of feed position `seq` (key k, version = seq) in the stream, as a relay would. */
+  const store = (seq: number, copy = '') =>
+    jetstream(nc).publish(
+      subjectFor('direct', 'thing.made'),
+      encodeEventLine({
+        seq,
+        id: uuidFor(seq),
+        type: 'thing.made',
+        key: 'k',
+        version: seq,
+        payload: { seq },
+        headers: {},
+        occurredAt: new Date().toISOString(),
+        source: 'direct',
+      }),
+      { msgID: `${uuidFor(seq)}${copy}` }, // a copy past the duplicate window has a new message id
+    );
+  const seen = async () =>
+    (await db.db.query<{ seq: number }>('SELECT seq FROM seen ORDER BY at')).rows.map((r) => r.seq);
+
+  it('hands events on in feed order, once, holding those after a gap until it fills', async () => {
+    for (const seq of [1, 3, 2, 2, 4]) await store(seq, seq === 2 ? `-${Math.random()}` : '');
+    await eventually(async () => (await seen()).length === 4, 'four events handled');
+    expect(await seen()).toEqual([1, 2, 3, 4]);
+    // 6 comes before 5: nothing after the gap is handled while it is open…
+    await store(6);
+    await store(7);
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(await seen()).toEqual([1, 2, 3, 4]);
+    // …and all of it, in order, once it fills.
+    await store(5);
+    await eventually(async () => (await seen()).length === 7, 'the held events handled');
+    expect(await seen()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+});
+
+function uuidFor(n: number): string {
+  return `01900000-0000-7000-8000-${n.toString(16).padStart(12, '0')}`;
+}
+
+/** The cluster elects its JetStream leaders a moment after it listens. */
+async function untilReady<T>(attempt: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
