@@ -1,10 +1,15 @@
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Baton, createBaton } from '../src/index.ts';
+import {
+  type Baton,
+  createBaton,
+  listSubscriptions,
+  resetSubscriptionCursor,
+} from '../src/index.ts';
 import type { Consumer } from '../src/messaging/consumer.ts';
 import type { Relay } from '../src/messaging/relay.ts';
-import { natsSource, natsTransport, subjectFor } from '../src/nats.ts';
+import { natsSource, natsTransport, streamName, subjectFor } from '../src/nats.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { encodeEventLine } from '../src/transports/http-feed/wire-format.ts';
 import { eventually, freshDatabase } from './helpers.ts';
@@ -129,6 +134,94 @@ describe('NATS JetStream transport on a 3-node cluster', () => {
       await load;
       await expectAllHandledOnceInOrder();
     });
+
+  /** Waits until the relay has numbered and dispatched every published event. */
+  async function untilDispatched() {
+    await eventually(async () => {
+      const r = await producerDb.db.query<{ last: string; dispatched: string }>(
+        'SELECT last_seq AS last, dispatched_through AS dispatched FROM baton.relay_state',
+      );
+      return Number(r.rows[0]?.last) === published && r.rows[0]?.dispatched === r.rows[0]?.last;
+    }, 'every event dispatched');
+  }
+  const STREAM = streamName('producer');
+
+  it('finds messages deleted from the stream — in the middle and at the end — and has them sent again from the outbox', async () => {
+    await consumer.stop();
+    await publish(5);
+    await untilDispatched();
+    const jsm = await jetstreamManager(producerNc);
+    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+    // Behind Baton's back: two in the middle, and the last two (nothing after them shows the gap).
+    for (const seq of [last - 30, last - 29, last - 1, last])
+      expect(await jsm.streams.deleteMessage(STREAM, seq)).toBe(true);
+    await consumer.start();
+    await expectAllHandledOnceInOrder();
+  });
+
+  // Last: it loses three events for good.
+  it('reports what the outbox no longer holds as an expired cursor, and goes on past it only when an operator says so', async () => {
+    await consumer.stop();
+    const handledBefore = published;
+    // Twenty events of keys of their own (one version each), so a lost one breaks no key's order.
+    await producerDb.db.transaction((tx) =>
+      producer.publish(
+        tx,
+        Array.from({ length: 20 }, (_, i) => ({
+          type: 'thing.made',
+          key: `once-${i}`,
+          payload: {},
+        })),
+      ),
+    );
+    published += 20;
+    await untilDispatched();
+    const jsm = await jetstreamManager(producerNc);
+    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+    // The stream loses the 3rd to 5th of them; the outbox has pruned them too.
+    for (const seq of [last - 17, last - 16, last - 15])
+      await jsm.streams.deleteMessage(STREAM, seq);
+    const lost = published - 15;
+    await producerDb.db.query(
+      `DELETE FROM baton.outbox WHERE seq BETWEEN ${lost - 2} AND ${lost};
+       UPDATE baton.relay_state SET pruned_through = ${lost}`,
+    );
+    await consumer.start();
+    const status = async () =>
+      (await listSubscriptions(consumerDb.db)).find((x) => x.name === 'consumer-from-producer');
+    await eventually(
+      async () => (await status())?.stuck != null,
+      'the loss reported',
+      30_000,
+    ).catch(async (error) => {
+      const row = await consumerDb.db.query('SELECT * FROM baton.subscriptions');
+      const n = await consumerDb.db.query('SELECT count(*) FROM effects');
+      throw new Error(
+        `${error.message}: ${JSON.stringify(row.rows)} handled ${JSON.stringify(n.rows)} published ${published} lost ${lost} last ${last}`,
+      );
+    });
+    expect((await status())?.stuck?.oldestRetained).toBe(`${last - 18}@${lost}`);
+    const count = async () =>
+      (await consumerDb.db.query<{ n: number }>('SELECT count(*)::int AS n FROM effects')).rows[0]
+        ?.n;
+    expect(await count(), 'the two before the loss handled, nothing after it').toBe(
+      handledBefore + 2,
+    );
+
+    const reset = await resetSubscriptionCursor(consumerDb.db, 'consumer-from-producer', {
+      toOldest: true,
+    });
+    expect(reset.dataLoss).toMatchObject({
+      fromPosition: String(lost - 3),
+      toPosition: String(lost),
+    });
+    await eventually(async () => (await count()) === published - 3, 'the rest handled', 30_000);
+    const twice = await consumerDb.db.query('SELECT event_id FROM effects WHERE n > 1');
+    expect(twice.rowCount).toBe(0);
+    expect((await status())?.dataLoss.map((d) => [d.fromPosition, d.toPosition])).toEqual([
+      [String(lost - 3), String(lost)],
+    ]);
+  });
 });
 
 describe('NATS source: a stream out of order, with copies and a gap', () => {

@@ -107,8 +107,8 @@ export async function resetSubscriptionCursor(
         direction === 'forward'
           ? {
               id: null,
-              fromPosition: from ?? '0',
-              toPosition: to,
+              fromPosition: feedPosition(from ?? '0'),
+              toPosition: feedPosition(to),
               reason: reason(given, to, options),
             }
           : null,
@@ -126,9 +126,14 @@ export async function resetSubscriptionCursor(
   });
 }
 
-/** Feed positions are whole numbers (the HTTP feed's `seq`), at most 18 digits. */
+/**
+ * Feed positions are whole numbers (the HTTP feed's `seq`), at most 18
+ * digits; a NATS subscription's cursor is `<stream sequence>@<position>`
+ * (see `natsSource`), whose position is the part after `@`.
+ */
 export function parsePosition(value: string | number | bigint): string {
   const text = String(value).trim();
+  if (/^[0-9]{1,18}@[0-9]{1,18}$/.test(text)) return text;
   if (!/^[0-9]{1,18}$/.test(text)) {
     throw new InvalidInputError(
       `position "${String(value)}" is not a feed position: give a whole number of at most 18 digits (the oldest retained position is shown by \`baton consumers list\`).`,
@@ -186,17 +191,22 @@ function oldestRetained(subscription: string, row: LockedSubscription): string {
   return row.oldest_retained;
 }
 
+/** The feed position a cursor stands for: the number, or the part after `@` of a NATS cursor. */
+function feedPosition(cursor: string): string {
+  return cursor.includes('@') ? (cursor.split('@')[1] as string) : cursor;
+}
+
 function currentPosition(subscription: string, cursor: string | null): string {
   if (cursor === null) return '0';
-  if (/^[0-9]{1,18}$/.test(cursor)) return cursor;
+  if (/^[0-9]{1,18}(@[0-9]{1,18})?$/.test(cursor)) return cursor;
   throw new InvalidInputError(
     `subscription "${subscription}" has cursor "${cursor}", which is not a whole-number feed position: moving it is supported for feeds with numbered positions (the HTTP feed) only.`,
   );
 }
 
 function compare(from: string, to: string): CursorReset['direction'] {
-  const a = BigInt(from);
-  const b = BigInt(to);
+  const a = BigInt(feedPosition(from));
+  const b = BigInt(feedPosition(to));
   return b > a ? 'forward' : b < a ? 'backward' : 'unchanged';
 }
 
@@ -220,7 +230,7 @@ function warnings(
       `the events after ${to} up to ${from} are read again: the inbox deduplicates them only while it still holds them (handled entries are kept for the consumer's retentionMs, 7 days by default); older ones are handled a second time.`,
     );
   }
-  if (oldest !== null && BigInt(to) < BigInt(oldest)) {
+  if (oldest !== null && BigInt(feedPosition(to)) < BigInt(feedPosition(oldest))) {
     list.push(
       `the producer last said it serves from position ${oldest} on: a cursor before it is refused again (410).`,
     );

@@ -4,7 +4,7 @@ import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
 import { WakeSignal } from '../core/wake-signal.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import type { SequencedEvent, Transport } from '../transports/transport.ts';
+import type { OutboxReader, SequencedEvent, Transport } from '../transports/transport.ts';
 import { type EventColumns, toBatonEvent } from './event-row.ts';
 
 export interface RelayOptions {
@@ -126,6 +126,7 @@ export class Relay {
     if (this.running) return;
     this.stopping = false;
     this.unlisten = await this.o.db.listen(this.o.outboxChannel, () => this.wake());
+    this.o.transport?.attach?.(this.outboxReader());
     this.running = this.loop();
   }
 
@@ -136,6 +137,33 @@ export class Relay {
     this.running = undefined;
     await this.unlisten?.();
     this.unlisten = undefined;
+    await this.o.transport?.detach?.();
+  }
+
+  /** What a push transport may read of the outbox to repair a broker's loss. */
+  outboxReader(): OutboxReader {
+    const s = this.o.schemaSql;
+    return {
+      read: async (from, to) => {
+        const state = await this.o.db.query<{ pruned_through: string; dispatched_through: string }>(
+          `SELECT pruned_through, dispatched_through FROM ${s}.relay_state`,
+        );
+        const prunedThrough = Number(state.rows[0]?.pruned_through ?? 0);
+        const rows = await this.o.db.query<EventRow>(
+          `SELECT ${EVENT_COLUMNS} FROM ${s}.outbox
+           WHERE seq BETWEEN $1 AND least($2::bigint, (SELECT dispatched_through FROM ${s}.relay_state))
+           ORDER BY seq`,
+          [from, to],
+        );
+        return { events: rows.rows.map(toSequencedEvent), prunedThrough };
+      },
+      dispatchedThrough: async () => {
+        const state = await this.o.db.query<{ dispatched_through: string }>(
+          `SELECT dispatched_through FROM ${s}.relay_state`,
+        );
+        return Number(state.rows[0]?.dispatched_through ?? 0);
+      },
+    };
   }
 
   /** Wakes the loop now (e.g. right after a local publish committed). */

@@ -20,7 +20,26 @@ export interface SequencedEvent extends BatonEvent {
 export interface Transport {
   readonly name: string;
   send?(events: readonly SequencedEvent[]): Promise<void>;
+  /**
+   * Push transports that repair a broker's loss: the relay hands over its
+   * reader of the outbox when it starts (and takes it back when it stops), so
+   * the transport can send a range of positions again when a subscriber finds
+   * them missing, and announce how far the relay has dispatched.
+   */
+  attach?(outbox: OutboxReader): void;
+  detach?(): Promise<void>;
   close?(): Promise<void>;
+}
+
+/** The relay's outbox, as a push transport may read it. */
+export interface OutboxReader {
+  /**
+   * The dispatched events of positions `from` to `to` (inclusive) still in
+   * the outbox, in order; positions at or below `prunedThrough` are gone.
+   */
+  read(from: number, to: number): Promise<{ events: SequencedEvent[]; prunedThrough: number }>;
+  /** The last position the relay handed to the transport. */
+  dispatchedThrough(): Promise<number>;
 }
 
 /** One item a source delivers: a decoded event, or what could not be decoded and why. */

@@ -7,9 +7,11 @@ import {
   jetstreamManager,
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { CursorExpiredError, InvalidInputError } from '../../core/errors.ts';
 import { decodeEventLine } from '../http-feed/wire-format.ts';
 import type { EventSource, FetchedBatch, FetchRequest, IncomingItem } from '../transport.ts';
-import { streamName } from './stream-names.ts';
+import { MAX_REPAIR_RANGE } from './nats-transport.ts';
+import { controlSubject, streamName } from './stream-names.ts';
 
 export interface NatsSourceOptions {
   /** A connection to the cluster; the caller owns it. */
@@ -18,37 +20,83 @@ export interface NatsSourceOptions {
   service: string;
   /** Largest event accepted (bytes of its line); larger ones become dead letters. Default 1 MiB. */
   maxEventBytes?: number;
+  /** How long a gap may stay open before the producer is asked to send it again. Default 3 s. */
+  repairAfterMs?: number;
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * A subscription's reader of another service's JetStream stream
- * (`baton.consumer({ source: natsSource(…) })`). The cursor is the stream
- * sequence of the last message taken; the subscription stores it with the
- * inbox rows, so the database — not the broker — says how far it read, and
- * the inbox stays the exactly-once point.
+ * (`baton.consumer({ source: natsSource(…) })`). The cursor — stored with
+ * the inbox rows, so the database and not the broker says how far it read —
+ * is `<stream sequence>@<feed position>`: where to read on in the stream,
+ * and the producer's position up to which every event was handed on. The
+ * inbox stays the exactly-once point.
  *
  * Events are handed on in the producer's feed order (`seq`, gap-free), not
- * merely in stream order: a message the stream holds twice (a batch the
- * relay sent again past the duplicate window) is skipped, and one stored
- * out of order (a publish lost in a leader change, stored when the batch was
- * sent again) is held back until the events before it have come. The cursor
- * only moves past messages whose events were all handed on; a gap that does
- * not fill stops the subscription at it (visible as lag) rather than skip.
+ * merely in stream order: a message the stream holds twice is skipped, one
+ * stored out of order is held until the events before it have come. A gap
+ * is never skipped. The broker may lose acknowledged messages (Jepsen,
+ * NATS 2.12.1), and an operator may delete some: a gap that stays open for
+ * `repairAfterMs` — between what was handed on and a held event, or up to
+ * the position the producer announces it dispatched (its head, which finds
+ * a lost tail) — is asked for again (`baton-control.<service>.repair`), and the
+ * producer's relay publishes it again from its outbox. What the outbox no
+ * longer holds is reported as an expired cursor (`baton consumers list`
+ * shows it; `baton consumers reset --to-oldest` goes on past the loss and
+ * records it), never skipped silently.
  */
 export async function natsSource(options: NatsSourceOptions): Promise<EventSource> {
   const stream = streamName(options.service);
-  const js = jetstream(options.connection);
-  const jsm = await jetstreamManager(options.connection);
+  const nc = options.connection;
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
   const maxEventBytes = options.maxEventBytes ?? 1024 * 1024;
   const reader = new StreamReader(js, jsm, stream);
+  const repairAfterMs = options.repairAfterMs ?? 3_000;
+  let head = 0;
+  const heads = nc.subscribe(controlSubject(options.service, 'head'), {
+    callback: (error, message) => {
+      if (error) return;
+      try {
+        const seq = (JSON.parse(Buffer.from(message.data).toString('utf8')) as { seq?: unknown })
+          .seq;
+        if (Number.isSafeInteger(seq)) head = Math.max(head, seq as number);
+      } catch {} // not the producer's announcement: ignored
+    },
+  });
+  const gap = { at: -1, since: 0, asked: 0 };
+
+  /** Asks the producer for a gap that stayed open; throws CursorExpiredError for what it no longer has. */
+  async function repair(lastSeq: number, to: number, cursor: string, resumeAt: number) {
+    const now = Date.now();
+    if (gap.at !== lastSeq) Object.assign(gap, { at: lastSeq, since: now, asked: 0 });
+    if (now - gap.since < repairAfterMs || now - gap.asked < repairAfterMs) return;
+    gap.asked = now;
+    const from = lastSeq + 1;
+    let answer: { republished?: number; prunedThrough?: number };
+    try {
+      const reply = await nc.request(
+        controlSubject(options.service, 'repair'),
+        JSON.stringify({ from, to: Math.min(to, from + MAX_REPAIR_RANGE - 1) }),
+        { timeout: 5_000 },
+      );
+      answer = JSON.parse(Buffer.from(reply.data).toString('utf8'));
+    } catch {
+      return; // the producer is not there now: asked again later
+    }
+    const pruned = answer.prunedThrough;
+    if (Number.isSafeInteger(pruned) && (pruned as number) >= from)
+      throw new CursorExpiredError(cursor, `${resumeAt}@${pruned}`);
+  }
 
   return {
     name: options.service,
     async fetch(request: FetchRequest): Promise<FetchedBatch> {
-      const after = request.cursor === undefined ? 0 : Number(request.cursor);
-      let lastSeq = await reader.eventSeqAt(after, maxEventBytes);
+      const at = parseCursor(request.cursor);
+      const after = at.streamSeq;
+      let lastSeq = at.eventSeq ?? (await reader.eventSeqAt(after, maxEventBytes));
       const messages = await reader.read(after + 1, request.limit, request.waitMs);
       const types = request.types.length > 0 ? new Set(request.types) : undefined;
       const items: IncomingItem[] = [];
@@ -79,10 +127,49 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
         }
         if (held.length === 0) cursor = message.seq;
       }
-      reader.remember(cursor, lastSeq);
-      return { items, cursor: String(cursor) };
+      const next = `${cursor}@${lastSeq}`;
+      // A gap: before a held event, or — at the end of the stream — up to the producer's head.
+      const missingTo = held[0] ? held[0].seq - 1 : messages.length < request.limit ? head : 0;
+      if (missingTo > lastSeq && items.length === 0) {
+        await repair(lastSeq, missingTo, request.cursor ?? next, cursor);
+        // Nothing to hand on while the gap is open: wait a little rather than re-read at once.
+        if (messages.length > 0) await pause(Math.min(request.waitMs, 500), request.signal);
+      }
+      return { items, cursor: next };
     },
-    close: async () => reader.close(),
+    close: async () => {
+      heads.unsubscribe();
+      await reader.close();
+    },
+  };
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** `<stream seq>@<feed position>`, or a bare stream sequence (position read from the stream). */
+function parseCursor(cursor: string | undefined): {
+  streamSeq: number;
+  eventSeq: number | undefined;
+} {
+  if (cursor === undefined) return { streamSeq: 0, eventSeq: 0 };
+  const match = /^(\d{1,15})(?:@(\d{1,15}))?$/.exec(cursor);
+  if (!match)
+    throw new InvalidInputError(
+      `cursor "${cursor}" is not a NATS stream cursor (<stream sequence>@<feed position>): was this subscription reading another transport? Reset it (\`baton consumers reset\`).`,
+    );
+  return {
+    streamSeq: Number(match[1]),
+    eventSeq: match[2] === undefined ? undefined : Number(match[2]),
   };
 }
 

@@ -7,8 +7,8 @@ import {
 import type { NatsConnection } from '@nats-io/transport-node';
 import { InvalidInputError, TransportError } from '../../core/errors.ts';
 import { encodeEventLine } from '../http-feed/wire-format.ts';
-import type { SequencedEvent, Transport } from '../transport.ts';
-import { streamName, subjectFor, subjectPrefix } from './stream-names.ts';
+import type { OutboxReader, SequencedEvent, Transport } from '../transport.ts';
+import { controlSubject, streamName, subjectFor, subjectPrefix } from './stream-names.ts';
 
 export interface NatsTransportOptions {
   /** A connection to the cluster (`connect` from `@nats-io/transport-node`); the caller owns it. */
@@ -23,7 +23,12 @@ export interface NatsTransportOptions {
   maxAgeMs?: number;
   /** How long to wait for the stream's acknowledgement of a batch. Default 10 s. */
   ackTimeoutMs?: number;
+  /** How often the relay announces how far it dispatched (subscribers find a lost tail by it). Default 2 s. */
+  headEveryMs?: number;
 }
+
+/** The most positions one repair request may ask for (a bigger gap is asked for in parts). */
+export const MAX_REPAIR_RANGE = 10_000;
 
 const NS_PER_MS = 1_000_000;
 
@@ -42,8 +47,27 @@ export async function natsTransport(options: NatsTransportOptions): Promise<Tran
   const jsm = await jetstreamManager(options.connection);
   await ensureStream(jsm, stream, options);
   const js = jetstream(options.connection, { timeout: options.ackTimeoutMs ?? 10_000 });
+  let repairs: Repairs | undefined;
   return {
     name: `nats ${stream}`,
+    attach(outbox) {
+      repairs = answerRepairs(options, outbox, (events, attempt) =>
+        Promise.all(
+          events.map((event) =>
+            js.publish(subjectFor(options.service, event.type), encodeEventLine(event), {
+              // Not the event id: JetStream may still remember it (a message deleted
+              // within the duplicate window) and would drop the repair.
+              msgID: `${event.id}:repair:${attempt}`,
+              expect: { streamName: stream },
+            }),
+          ),
+        ).then(() => {}),
+      );
+    },
+    async detach() {
+      await repairs?.stop();
+      repairs = undefined;
+    },
     async send(events: readonly SequencedEvent[]) {
       // Published back to back on one connection (the stream stores them in this
       // order), then every acknowledgement awaited: one round trip per batch.
@@ -62,6 +86,83 @@ export async function natsTransport(options: NatsTransportOptions): Promise<Tran
         );
     },
   };
+}
+
+interface Repairs {
+  stop(): Promise<void>;
+}
+
+/**
+ * The producer's side of repairing a broker's loss: answers subscribers'
+ * requests (`baton-control.<service>.repair`, NATS request/reply) to publish a range
+ * of positions again from the outbox — or says which part was pruned — and
+ * announces every `headEveryMs` the last position dispatched
+ * (`baton-control.<service>.head`), by which a subscriber finds lost events at the
+ * end of the stream. Neither subject is stored in the stream.
+ */
+function answerRepairs(
+  options: NatsTransportOptions,
+  outbox: OutboxReader,
+  publish: (events: SequencedEvent[], attempt: string) => Promise<void>,
+): Repairs {
+  const nc = options.connection;
+  let attempts = 0;
+  const subscription = nc.subscribe(controlSubject(options.service, 'repair'), {
+    callback: (error, message) => {
+      if (error) return;
+      void (async () => {
+        const range = repairRange(message.data);
+        if (!range)
+          return message.respond(
+            JSON.stringify({
+              error: 'send {"from":n,"to":m}, 1 ≤ n ≤ m, at most 10,000 positions',
+            }),
+          );
+        try {
+          const { events, prunedThrough } = await outbox.read(range.from, range.to);
+          if (events.length > 0) await publish(events, `${Date.now()}-${++attempts}`);
+          message.respond(JSON.stringify({ republished: events.length, prunedThrough }));
+        } catch (failure) {
+          message.respond(JSON.stringify({ error: (failure as Error).message }));
+        }
+      })();
+    },
+  });
+  const announce = async () => {
+    try {
+      nc.publish(
+        controlSubject(options.service, 'head'),
+        JSON.stringify({ seq: await outbox.dispatchedThrough() }),
+      );
+    } catch {} // the database or the connection is down: the next tick tries again
+  };
+  const timer = setInterval(() => void announce(), options.headEveryMs ?? 2_000);
+  timer.unref();
+  void announce();
+  return {
+    async stop() {
+      clearInterval(timer);
+      subscription.unsubscribe();
+    },
+  };
+}
+
+function repairRange(data: Uint8Array): { from: number; to: number } | undefined {
+  try {
+    const { from, to } = JSON.parse(Buffer.from(data).toString('utf8')) as {
+      from?: unknown;
+      to?: unknown;
+    };
+    if (
+      Number.isSafeInteger(from) &&
+      Number.isSafeInteger(to) &&
+      (from as number) >= 1 &&
+      (to as number) >= (from as number) &&
+      (to as number) - (from as number) < MAX_REPAIR_RANGE
+    )
+      return { from: from as number, to: to as number };
+  } catch {}
+  return undefined;
 }
 
 /** Creates the service's stream, or checks that an existing one takes its subjects. */

@@ -18,3 +18,13 @@ export function subjectFor(service: string, type: string): string {
   const tokens = type.split('.').map((t) => t || '_');
   return `${subjectPrefix(service)}.${tokens.join('.')}`;
 }
+
+/**
+ * The control subjects between a producer's relay and its subscribers
+ * (repair requests, head announcements): outside `baton.>`, so the stream
+ * never stores them (a request on a stored subject is answered by JetStream
+ * itself, with an acknowledgement).
+ */
+export function controlSubject(service: string, what: 'repair' | 'head'): string {
+  return `baton-control.${service.replace(/[^A-Za-z0-9_-]/g, '_')}.${what}`;
+}
