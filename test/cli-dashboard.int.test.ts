@@ -107,7 +107,7 @@ describe('baton dashboard, as a child process', () => {
     expect(right.status).toBe(303);
     expect(right.headers.get('location')).toBe('/dashboard/');
     const setCookie = right.headers.get('set-cookie') ?? '';
-    expect(setCookie).toMatch(/^baton_dashboard=[^;]+;/);
+    expect(setCookie).toMatch(/^baton_dashboard_[A-Za-z0-9_-]+=[^;]+;/);
     expect(setCookie).toContain('; HttpOnly');
     expect(setCookie).toContain('; SameSite=Strict');
     expect(setCookie).toContain('Path=/dashboard');
@@ -161,12 +161,14 @@ describe('baton dashboard, as a child process', () => {
       expect(login.status).toBe(200);
       expect(await login.text()).toContain('orders');
       recorded.child.kill('SIGINT');
-      expect((await recorded.exit).code).toBe(0);
+      const stopped = await recorded.exit;
+      expect([stopped.code, stopped.signal, stopped.stderr]).toEqual([0, null, '']);
 
       const given = await serve(['--port', '0', '--service', 'billing'], env);
       expect(given.line).toMatch(/^dashboard for billing at /);
       given.child.kill('SIGTERM');
-      expect((await given.exit).code).toBe(0);
+      const ended = await given.exit;
+      expect([ended.code, ended.signal, ended.stderr]).toEqual([0, null, '']);
     } finally {
       await t.db.query(`DELETE FROM baton.settings WHERE name = 'service'`);
     }

@@ -220,10 +220,10 @@ describe('the dashboard, in headless Chromium, after the shop’s story', () => 
   it('refuses a forged form: no CSRF token, or sent from another site', async () => {
     await logIn('orders');
     const cookies = await page.context().cookies();
-    const session = cookies.find((c) => c.name === 'baton_dashboard');
+    const session = cookies.find((c) => c.name === 'baton_dashboard_orders');
     expect(session?.httpOnly).toBe(true);
     expect(session?.sameSite).toBe('Strict');
-    const cookie = `baton_dashboard=${session?.value}`;
+    const cookie = `baton_dashboard_orders=${session?.value}`;
     const post = (headers: Record<string, string>, body: string) =>
       fetch(`${shop.urls.orders}/dashboard/quarantine/approve`, {
         method: 'POST',

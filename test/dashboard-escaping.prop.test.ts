@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { visibleText } from '../src/core/visible-text.ts';
 import { Html, html } from '../src/dashboard/html.ts';
-import { OperatorSessions, SESSION_COOKIE } from '../src/dashboard/operator-sessions.ts';
+import { OperatorSessions } from '../src/dashboard/operator-sessions.ts';
 
 /*
  * What the dashboard's pages rest on, attacked with generated input: no
@@ -88,6 +88,7 @@ describe('operator sessions', () => {
   it('opens a session only for its own intact, unexpired cookie', () => {
     let now = 1_000_000;
     const sessions = new OperatorSessions(TOKENS, 60_000, () => now);
+    const SESSION_COOKIE = sessions.cookieName;
     const { cookie } = sessions.open();
     const header = `other=1; ${SESSION_COOKIE}=${cookie}`;
     const session = sessions.fromCookies(header);

@@ -43,15 +43,16 @@ if (!declare) {
 }
 
 const running = await startWhileDatabaseComesBack();
-say(`ready ${running.url}`);
 const shutdown = async () => {
   await running.stop().catch(() => {});
   process.exit(0);
 };
+// Listening for the signals before saying it is ready: whoever reads the line may stop it at once.
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 process.stdin.on('end', shutdown);
 process.stdin.resume();
+say(`ready ${running.url}`);
 
 /** The first line of stdin, as the service's config. */
 function readConfig(): Promise<ServiceConfig> {

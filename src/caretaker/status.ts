@@ -3,6 +3,15 @@ import type { Executor } from '../db/executor.ts';
 /** Lists in a status are cut to this many entries (oldest first); totals count all. */
 const LIST_LIMIT = 100;
 
+/**
+ * Entities whose check failed in a run's report. Reports are JSON written by
+ * whichever Baton version ran (or by hand): anything but a list of objects
+ * counts as none, rather than failing the status, the metrics or the page.
+ */
+const FAILED_ENTITIES = `(SELECT count(*) FROM jsonb_array_elements(
+     CASE WHEN jsonb_typeof(report->'entities') = 'array' THEN report->'entities' ELSE '[]' END) e
+   WHERE jsonb_typeof(e) = 'object' AND e ? 'error')`;
+
 export interface QuarantinedOrphan {
   entity: string;
   id: string;
@@ -48,8 +57,7 @@ export async function readCaretakerStatus(db: Executor, s: string): Promise<Care
   );
   const last = await db.query<LastRunRow>(
     `SELECT started_at, finished_at, repair, report->'totals' AS totals, report->'ms' AS ms,
-         (SELECT count(*) FROM jsonb_array_elements(coalesce(report->'entities', '[]')) e
-          WHERE e ? 'error') AS failed
+         ${FAILED_ENTITIES} AS failed
        FROM ${s}.reconcile_runs ORDER BY id DESC LIMIT 1`,
   );
   return {
@@ -128,8 +136,7 @@ export async function listReconcileRuns(
   const before = options.before && /^[0-9]{1,18}$/.test(options.before) ? options.before : null;
   const r = await db.query<LastRunRow & { id: string; total: string }>(
     `SELECT id::text, started_at, finished_at, repair, report->'totals' AS totals, report->'ms' AS ms,
-         (SELECT count(*) FROM jsonb_array_elements(coalesce(report->'entities', '[]')) e
-          WHERE e ? 'error') AS failed,
+         ${FAILED_ENTITIES} AS failed,
          (SELECT count(*) FROM ${s}.reconcile_runs) AS total
        FROM ${s}.reconcile_runs WHERE ($1::bigint IS NULL OR id < $1)
       ORDER BY id DESC LIMIT $2`,

@@ -54,17 +54,17 @@ export async function caretakerRunPage(ctx: PageContext, id: string): Promise<Pa
   const run = await readReconcileReport(ctx.db, ctx.schemaSql, id);
   if (!run) throw new NotFoundError(`no caretaker run ${id}.`);
   const report = run.report;
-  const entities = (report.entities ?? []).map(
+  const entities = objects(report.entities).map(
     (e) => html`<h2>Entity ${e.entity ?? '?'} (owner ${e.owner ?? '?'})</h2>
 ${e.error ? html`<p class="notice error">check failed: ${e.error}</p>` : ''}
-<p>${Object.entries(e.counts ?? {})
-      .filter(([, n]) => n > 0)
+<p>${Object.entries(isObject(e.counts) ? e.counts : {})
+      .filter(([, n]) => typeof n === 'number' && n > 0)
       .map(
         ([name, n]) => html`${name} ${n}; `,
       )} repaired ${e.repaired ?? 0}, quarantined ${e.quarantined ?? 0}</p>
 ${table(
   ['id', 'class', 'action'],
-  (e.examples ?? []).map((f) => [
+  objects(e.examples).map((f) => [
     html`<span class="mono">${f.id ?? ''}</span>`,
     f.class ?? '',
     f.action ?? '',
@@ -73,7 +73,7 @@ ${table(
 )}
 ${table(
   ['reference', 'dangling', 'policy not applied', 'restrict violations', 'repaired'],
-  (e.referencingRows ?? []).map((r) => [
+  objects(e.referencingRows).map((r) => [
     r.reference ?? '',
     r.dangling ?? 0,
     r.policyNotApplied ?? 0,
@@ -85,7 +85,7 @@ ${table(
   );
   const invariants = table(
     ['invariant', 'violations', 'remedied', 'examples'],
-    (report.invariants ?? []).map((i) => [
+    objects(report.invariants).map((i) => [
       i.name ?? '',
       i.violations ?? 0,
       i.remedied ?? 0,
@@ -102,4 +102,13 @@ ${entities}<h2>Invariants</h2>${invariants}
 <h2>Totals</h2><pre>${lines(JSON.stringify(report.totals ?? {}, null, 2))}</pre>
 <p><a href="${ctx.base}/caretaker">← all runs</a></p>`,
   };
+}
+
+/** The objects of a list from a stored report (written by any Baton version, or by hand): nothing else. */
+function objects<T extends object>(value: T[] | undefined): T[] {
+  return Array.isArray(value) ? value.filter(isObject) : [];
+}
+
+function isObject(value: unknown): value is Record<string, never> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -1,8 +1,9 @@
-import { BatonError } from '../core/errors.ts';
+import { BatonError, InvalidInputError } from '../core/errors.ts';
 import { noTelemetry, type Telemetry } from '../core/telemetry.ts';
 import type { Database } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
 import type { HttpRequestLike, HttpResponseLike } from '../http/http-types.ts';
+import { DatabaseNonces } from '../http/nonce-store.ts';
 import type { RequestHead, ServiceHandler } from '../http/service-handler.ts';
 import { caretakerPage, caretakerRunPage } from './caretaker-pages.ts';
 import {
@@ -20,12 +21,7 @@ import {
   type PageResult,
   SECURITY_HEADERS,
 } from './layout.ts';
-import {
-  type OperatorCredentials,
-  OperatorSessions,
-  SESSION_COOKIE,
-  type Session,
-} from './operator-sessions.ts';
+import { type OperatorCredentials, OperatorSessions, type Session } from './operator-sessions.ts';
 import { overviewPage } from './overview-page.ts';
 import { approveQuarantineAction, referencesPage } from './reference-pages.ts';
 import { abortSagaAction, retrySagaAction, sagaPage, sagasPage } from './saga-pages.ts';
@@ -129,8 +125,22 @@ const ROUTES: readonly Route[] = [
   },
 ];
 
+/**
+ * An id from the path: decoded, and refused (400) when malformed or holding
+ * control characters or spaces — never passed on to a query or a header.
+ */
 function arg(match: RegExpExecArray): string {
-  return decodeURIComponent(match[1] ?? '');
+  let id: string;
+  try {
+    id = decodeURIComponent(match[1] ?? '');
+  } catch {
+    throw new InvalidInputError('the id in the path is not valid percent-encoding.');
+  }
+  if (!/^[^\p{Cc}\p{Cf}\p{Z}\p{Cs}]+$/u.test(id))
+    throw new InvalidInputError(
+      'the id in the path holds spaces or control characters: no id does.',
+    );
+  return id;
 }
 
 /** Errors an operator can act on, by what they mean; anything else is the database (503). */
@@ -163,7 +173,12 @@ export function createDashboard(options: DashboardOptions): ServiceHandler {
   const sessions = new OperatorSessions(
     options.operators,
     (options.sessionMinutes ?? 480) * 60_000,
+    Date.now,
+    `${options.service}\n${basePath}`,
   );
+  // Logouts: the session id, kept until the session would have ended.
+  const logouts = new DatabaseNonces(options.db, schemaSql);
+  const loggedOut = (session: Session) => logouts.has(`dashboard-logout:${session.id}`, Date.now());
   const history = new LagHistory(options.db, schemaSql, options.sampleEveryMs ?? 10_000);
   history.start();
   const telemetry = options.telemetry ?? noTelemetry;
@@ -203,7 +218,8 @@ export function createDashboard(options: DashboardOptions): ServiceHandler {
       return answer(404, frame(site, 'Not found', html`<p>No such page.</p>`));
     if (request.method === 'GET' && path === '/login') return loginPage(200);
     if (request.method === 'POST' && path === '/login') return logIn(request);
-    const session = sessions.fromCookies(request.headers.cookie);
+    const carried = sessions.fromCookies(request.headers.cookie);
+    const session = carried && !(await loggedOut(carried)) ? carried : undefined;
     if (!session) {
       return request.method === 'GET'
         ? redirect('/login')
@@ -221,7 +237,10 @@ export function createDashboard(options: DashboardOptions): ServiceHandler {
           403,
           frame(site, 'Refused', html`<p>Refused: ${refused}. Reload the page and try again.</p>`),
         );
-      if (path === '/logout') return redirect('/login', { 'set-cookie': cookie('', 0) });
+      if (path === '/logout') {
+        await logouts.remember(`dashboard-logout:${session.id}`, session.expires, Date.now());
+        return redirect('/login', { 'set-cookie': cookie('', 0) });
+      }
     }
     const routed = ROUTES.filter((r) => r.pattern.test(path));
     const route = routed.find((r) => r.method === request.method);
@@ -258,7 +277,10 @@ export function createDashboard(options: DashboardOptions): ServiceHandler {
       if ('redirect' in result) return redirect(result.redirect);
       return answer(result.status ?? 200, frame(ctx, result.title, result.body, result.notice));
     } catch (error) {
-      const known = error instanceof BatonError ? STATUS_BY_CODE[error.code] : undefined;
+      // A value PostgreSQL refuses as data (SQLSTATE class 22: a NUL, a bad number) is bad input too.
+      const badValue = String((error as { code?: unknown })?.code ?? '').startsWith('22');
+      const known =
+        error instanceof BatonError ? STATUS_BY_CODE[error.code] : badValue ? 400 : undefined;
       const text = known
         ? (error as Error).message
         : 'The service’s database did not answer; try again in a moment.';
@@ -286,7 +308,7 @@ export function createDashboard(options: DashboardOptions): ServiceHandler {
   }
 
   function cookie(value: string, maxAgeSeconds: number): string {
-    return `${SESSION_COOKIE}=${value}; Path=${basePath}; Max-Age=${maxAgeSeconds}; HttpOnly; SameSite=Strict${options.secureCookies ? '; Secure' : ''}`;
+    return `${sessions.cookieName}=${value}; Path=${basePath}; Max-Age=${maxAgeSeconds}; HttpOnly; SameSite=Strict${options.secureCookies ? '; Secure' : ''}`;
   }
 
   return {

@@ -1,6 +1,7 @@
 import {
   discardDeadLetters,
   listDeadLetters,
+  parseInboxId,
   retryDeadLetters,
   showDeadLetter,
 } from '../messaging/dead-letters.ts';
@@ -101,11 +102,13 @@ const NOTICES: Record<string, { kind: 'ok'; text: string }> = {
 };
 
 export async function retryDeadLetter(ctx: PageContext, id: string): Promise<PageResult> {
-  await retryDeadLetters(ctx.db, { ids: [id] }, { schema: ctx.schema });
-  return { redirect: `/dead-letters/${id}?done=retried` };
+  const inboxId = parseInboxId(id);
+  await retryDeadLetters(ctx.db, { ids: [inboxId] }, { schema: ctx.schema });
+  return { redirect: `/dead-letters/${inboxId}?done=retried` };
 }
 
 export async function discardDeadLetter(ctx: PageContext, id: string): Promise<PageResult> {
-  await discardDeadLetters(ctx.db, [id], { schema: ctx.schema });
-  return { redirect: `/dead-letters/${id}?done=discarded` };
+  const inboxId = parseInboxId(id);
+  await discardDeadLetters(ctx.db, [inboxId], { schema: ctx.schema });
+  return { redirect: `/dead-letters/${inboxId}?done=discarded` };
 }

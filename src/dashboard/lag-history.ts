@@ -41,8 +41,16 @@ export class LagHistory {
     await this.reading;
   }
 
-  /** Records a status read by a page (so a page view is a sample too). */
-  record(status: MessagingStatus, at = Date.now()): void {
+  /**
+   * Records a status a page read, when no sample is newer than half the
+   * interval: page views fill in, but reloading cannot push the history out.
+   */
+  recordIfDue(status: MessagingStatus, at = Date.now()): void {
+    const last = this.samples.at(-1);
+    if (!last || at - last.at >= this.everyMs / 2) this.record(status, at);
+  }
+
+  private record(status: MessagingStatus, at = Date.now()): void {
     const subscriptions: LagSample['subscriptions'] = {};
     for (const s of status.subscriptions)
       subscriptions[s.name] = {

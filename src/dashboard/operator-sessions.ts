@@ -7,8 +7,13 @@ import { InvalidInputError } from '../core/errors.ts';
  * `HttpOnly` (no script reads it), `SameSite=Strict` (no other site's page
  * sends it) — holding a random id, its expiry and a MAC over both; and a
  * CSRF token, a MAC of the session id, that every form carries and every
- * POST must return. Nothing is stored: any instance of the service with the
- * same tokens accepts the session, and changing the tokens ends every one.
+ * POST must return. A session belongs to one service's dashboard (its name
+ * and path are in the MAC): browsers send a host's cookies to every port of
+ * it, so another service's dashboard on the same host — even with the same
+ * token — does not take it. Nothing is stored but logouts (the session id, in
+ * the service's database until the session would have expired): any
+ * instance with the same tokens accepts a session, changing the tokens ends
+ * every one.
  */
 export interface OperatorCredentials {
   /** Tokens an operator may log in with (each at least 16 characters; several allow rotation). */
@@ -18,6 +23,8 @@ export interface OperatorCredentials {
 export interface Session {
   id: string;
   csrf: string;
+  /** When the session ends (ms since the epoch). */
+  expires: number;
 }
 
 const MIN_TOKEN_LENGTH = 16;
@@ -27,10 +34,15 @@ export class OperatorSessions {
   private readonly key: Buffer;
   private readonly tokens: Buffer[];
 
+  /** The cookie's name: one per service, so an operator may be logged in to several on one host. */
+  readonly cookieName: string;
+
   constructor(
     credentials: OperatorCredentials,
     private readonly lifetimeMs: number,
     private readonly now: () => number = Date.now,
+    /** Whose dashboard: the service and its path (a session is good for this one only). */
+    scope = 'baton\n/dashboard',
   ) {
     const tokens = credentials?.tokens;
     if (
@@ -45,8 +57,9 @@ export class OperatorSessions {
     // Hashed first, so comparing a login against each costs the same whatever its length.
     this.tokens = tokens.map(digest);
     this.key = createHmac('sha256', 'baton-dashboard-session')
-      .update([...tokens].sort().join('\n'))
+      .update(`${scope}\n${[...tokens].sort().join('\n')}`)
       .digest();
+    this.cookieName = `${SESSION_COOKIE}_${scope.split('\n')[0]?.replace(/[^A-Za-z0-9_-]/g, '_')}`;
   }
 
   /** Whether `given` is one of the operator tokens (constant time per token). */
@@ -67,14 +80,20 @@ export class OperatorSessions {
     };
   }
 
-  /** The session a cookie header carries, if it is ours, intact and not expired. */
+  /**
+   * The session a cookie header carries, if it is ours, intact and not
+   * expired. Every cookie of its name is tried: a page on another port of the
+   * host may set one more (under a narrower path) to shadow it.
+   */
   fromCookies(header: string | undefined): Session | undefined {
-    const value = cookieValue(header, SESSION_COOKIE);
-    const [id, expires, mac] = value?.split('.') ?? [];
-    if (!id || !expires || !mac || !/^[0-9]{1,15}$/.test(expires)) return undefined;
-    if (!safeEqual(mac, this.mac(`${id}.${expires}`))) return undefined;
-    if (Number(expires) <= this.now()) return undefined;
-    return { id, csrf: this.mac(`csrf.${id}`) };
+    for (const value of cookieValues(header, this.cookieName)) {
+      const [id, expires, mac] = value.split('.');
+      if (!id || !expires || !mac || !/^[0-9]{1,15}$/.test(expires)) continue;
+      if (!safeEqual(mac, this.mac(`${id}.${expires}`))) continue;
+      if (Number(expires) <= this.now()) continue;
+      return { id, csrf: this.mac(`csrf.${id}`), expires: Number(expires) };
+    }
+    return undefined;
   }
 
   /** Whether a form's CSRF token belongs to this session. */
@@ -97,11 +116,12 @@ function safeEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** One cookie's value from a `Cookie` header. */
-function cookieValue(header: string | undefined, name: string): string | undefined {
+/** The values of every cookie of this name in a `Cookie` header. */
+function cookieValues(header: string | undefined, name: string): string[] {
+  const values: string[] = [];
   for (const part of header?.split(';') ?? []) {
     const at = part.indexOf('=');
-    if (at > 0 && part.slice(0, at).trim() === name) return part.slice(at + 1).trim();
+    if (at > 0 && part.slice(0, at).trim() === name) values.push(part.slice(at + 1).trim());
   }
-  return undefined;
+  return values;
 }

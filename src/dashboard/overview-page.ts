@@ -14,7 +14,7 @@ import { age, type PageContext, type PageResult, state, table, when } from './la
 export async function overviewPage(ctx: PageContext): Promise<PageResult> {
   const { db, schemaSql: s } = ctx;
   const messaging = await readMessagingStatus(db, s);
-  ctx.history.record(messaging);
+  ctx.history.recordIfDue(messaging);
   const sagas = await readSagasStatus(db, s);
   const references = (await referencesInstalled(db, s))
     ? { ...(await readReferenceTablesStatus(db, s)), ...(await readCaretakerStatus(db, s)) }

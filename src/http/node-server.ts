@@ -147,8 +147,36 @@ export async function answerNodeRequest(
     options.budget.held -= held.bytes;
   }
   if (res.destroyed) return;
-  res.writeHead(response.status, response.headers);
-  res.end(response.body);
+  writeAnswer(res, response);
+}
+
+/**
+ * Writes an answer; one Node refuses to write (a header holding a line break
+ * or another character not allowed there, built from a request's data) is
+ * a 500 instead — never an exception that ends the process.
+ */
+function writeAnswer(
+  res: ServerResponse,
+  response: HttpResponseLike,
+  extra: Record<string, string> = {},
+): void {
+  let head: { status: number; headers: Record<string, string>; body: string } = {
+    status: response.status,
+    headers: { ...response.headers, ...extra },
+    body: response.body,
+  };
+  try {
+    res.writeHead(head.status, head.headers);
+  } catch {
+    const internal = errorResponse(
+      500,
+      'BATON_INTERNAL',
+      'internal error: the answer could not be written',
+    );
+    head = { status: 500, headers: { ...internal.headers, ...extra }, body: internal.body };
+    res.writeHead(head.status, head.headers);
+  }
+  res.end(head.body);
 }
 
 /**
@@ -169,8 +197,7 @@ function answerEarly(
   const answer = (close: boolean) => {
     if (answered || res.destroyed) return;
     answered = true;
-    const headers = close ? { ...response.headers, connection: 'close' } : response.headers;
-    res.writeHead(response.status, headers).end(response.body);
+    writeAnswer(res, response, close ? { connection: 'close' } : {});
   };
   const announced = Number(req.headers['content-length'] ?? '0');
   if (!(announced <= cap) || req.readableEnded) {

@@ -43,6 +43,16 @@ export class DatabaseNonces implements NonceStore {
     );
     return taken.rows.length === 1;
   }
+
+  /** Whether `nonce` is remembered and not expired (without remembering it). */
+  async has(nonce: string, now: number): Promise<boolean> {
+    const r = await queryPrepared(
+      this.db,
+      `SELECT 1 FROM ${this.schemaSql}.seen_nonces WHERE nonce = $1 AND expires_at >= $2`,
+      [nonce, now],
+    );
+    return r.rows.length === 1;
+  }
 }
 
 /**

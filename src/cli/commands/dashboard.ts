@@ -151,10 +151,13 @@ async function serveDashboard(
     server = await listen(dashboard, local);
     const { port } = server.server.address() as AddressInfo;
     const host = local.host.includes(':') ? `[${local.host}]` : local.host;
+    // Listening for the signals before saying where it serves: whoever reads the
+    // line may stop it at once (a signal with no listener yet would kill it).
+    const stopped = untilStopped();
     printLines(io, [
       `dashboard for ${service} at http://${host}:${port}${local.basePath}/ (log in with the operator token)`,
     ]);
-    await untilStopped();
+    await stopped;
   } finally {
     await server?.close();
     await dashboard?.close();
