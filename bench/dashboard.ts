@@ -145,7 +145,7 @@ export async function run(flags: BenchFlags): Promise<void> {
       body: Buffer.from(`token=${TOKEN}`),
     });
     const cookie = login.headers['set-cookie']?.split(';')[0];
-    if (login.status !== 303 || !cookie?.startsWith('baton_dashboard='))
+    if (login.status !== 303 || !cookie?.startsWith('baton_dashboard_'))
       throw new Error(`login failed: ${login.status} ${JSON.stringify(login.headers)}`);
     const get = (pageUrl: string) =>
       handler.handle({ method: 'GET', url: pageUrl, headers: { cookie, host: 'x' } });
@@ -477,7 +477,7 @@ async function loadSagas(db: PgDatabase, rows: number): Promise<void> {
  * the partial indexes find them quickly. Sealed with `baton.inbox_seal`,
  * as the consumer's insert does.
  */
-async function loadInbox(db: PgDatabase, rows: number, handled: number): Promise<void> {
+export async function loadInbox(db: PgDatabase, rows: number, handled: number): Promise<void> {
   await db.query(
     `INSERT INTO baton.subscriptions (name, source, cursor, types, on_dead_letter, seal)
      SELECT name, 'orders', $2::text, '{}', 'block-key', baton.cursor_seal(name, $2::text)

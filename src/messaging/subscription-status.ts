@@ -97,8 +97,9 @@ export async function hasPositions(db: Executor, s: string): Promise<boolean> {
 
 /**
  * The subscriptions with their figures. The inbox figures come from one
- * statement (one snapshot); it reads every open inbox entry, so it is for
- * operators, not for a hot path. On a schema without migration 8 the mode
+ * statement (one snapshot), each from its own index range per subscription
+ * (partial indexes on pending, dead and blocking entries): its cost follows
+ * the open entries, not the inbox's history. On a schema without migration 8 the mode
  * reads as the default and nothing is stuck or lost (none was recorded).
  */
 export async function readSubscriptions(db: Executor, s: string): Promise<SubscriptionStatus[]> {
@@ -109,33 +110,31 @@ export async function readSubscriptions(db: Executor, s: string): Promise<Subscr
          THEN true ELSE false END AS stuck, s.oldest_retained`
     : `'block-key' AS on_dead_letter, NULL::timestamptz AS cursor_expired_at, false AS stuck,
        NULL::text AS oldest_retained`;
-  const mode = positions ? 't.on_dead_letter' : `'block-key'`;
+  const mode = positions ? 's.on_dead_letter' : `'block-key'`;
+  // Each figure its own index range per subscription, so the cost follows the
+  // open entries of the figure, not the inbox: counts from the partial indexes
+  // alone; blocked keys from inbox_blockers; entries behind a blocker by
+  // looking, for each pending entry, for a blocker before it in its key.
+  const blocker = `((b.status = 'pending' AND b.attempts > 0)
+    OR (b.status = 'dead' AND b.type IS NOT NULL AND ${mode} = 'block-key'))`;
   const result = await db.query<SubscriptionRow>(
     `SELECT s.name, s.source, s.cursor, s.updated_at, ${columns},
-       coalesce(o.pending, 0) AS pending, coalesce(o.dead, 0) AS dead,
-       coalesce(o.oldest_pending, 0)::float8 AS oldest_pending,
-       coalesce(o.blocked_keys, 0) AS blocked_keys, coalesce(o.blocked_entries, 0) AS blocked_entries
+       (SELECT count(*) FROM ${s}.inbox i WHERE i.subscription = s.name AND i.status = 'pending') AS pending,
+       (SELECT count(*) FROM ${s}.inbox i WHERE i.subscription = s.name AND i.status = 'dead') AS dead,
+       (SELECT coalesce(greatest(extract(epoch FROM now() - min(i.received_at)), 0), 0)
+          FROM ${s}.inbox i WHERE i.subscription = s.name AND i.status = 'pending')::float8 AS oldest_pending,
+       CASE WHEN ${mode} = 'block-key'
+         THEN (SELECT count(DISTINCT b.key) FROM ${s}.inbox b WHERE b.subscription = s.name
+                 AND ((b.status = 'pending' AND b.attempts > 0) OR (b.status = 'dead' AND b.type IS NOT NULL)))
+         ELSE (SELECT count(DISTINCT b.key) FROM ${s}.inbox b WHERE b.subscription = s.name
+                 AND b.status = 'pending' AND b.attempts > 0)
+       END AS blocked_keys,
+       (SELECT count(*) FROM ${s}.inbox p
+          WHERE p.subscription = s.name AND p.status = 'pending'
+            AND EXISTS (SELECT 1 FROM ${s}.inbox b
+              WHERE b.subscription = p.subscription AND b.key = p.key AND b.id < p.id
+                AND b.status IN ('pending', 'dead') AND ${blocker})) AS blocked_entries
      FROM ${s}.subscriptions s
-     LEFT JOIN (
-       SELECT subscription,
-         count(*) FILTER (WHERE status = 'pending') AS pending,
-         count(*) FILTER (WHERE status = 'dead') AS dead,
-         greatest(extract(epoch FROM now() - min(received_at) FILTER (WHERE status = 'pending')), 0)
-           AS oldest_pending,
-         count(DISTINCT key) FILTER (WHERE blocker) AS blocked_keys,
-         count(*) FILTER (WHERE status = 'pending' AND behind) AS blocked_entries
-       FROM (
-         SELECT e.subscription, e.key, e.status, e.received_at, e.blocker,
-           coalesce(bool_or(e.blocker) OVER (PARTITION BY e.subscription, e.key ORDER BY e.id
-             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS behind
-         FROM (
-           SELECT i.subscription, i.key, i.id, i.status, i.received_at,
-             (i.status = 'pending' AND i.attempts > 0)
-               OR (i.status = 'dead' AND i.type IS NOT NULL AND ${mode} = 'block-key')
-               AS blocker
-           FROM ${s}.inbox i JOIN ${s}.subscriptions t ON t.name = i.subscription
-           WHERE i.status IN ('pending', 'dead')) e) x
-       GROUP BY subscription) o ON o.subscription = s.name
      ORDER BY s.name`,
   );
   const losses = positions ? await readDataLoss(db, s) : [];

@@ -48,15 +48,18 @@ export async function readSagasStatus(db: Executor, s: string): Promise<SagasSta
   if (!installed.rows[0]?.ok) {
     return { installed: false, counts, stuck: { total: 0, items: [] }, oldestActive: null };
   }
+  // One index-only count per state (sagas_by_state), not a scan of every saga ever run.
   const byState = await db.query<{ state: SagaState; n: string }>(
-    `SELECT state, count(*) AS n FROM ${s}.sagas GROUP BY state`,
+    `SELECT state, (SELECT count(*) FROM ${s}.sagas g WHERE g.state = x.state) AS n
+       FROM unnest($1::text[]) AS x(state)`,
+    [SAGA_STATES],
   );
   for (const row of byState.rows) counts[row.state] = Number(row.n);
   const stuck = await db.query<StuckRow>(
     `SELECT id, name, key, stuck_from, error, created_at, updated_at, count(*) OVER () AS total
        FROM ${s}.sagas WHERE state = 'stuck' ORDER BY updated_at, id LIMIT ${LIST_LIMIT}`,
   );
-  // The partial index sagas_ready covers exactly the active states.
+  // The partial index sagas_active holds exactly the active states, oldest first.
   const oldest = await db.query<OldestRow>(
     `SELECT id, name, state, created_at, waiting_for,
          greatest(extract(epoch FROM now() - created_at), 0)::float8 AS age
