@@ -158,6 +158,25 @@ describe('the dashboard under attack', () => {
       ).toBe(400);
   });
 
+  it('approves every quarantined orphan at once, past the 100 listed', async () => {
+    await database.db.query(
+      "INSERT INTO baton.quarantine (entity, id) SELECT 'customer', 'ghost-' || g FROM generate_series(1, 120) g",
+    );
+    const { cookie, csrf } = await logIn(orders);
+    const page = await (
+      await fetch(`${orders.url}/dashboard/references`, { headers: { cookie } })
+    ).text();
+    expect(page).toContain('Approve all 120');
+    const answer = await post(orders, '/quarantine/approve-all', cookie, `csrf=${csrf}`);
+    expect([answer.status, answer.headers.get('location')]).toEqual([
+      303,
+      '/dashboard/references?done=approved-all',
+    ]);
+    const left = await database.db.query('SELECT 1 FROM baton.quarantine WHERE NOT approved');
+    expect(left.rowCount).toBe(0);
+    expect((await post(orders, '/quarantine/approve-all', cookie, 'csrf=forged')).status).toBe(403);
+  });
+
   it('shows the caretaker pages whatever a stored report holds', async () => {
     const { cookie } = await logIn(orders);
     const list = await fetch(`${orders.url}/dashboard/caretaker`, { headers: { cookie } });

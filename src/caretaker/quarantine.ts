@@ -23,3 +23,13 @@ export async function approveQuarantined(
       `no ${entity} ${id} in quarantine: a caretaker run repaired it meanwhile, or it was never there.`,
     );
 }
+
+/**
+ * Approves every suspected orphan in quarantine at once (what `baton
+ * reconcile --repair --approve` does for its run): the next repairing run
+ * repairs them all. Returns how many were approved now.
+ */
+export async function approveAllQuarantined(db: Executor, schemaSql: string): Promise<number> {
+  const r = await db.query(`UPDATE ${schemaSql}.quarantine SET approved = true WHERE NOT approved`);
+  return r.rowCount ?? 0;
+}

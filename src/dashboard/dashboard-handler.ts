@@ -23,7 +23,11 @@ import {
 } from './layout.ts';
 import { type OperatorCredentials, OperatorSessions, type Session } from './operator-sessions.ts';
 import { overviewPage } from './overview-page.ts';
-import { approveQuarantineAction, referencesPage } from './reference-pages.ts';
+import {
+  approveAllQuarantineAction,
+  approveQuarantineAction,
+  referencesPage,
+} from './reference-pages.ts';
 import { abortSagaAction, retrySagaAction, sagaPage, sagasPage } from './saga-pages.ts';
 
 export interface DashboardOptions {
@@ -104,6 +108,12 @@ const ROUTES: readonly Route[] = [
     pattern: /^\/references$/,
     describe: '/references',
     page: (c) => referencesPage(c),
+  },
+  {
+    method: 'POST',
+    pattern: /^\/quarantine\/approve-all$/,
+    describe: '/quarantine/approve-all',
+    page: (c) => approveAllQuarantineAction(c),
   },
   {
     method: 'POST',

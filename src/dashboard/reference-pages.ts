@@ -1,4 +1,4 @@
-import { approveQuarantined } from '../caretaker/quarantine.ts';
+import { approveAllQuarantined, approveQuarantined } from '../caretaker/quarantine.ts';
 import { readCaretakerStatus } from '../caretaker/status.ts';
 import { InvalidInputError } from '../core/errors.ts';
 import {
@@ -80,7 +80,7 @@ export async function referencesPage(ctx: PageContext): Promise<PageResult> {
         : undefined,
     body: html`<h2>Replicas held here</h2>${replicaTable}
 <h2>Restrict deletes waiting for votes (${tables.pendingDeletes.total})</h2>${pending}
-<h2>Quarantine (${caretaker.quarantine.total})</h2><p class="muted">Replica rows the owner has never heard of. Repaired once a second repairing run confirms them, or once approved.</p>${quarantine}
+<h2>Quarantine (${caretaker.quarantine.total})</h2><p class="muted">Replica rows the owner has never heard of. Repaired once a second repairing run confirms them, or once approved.${caretaker.quarantine.total > caretaker.quarantine.items.length ? ` The oldest ${caretaker.quarantine.items.length} are listed.` : ''}</p>${quarantine}${caretaker.quarantine.total > 1 ? html`<p>${actionButton(ctx, '/quarantine/approve-all', `Approve all ${caretaker.quarantine.total}`)}</p>` : ''}
 <h2>Policy actions</h2><p>${tables.policyActions.total} taken, ${tables.policyActions.rowsAffected} rows affected, ${tables.policyActions.apologies} apologies (on references that slipped through).</p>${missing}`,
   };
 }
@@ -95,4 +95,9 @@ export async function approveQuarantineAction(
     throw new InvalidInputError('approve needs the entity and the id of the quarantined row.');
   await approveQuarantined(ctx.db, ctx.schemaSql, entity, id);
   return { redirect: '/references?done=approved' };
+}
+
+export async function approveAllQuarantineAction(ctx: PageContext): Promise<PageResult> {
+  await approveAllQuarantined(ctx.db, ctx.schemaSql);
+  return { redirect: '/references?done=approved-all' };
 }
