@@ -1,6 +1,7 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type NatsCluster, startNatsCluster } from '../examples/shop/nats-cluster.ts';
 import {
   type Baton,
   createBaton,
@@ -13,7 +14,6 @@ import { natsSource, natsTransport, streamName, subjectFor } from '../src/nats.t
 import type { TestDatabase } from '../src/testing/index.ts';
 import { encodeEventLine } from '../src/transports/http-feed/wire-format.ts';
 import { eventually, freshDatabase } from './helpers.ts';
-import { type NatsCluster, startNatsCluster } from './support/nats-cluster.ts';
 
 /*
  * NATS JetStream as the transport (issue 14), on a real 3-node cluster on
@@ -60,6 +60,8 @@ describe('NATS JetStream transport on a 3-node cluster', () => {
       name: 'consumer-from-producer',
       source: await natsSource({ connection: consumerNc, service: 'producer' }),
       fetchWaitMs: 1_000,
+      // Small batches: a repaired copy lands at the end of the stream, well past one fetch.
+      batchSize: 20,
       backoff: { baseMs: 20, maxMs: 200 },
     });
     consumer.subscribe('thing.made', async (event, tx) => {
@@ -152,7 +154,8 @@ describe('NATS JetStream transport on a 3-node cluster', () => {
     await untilDispatched();
     const jsm = await jetstreamManager(producerNc);
     const last = (await jsm.streams.info(STREAM)).state.last_seq;
-    // Behind Baton's back: two in the middle, and the last two (nothing after them shows the gap).
+    // Behind Baton's back: two in the middle (their copies will land 30 messages on, past
+    // what one fetch reads), and the last two (nothing after them shows the gap).
     for (const seq of [last - 30, last - 29, last - 1, last])
       expect(await jsm.streams.deleteMessage(STREAM, seq)).toBe(true);
     await consumer.start();

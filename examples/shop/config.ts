@@ -27,6 +27,8 @@ export interface ServiceConfig {
   consumer?: ConsumerSettings;
   /** Record this process's spans (OpenTelemetry SDK) as JSON lines in this file (the trace test). */
   traceFile?: string;
+  /** Events travel over NATS JetStream on this cluster instead of the HTTP feed. */
+  natsServers?: string[];
 }
 
 /** What a service may tune of its consumers (the rest is fixed in service-base.ts). */

@@ -7,6 +7,7 @@
  *   npm run demo                    run the story, check, stop
  *   npm run demo -- --keep-running  leave the services up and print their URLs
  *   npm run demo -- --separate-clusters   one PostgreSQL per service
+ *   npm run demo -- --transport nats      events over NATS JetStream (a 3-node cluster on loopback)
  */
 import { integrityChecks } from './integrity.ts';
 import { startShop } from './launcher.ts';
@@ -14,12 +15,24 @@ import { story } from './story.ts';
 
 const args = new Set(process.argv.slice(2));
 const keepRunning = args.has('--keep-running');
+const transportArg = process.argv[process.argv.indexOf('--transport') + 1];
+const transport = process.argv.includes('--transport') ? transportArg : 'http';
+if (transport !== 'http' && transport !== 'nats') {
+  console.error(`--transport must be http or nats (got ${JSON.stringify(transportArg)})`);
+  process.exit(2);
+}
+const between: 'http' | 'nats' = transport;
 const say = (line = '') => console.log(line);
 const step = (line: string) => say(`\n▶ ${line}`);
 
 async function main(): Promise<number> {
-  step('starting PostgreSQL (embedded, from npm) and three services, each with its own database');
-  const shop = await startShop({ separateClusters: args.has('--separate-clusters') });
+  step(
+    `starting PostgreSQL (embedded, from npm) and three services, each with its own database${between === 'nats' ? ', and a 3-node NATS JetStream cluster between them' : ''}`,
+  );
+  const shop = await startShop({
+    separateClusters: args.has('--separate-clusters'),
+    transport: between,
+  });
   try {
     for (const [name, url] of Object.entries(shop.urls)) say(`  ${name.padEnd(9)} ${url}`);
     await story(shop, say);

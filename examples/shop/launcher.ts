@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { generateServiceKeys } from '../../src/index.ts';
 import { type EmbeddedPostgres, freePort, startEmbeddedPostgres } from '../../src/pg.ts';
 import type { ConsumerSettings, ServiceConfig } from './config.ts';
+import { type NatsCluster, startNatsCluster } from './nats-cluster.ts';
 
 export const SERVICES = ['customers', 'orders', 'loyalty'] as const;
 export type ServiceName = (typeof SERVICES)[number];
@@ -27,6 +28,8 @@ export interface ShopOptions {
   consumers?: Partial<Record<ServiceName, ConsumerSettings>>;
   /** Each service records its spans in `<traceDir>/<service>.jsonl` (OpenTelemetry SDK in the process). */
   traceDir?: string;
+  /** Between the services: the HTTP feed (default), or NATS JetStream on a 3-node cluster started here. */
+  transport?: 'http' | 'nats';
 }
 
 /** A service process that ended without being told to (not killed, restarted or stopped by us). */
@@ -48,6 +51,8 @@ export interface RunningShop {
   identities: Record<ServiceName, ServiceKeys>;
   adminToken: string;
   clusters: EmbeddedPostgres[];
+  /** The JetStream cluster, with `transport: 'nats'`. */
+  nats: NatsCluster | undefined;
   process(name: ServiceName): ChildProcess | undefined;
   /** Service processes that died on their own since the start (a crash is a bug: workers must not die). */
   unexpectedExits: UnexpectedExit[];
@@ -78,6 +83,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     clusters.push(cluster);
     for (const name of SERVICES) databaseUrls[name] = await cluster.createDatabase(name);
   }
+  const nats = options.transport === 'nats' ? await startNatsCluster(3) : undefined;
   const ports = {} as Record<ServiceName, number>;
   for (const name of SERVICES) ports[name] = options.ports?.[name] ?? (await freePort());
   const urls = Object.fromEntries(
@@ -119,6 +125,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     leaseMs: options.leaseMs,
     consumer: options.consumers?.[name],
     traceFile: options.traceDir ? join(options.traceDir, `${name}.jsonl`) : undefined,
+    natsServers: nats?.servers,
     instance: `${name}-${process.pid}`,
   });
 
@@ -175,6 +182,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     identities,
     adminToken,
     clusters,
+    nats,
     process: (name) => children.get(name),
     unexpectedExits,
     signal(name, signal) {
@@ -207,6 +215,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
         ),
       );
       for (const cluster of clusters) await cluster.stop();
+      await nats?.stop();
     },
   };
 }

@@ -1,9 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
+import { connect } from '@nats-io/transport-node';
 import {
   type Baton,
   type ClientAuth,
   type Consumer,
   createBaton,
+  type EventSource,
   httpFeedSource,
   type Logger,
   type OwnerClient,
@@ -12,6 +14,7 @@ import {
   participantClient,
   serveHttp,
 } from '../../src/index.ts';
+import { natsSource, natsTransport } from '../../src/nats.ts';
 import { PgDatabase } from '../../src/pg.ts';
 import type { ServiceConfig } from './config.ts';
 import { type ApiRoute, json, problem, routeApi } from './http-api.ts';
@@ -80,6 +83,8 @@ async function startOn(
 ): Promise<RunningService> {
   const baton = createBaton({ db, service: config.service, logger });
   await baton.migrate();
+  const nats = config.natsServers ? await natsLink(config.natsServers, config.service) : undefined;
+  if (nats) started.unshift(() => nats.close());
   const consumers: Consumer[] = [];
   const { keyId, privateKey, peers } = config.keys;
   // Signs as this service; takes only answers signed by the peer called.
@@ -91,14 +96,16 @@ async function startOn(
     consumerOf(peer, name) {
       const consumer = baton.consumer({
         name: name ?? `${config.service}-from-${peer}`,
-        source: httpFeedSource({
-          name: peer,
-          url: `${config.peers[peer]}/baton`,
-          auth,
-          requestTimeoutMs: 5_000,
-          // The shop's batches are small: an answer past 16 MiB is a hostile peer's.
-          maxResponseBytes: 16 * 1024 * 1024,
-        }),
+        source: nats
+          ? nats.sourceOf(peer)
+          : httpFeedSource({
+              name: peer,
+              url: `${config.peers[peer]}/baton`,
+              auth,
+              requestTimeoutMs: 5_000,
+              // The shop's batches are small: an answer past 16 MiB is a hostile peer's.
+              maxResponseBytes: 16 * 1024 * 1024,
+            }),
         fetchWaitMs: 2_000,
         backoff: { baseMs: 100, maxMs: 2_000 },
         maxAttempts: config.consumer?.maxAttempts ?? 20,
@@ -114,7 +121,7 @@ async function startOn(
   };
   const service = await declare(base);
   await baton.install();
-  const relay = baton.relay({ pollIntervalMs: 100 });
+  const relay = baton.relay({ pollIntervalMs: 100, transport: nats?.transport });
   await relay.start();
   started.unshift(() => relay.stop());
   for (const c of consumers) {
@@ -193,6 +200,44 @@ async function startOn(
       await dashboard.close();
       await db.close();
     },
+  };
+}
+
+/**
+ * The service's link to the JetStream cluster: one connection (reconnecting
+ * for ever, as a node may be down), its relay's transport, and a source per
+ * peer whose stream it reads. (The feed's `callers` do not apply on NATS:
+ * who may read a stream is the NATS account's permissions.)
+ */
+async function natsLink(servers: string[], service: string) {
+  const connection = await connect({
+    servers,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 200,
+    // The cluster may be down while this service starts (a whole-cluster restart): wait for it.
+    waitOnFirstConnect: true,
+  });
+  const transport = await natsTransport({ connection, service });
+  return {
+    transport,
+    sourceOf(peer: string): EventSource {
+      // Created on the first fetch: declare() is synchronous about its consumers.
+      let source: Promise<EventSource> | undefined;
+      const lazy: EventSource = {
+        name: peer,
+        fetch: async (request) => {
+          // Not there yet (the peer's relay creates its stream): asked again on the next fetch.
+          source ??= natsSource({ connection, service: peer }).catch((error) => {
+            source = undefined;
+            throw error;
+          });
+          return (await source).fetch(request);
+        },
+        close: async () => (await source)?.close?.(),
+      };
+      return lazy;
+    },
+    close: () => connection.close(),
   };
 }
 

@@ -2,6 +2,7 @@ import type { Database, Executor } from '../db/executor.ts';
 import type { EntityLookup, EntityState } from '../references/definitions.ts';
 import type { EntityReplication } from '../references/entity-replication.ts';
 import type { OwnerClient } from '../references/owner-client.ts';
+import { feedPositionOf } from '../transports/transport.ts';
 import { classifyDifference, DIFFERENCE_CLASSES, type DifferenceClass } from './classify.ts';
 import { httpSetSide } from './http-set-side.ts';
 import { type ReconcileOptions, reconcileSets } from './set-reconciliation.ts';
@@ -117,7 +118,9 @@ export class EntityReconciler {
       );
       const cursor = r.rows[0]?.cursor ?? null;
       const caughtUp =
-        cursor !== null && BigInt(cursor) >= BigInt(watermark) && Number(r.rows[0]?.pending) === 0;
+        cursor !== null &&
+        BigInt(feedPositionOf(cursor)) >= BigInt(watermark) &&
+        Number(r.rows[0]?.pending) === 0;
       if (caughtUp || Date.now() >= deadline) return { watermark, replicaCursor: cursor, caughtUp };
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

@@ -2,6 +2,7 @@ import { channelsFor } from '../core/channels.ts';
 import { BatonError, InvalidInputError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
 import { schemaIdent } from '../db/sql.ts';
+import { feedPositionOf } from '../transports/transport.ts';
 import {
   hasPositions,
   SubscriptionPositionsNotInstalledError,
@@ -107,8 +108,8 @@ export async function resetSubscriptionCursor(
         direction === 'forward'
           ? {
               id: null,
-              fromPosition: feedPosition(from ?? '0'),
-              toPosition: feedPosition(to),
+              fromPosition: feedPositionOf(from ?? '0'),
+              toPosition: feedPositionOf(to),
               reason: reason(given, to, options),
             }
           : null,
@@ -191,11 +192,6 @@ function oldestRetained(subscription: string, row: LockedSubscription): string {
   return row.oldest_retained;
 }
 
-/** The feed position a cursor stands for: the number, or the part after `@` of a NATS cursor. */
-function feedPosition(cursor: string): string {
-  return cursor.includes('@') ? (cursor.split('@')[1] as string) : cursor;
-}
-
 function currentPosition(subscription: string, cursor: string | null): string {
   if (cursor === null) return '0';
   if (/^[0-9]{1,18}(@[0-9]{1,18})?$/.test(cursor)) return cursor;
@@ -205,8 +201,8 @@ function currentPosition(subscription: string, cursor: string | null): string {
 }
 
 function compare(from: string, to: string): CursorReset['direction'] {
-  const a = BigInt(feedPosition(from));
-  const b = BigInt(feedPosition(to));
+  const a = BigInt(feedPositionOf(from));
+  const b = BigInt(feedPositionOf(to));
   return b > a ? 'forward' : b < a ? 'backward' : 'unchanged';
 }
 
@@ -230,7 +226,7 @@ function warnings(
       `the events after ${to} up to ${from} are read again: the inbox deduplicates them only while it still holds them (handled entries are kept for the consumer's retentionMs, 7 days by default); older ones are handled a second time.`,
     );
   }
-  if (oldest !== null && BigInt(feedPosition(to)) < BigInt(feedPosition(oldest))) {
+  if (oldest !== null && BigInt(feedPositionOf(to)) < BigInt(feedPositionOf(oldest))) {
     list.push(
       `the producer last said it serves from position ${oldest} on: a cursor before it is refused again (410).`,
     );

@@ -75,3 +75,14 @@ export interface EventSource {
   fetch(request: FetchRequest): Promise<FetchedBatch>;
   close?(): Promise<void>;
 }
+
+/**
+ * The producer's feed position a subscription's cursor stands for: the
+ * cursor itself for the HTTP feed (a whole number), the part after `@` for a
+ * NATS stream cursor (`<stream sequence>@<feed position>`). What the
+ * caretaker's cut and a cursor reset compare.
+ */
+export function feedPositionOf(cursor: string): string {
+  const at = cursor.lastIndexOf('@');
+  return at === -1 ? cursor : cursor.slice(at + 1);
+}

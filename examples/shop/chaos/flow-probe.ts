@@ -88,7 +88,12 @@ async function cursorOf(client: pg.Client, subscription: string): Promise<number
     'SELECT cursor FROM baton.subscriptions WHERE name = $1',
     [subscription],
   );
-  return Number(r.rows[0]?.cursor ?? 0);
+  // The feed position: the cursor itself (HTTP feed) or the part after `@` (NATS: <stream seq>@<position>).
+  return Number(
+    String(r.rows[0]?.cursor ?? 0)
+      .split('@')
+      .at(-1),
+  );
 }
 
 /** Entries of keys that are not poisoned, received at or below `position`, not handled (yet). */

@@ -1,4 +1,7 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
+import { streamName } from '../../../src/nats.ts';
 import type { RunningShop, ServiceName } from '../launcher.ts';
 import { SERVICES } from '../launcher.ts';
 import type { FaultProxy, FaultSettings } from './fault-proxy.ts';
@@ -37,6 +40,8 @@ export function startNemesis(
   const paused = new Set<ServiceName>();
   const down = new Set<ServiceName>();
   const clocked = new Set<ServiceName>();
+  /** JetStream nodes down or paused now (by index). */
+  const natsDown = new Set<number>();
   let stopping = false;
   let tampers = 0;
   const inFlight = new Set<Promise<unknown>>();
@@ -115,6 +120,9 @@ export function startNemesis(
       case 'tamper':
         await tamper(shop, random.fork(`tamper:${tampers++}`), schedule, onCommand);
         return;
+      case 'nats':
+        await natsFault(shop, random, record, natsDown, sleep);
+        return;
     }
   }
 
@@ -134,6 +142,11 @@ export function startNemesis(
     },
     async heal() {
       for (const proxy of proxies) proxy.heal();
+      if (shop.nats)
+        for (const [i, node] of shop.nats.nodes.entries()) {
+          node.process?.kill('SIGCONT');
+          if (!node.process) await shop.nats.start(i);
+        }
       for (const service of SERVICES) shop.signal(service, 'SIGCONT');
       for (const service of SERVICES) {
         const child = shop.process(service);
@@ -145,6 +158,80 @@ export function startNemesis(
       }
     },
   };
+}
+
+/**
+ * One fault of the JetStream cluster (issue 14): a node SIGKILLed and started
+ * again, a node paused (SIGSTOP, then SIGCONT), the whole cluster killed and
+ * started again, or a few recent messages deleted from customers' stream (the
+ * one the other services read) behind Baton's back (the subscribers must find the gap and have the
+ * producer's relay send them again from its outbox). At most one node is
+ * down or paused at a time, so the cluster keeps its quorum — except for the
+ * whole-cluster restart, which takes everything down for a moment.
+ */
+async function natsFault(
+  shop: RunningShop,
+  random: SeededRandom,
+  record: (kind: FaultKind, target: string, detail: string) => void,
+  down: Set<number>,
+  sleep: (ms: number) => Promise<unknown>,
+): Promise<void> {
+  const cluster = shop.nats;
+  if (!cluster) return;
+  const roll = random.next();
+  const node = random.int(0, cluster.nodes.length - 1);
+  if (roll < 0.35) {
+    if (down.size > 0) return;
+    down.add(node);
+    const after = random.int(500, 3_000);
+    record('nats', `nats:${cluster.nodes[node]?.name}`, `SIGKILL, start after ${after} ms`);
+    await cluster.kill(node);
+    await sleep(after);
+    await cluster.start(node);
+    down.delete(node);
+  } else if (roll < 0.6) {
+    if (down.size > 0) return;
+    down.add(node);
+    const ms = random.int(1_000, 4_000);
+    record('nats', `nats:${cluster.nodes[node]?.name}`, `SIGSTOP for ${ms} ms`);
+    await cluster.kill(node, 'SIGSTOP');
+    await sleep(ms);
+    await cluster.kill(node, 'SIGCONT');
+    down.delete(node);
+  } else if (roll < 0.68) {
+    if (down.size > 0) return;
+    for (let i = 0; i < cluster.nodes.length; i++) down.add(i);
+    record('nats', 'nats:cluster', 'every node SIGKILLed, all started again');
+    await Promise.all(cluster.nodes.map((_, i) => cluster.kill(i)));
+    await sleep(random.int(300, 1_500));
+    await Promise.all(cluster.nodes.map((_, i) => cluster.start(i)));
+    down.clear();
+  } else {
+    // The stream the others read (orders and loyalty replicate customers).
+    const service = 'customers';
+    const nc = await connect({ servers: cluster.servers, timeout: 2_000 });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const stream = streamName(service);
+      const last = (await jsm.streams.info(stream)).state.last_seq;
+      if (last < 5) return;
+      const seqs = [
+        ...new Set(
+          Array.from({ length: random.int(1, 3) }, () => random.int(Math.max(1, last - 30), last)),
+        ),
+      ];
+      const deleted: number[] = [];
+      for (const seq of seqs)
+        if (await jsm.streams.deleteMessage(stream, seq).catch(() => false)) deleted.push(seq);
+      record(
+        'nats',
+        `nats:${stream}`,
+        `deleted stream messages ${deleted.join(', ') || '(none: already gone)'}`,
+      );
+    } finally {
+      await nc.close();
+    }
+  }
 }
 
 function drawNetwork(random: SeededRandom, profile: FaultSettings): FaultSettings {

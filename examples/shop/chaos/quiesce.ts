@@ -61,7 +61,7 @@ export async function moving(shop: RunningShop): Promise<string[]> {
     await probe(
       `${referrer} behind customers' feed`,
       db[referrer],
-      `SELECT (${last} - coalesce(max(cursor::bigint), 0)) AS n FROM baton.subscriptions WHERE source = 'customers'`,
+      `SELECT (${last} - coalesce(max(split_part(cursor, '@', -1)::bigint), 0)) AS n FROM baton.subscriptions WHERE source = 'customers'`,
     );
   }
   return found;

@@ -10,7 +10,8 @@ export type FaultKind =
   | 'network'
   | 'out-of-order'
   | 'clock'
-  | 'tamper';
+  | 'tamper'
+  | 'nats';
 
 export interface Scenario {
   name: string;
@@ -30,6 +31,8 @@ export interface Scenario {
   poison?: PoisonSettings;
   /** Consumer settings per service (e.g. loyalty's backlog limit, for the poison). */
   consumers?: ShopOptions['consumers'];
+  /** Events between the services over this (default the HTTP feed; `--transport` overrides it). */
+  transport?: 'http' | 'nats';
 }
 
 const NETWORK: FaultSettings = {
@@ -111,6 +114,20 @@ export const CI_SCENARIOS: readonly Scenario[] = [
     // A small backlog limit (25 × 3 updates pile up behind the dead letters), and few
     // attempts so that the poisoned keys are dead letters within seconds.
     consumers: { loyalty: { maxPendingEntries: 50, maxAttempts: 8 } },
+  },
+  {
+    // Events over a 3-node JetStream cluster: nodes killed and restarted, paused, the whole
+    // cluster restarted, messages deleted from a stream behind Baton's back (repaired from the
+    // outbox), and service processes killed as well.
+    name: 'nats',
+    durationMs: 60_000,
+    operations: 10_000,
+    concurrency: 6,
+    transport: 'nats',
+    faults: ['nats', 'nats', 'nats', 'kill'],
+    faultEveryMs: [2_000, 5_000],
+    // The caretaker's cut reads NATS cursors (<stream seq>@<feed position>): run it live.
+    liveCaretakerEveryMs: [3_000, 6_000],
   },
   {
     name: 'mixed',

@@ -51,7 +51,8 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
   const stream = streamName(options.service);
   const nc = options.connection;
   const js = jetstream(nc);
-  const jsm = await jetstreamManager(nc);
+  // No API check now: a subscription starts while the cluster is down (its fetches retry).
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
   const maxEventBytes = options.maxEventBytes ?? 1024 * 1024;
   const reader = new StreamReader(js, jsm, stream);
   const repairAfterMs = options.repairAfterMs ?? 3_000;
@@ -67,6 +68,8 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
     },
   });
   const gap = { at: -1, since: 0, asked: 0 };
+  /** Events sent again for a gap, read directly where they landed (by feed position). */
+  const patches = new Map<number, IncomingItem>();
 
   /** Asks the producer for a gap that stayed open; throws CursorExpiredError for what it no longer has. */
   async function repair(lastSeq: number, to: number, cursor: string, resumeAt: number) {
@@ -75,7 +78,11 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
     if (now - gap.since < repairAfterMs || now - gap.asked < repairAfterMs) return;
     gap.asked = now;
     const from = lastSeq + 1;
-    let answer: { republished?: number; prunedThrough?: number };
+    let answer: {
+      republished?: number;
+      prunedThrough?: number;
+      at?: { seq?: unknown; streamSeq?: unknown }[];
+    };
     try {
       const reply = await nc.request(
         controlSubject(options.service, 'repair'),
@@ -89,6 +96,19 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
     const pruned = answer.prunedThrough;
     if (Number.isSafeInteger(pruned) && (pruned as number) >= from)
       throw new CursorExpiredError(cursor, `${resumeAt}@${pruned}`);
+    // The copies landed at the end of the stream, perhaps far past what the next
+    // fetches read: take each from where it landed.
+    patches.clear();
+    for (const { seq, streamSeq } of Array.isArray(answer.at)
+      ? answer.at.slice(0, MAX_REPAIR_RANGE)
+      : []) {
+      if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(streamSeq)) continue;
+      const stored = await jsm.streams
+        .getMessage(stream, { seq: streamSeq as number })
+        .catch(() => null);
+      const item = stored ? decode(stored.data, streamSeq as number, maxEventBytes) : undefined;
+      if (item?.event && Number(item.position) === seq) patches.set(seq as number, item);
+    }
   }
 
   return {
@@ -119,11 +139,19 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
         }
         held.push({ seq, item });
         held.sort((a, b) => a.seq - b.seq);
-        while (held[0] && held[0].seq <= lastSeq + 1) {
-          const next = held.shift() as { seq: number; item: IncomingItem };
-          if (next.seq === lastSeq + 1 && (!types || types.has(next.item.event?.type ?? '')))
-            items.push(next.item);
-          lastSeq = Math.max(lastSeq, next.seq);
+        // Hand on what follows on: held events, and repaired ones read where they landed.
+        for (;;) {
+          const patch = patches.get(lastSeq + 1);
+          if (held[0] && held[0].seq <= lastSeq + 1) {
+            const next = held.shift() as { seq: number; item: IncomingItem };
+            if (next.seq === lastSeq + 1 && (!types || types.has(next.item.event?.type ?? '')))
+              items.push(next.item);
+            lastSeq = Math.max(lastSeq, next.seq);
+          } else if (patch && held.length > 0) {
+            if (!types || types.has(patch.event?.type ?? '')) items.push(patch);
+            patches.delete(lastSeq + 1);
+            lastSeq += 1;
+          } else break;
         }
         if (held.length === 0) cursor = message.seq;
       }

@@ -40,12 +40,27 @@ const NS_PER_MS = 1_000_000;
  * its body the same event line the HTTP feed serves (envelope and `seq`).
  * `send` resolves only when the stream acknowledged every message; the relay
  * records the batch as dispatched only then, in the same transaction that
- * numbered it. The stream is created (or its subjects checked) on start.
+ * numbered it. The stream is created (or its subjects checked) at once if
+ * the cluster answers — a stream name another application owns is an error
+ * then — and otherwise before the first batch: a service starts while the
+ * cluster is down (its relay retries until it is back).
  */
 export async function natsTransport(options: NatsTransportOptions): Promise<Transport> {
   const stream = streamName(options.service);
-  const jsm = await jetstreamManager(options.connection);
-  await ensureStream(jsm, stream, options);
+  const jsm = await jetstreamManager(options.connection, { checkAPI: false });
+  let ensured: Promise<void> | undefined;
+  const ensure = () => {
+    ensured ??= ensureStream(jsm, stream, options).catch((error) => {
+      ensured = undefined;
+      throw error;
+    });
+    return ensured;
+  };
+  try {
+    await ensure();
+  } catch (error) {
+    if (error instanceof InvalidInputError) throw error;
+  }
   const js = jetstream(options.connection, { timeout: options.ackTimeoutMs ?? 10_000 });
   let repairs: Repairs | undefined;
   return {
@@ -54,14 +69,16 @@ export async function natsTransport(options: NatsTransportOptions): Promise<Tran
       repairs = answerRepairs(options, outbox, (events, attempt) =>
         Promise.all(
           events.map((event) =>
-            js.publish(subjectFor(options.service, event.type), encodeEventLine(event), {
-              // Not the event id: JetStream may still remember it (a message deleted
-              // within the duplicate window) and would drop the repair.
-              msgID: `${event.id}:repair:${attempt}`,
-              expect: { streamName: stream },
-            }),
+            js
+              .publish(subjectFor(options.service, event.type), encodeEventLine(event), {
+                // Not the event id: JetStream may still remember it (a message deleted
+                // within the duplicate window) and would drop the repair.
+                msgID: `${event.id}:repair:${attempt}`,
+                expect: { streamName: stream },
+              })
+              .then((ack) => ({ seq: event.seq, streamSeq: ack.seq })),
           ),
-        ).then(() => {}),
+        ),
       );
     },
     async detach() {
@@ -69,6 +86,7 @@ export async function natsTransport(options: NatsTransportOptions): Promise<Tran
       repairs = undefined;
     },
     async send(events: readonly SequencedEvent[]) {
+      await ensure();
       // Published back to back on one connection (the stream stores them in this
       // order), then every acknowledgement awaited: one round trip per batch.
       const acks = events.map((event) =>
@@ -103,7 +121,11 @@ interface Repairs {
 function answerRepairs(
   options: NatsTransportOptions,
   outbox: OutboxReader,
-  publish: (events: SequencedEvent[], attempt: string) => Promise<void>,
+  /** Publishes the events again; says where each landed in the stream. */
+  publish: (
+    events: SequencedEvent[],
+    attempt: string,
+  ) => Promise<{ seq: number; streamSeq: number }[]>,
 ): Repairs {
   const nc = options.connection;
   let attempts = 0;
@@ -120,8 +142,10 @@ function answerRepairs(
           );
         try {
           const { events, prunedThrough } = await outbox.read(range.from, range.to);
-          if (events.length > 0) await publish(events, `${Date.now()}-${++attempts}`);
-          message.respond(JSON.stringify({ republished: events.length, prunedThrough }));
+          // Where each copy landed: at the end of the stream, maybe far past the
+          // subscriber's window — it reads them there directly.
+          const at = events.length > 0 ? await publish(events, `${Date.now()}-${++attempts}`) : [];
+          message.respond(JSON.stringify({ republished: events.length, prunedThrough, at }));
         } catch (failure) {
           message.respond(JSON.stringify({ error: (failure as Error).message }));
         }

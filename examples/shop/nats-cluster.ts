@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { freePort } from '../../src/pg.ts';
 
 /**
- * A real JetStream cluster on loopback for tests: three `nats-server`
- * processes (Debian's package), file storage in a temporary directory,
- * routes between all three. Nodes can be killed, paused and started again
- * on the same ports and storage.
+ * A real JetStream cluster on loopback for the demo, the chaos harness and
+ * the tests: three `nats-server` processes (Debian's package), file storage
+ * in a temporary directory, routes between all three. Nodes can be killed,
+ * paused and started again on the same ports and storage.
  */
 export const NATS_SERVER = process.env.BATON_NATS_SERVER ?? '/usr/sbin/nats-server';
 
@@ -81,7 +81,8 @@ cluster {
     kill,
     start,
     async stop() {
-      await Promise.all(nodes.map((n, i) => (n.process?.kill('SIGCONT'), kill(i, 'SIGKILL'))));
+      for (const node of nodes) node.process?.kill('SIGCONT'); // a paused node dies too
+      await Promise.all(nodes.map((_, i) => kill(i, 'SIGKILL')));
       rmSync(dir, { recursive: true, force: true });
     },
   };
