@@ -237,7 +237,11 @@ describe('NATS source: a stream out of order, with copies and a gap', () => {
     cluster = await startNatsCluster(3);
     db = await freshDatabase('nats_disorder');
     nc = await connect({ servers: cluster.servers });
-    await untilReady(() => natsTransport({ connection: nc, service: 'direct' }));
+    // The stream exists once the cluster's JetStream is up (the transport creates it then).
+    await untilReady(async () => {
+      await natsTransport({ connection: nc, service: 'direct' });
+      await (await jetstreamManager(nc)).streams.info(streamName('direct'));
+    });
     await db.db.query(
       'CREATE TABLE seen (seq int NOT NULL, version int NOT NULL, at bigserial PRIMARY KEY)',
     );
