@@ -1,7 +1,7 @@
 import type { BatonEvent } from '../../core/event.ts';
 import { parseUntrustedJson } from '../../core/json-safety.ts';
 import { isUuid } from '../../core/uuid-v7.ts';
-import type { IncomingItem } from '../transport.ts';
+import type { IncomingItem, SequencedEvent } from '../transport.ts';
 
 /**
  * The feed's body is NDJSON: a first line `{"next":"<cursor>","count":n}`,
@@ -96,17 +96,7 @@ function envelopeProblem(v: Record<string, unknown>): string | undefined {
  * body of a JetStream message; `decodeEventLine` reads it back. The feed
  * handler builds the same line in SQL.
  */
-export function encodeEventLine(event: {
-  seq: number;
-  id: string;
-  type: string;
-  key: string;
-  version: number;
-  payload: unknown;
-  headers: Record<string, string>;
-  occurredAt: string;
-  source: string;
-}): string {
+export function encodeEventLine(event: SequencedEvent): string {
   return JSON.stringify({
     seq: event.seq,
     id: event.id,
