@@ -153,7 +153,8 @@ describe('NATS JetStream transport on a 3-node cluster', () => {
     await publish(5);
     await untilDispatched();
     const jsm = await jetstreamManager(producerNc);
-    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+    // The stream answers again once its leader is elected (a node was just restarted): wait for it.
+    const last = await untilReady(async () => (await jsm.streams.info(STREAM)).state.last_seq);
     // Behind Baton's back: two in the middle (their copies will land 30 messages on, past
     // what one fetch reads), and the last two (nothing after them shows the gap).
     for (const seq of [last - 30, last - 29, last - 1, last])
@@ -180,7 +181,8 @@ describe('NATS JetStream transport on a 3-node cluster', () => {
     published += 20;
     await untilDispatched();
     const jsm = await jetstreamManager(producerNc);
-    const last = (await jsm.streams.info(STREAM)).state.last_seq;
+    // The stream answers again once its leader is elected (a node was just restarted): wait for it.
+    const last = await untilReady(async () => (await jsm.streams.info(STREAM)).state.last_seq);
     // The stream loses the 3rd to 5th of them; the outbox has pruned them too.
     for (const seq of [last - 17, last - 16, last - 15])
       await jsm.streams.deleteMessage(STREAM, seq);
