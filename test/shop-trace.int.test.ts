@@ -77,7 +77,7 @@ describe('a placed order, traced across the shop’s three processes', () => {
       throw new Error(`${error.message}: ${JSON.stringify(order.body)}`);
     });
 
-    // Spans are written as they end; the confirm's server span may land a moment after.
+    // Spans are written as they end; the confirm's server span and the run's span may land a moment after.
     let spans: RecordedSpan[] = [];
     await until(async () => {
       spans = (['customers', 'orders', 'loyalty'] as const)
@@ -91,7 +91,11 @@ describe('a placed order, traced across the shop’s three processes', () => {
         .filter(Boolean)
         .map((line) => JSON.parse(line) as RecordedSpan)
         .filter((s) => s.traceId === traceId);
-      return spans.filter((s) => s.service === 'loyalty' && s.kind === SERVER).length >= 2;
+      // The run's own span ends last, after the confirm was answered: wait for it too.
+      return (
+        spans.filter((s) => s.service === 'loyalty' && s.kind === SERVER).length >= 2 &&
+        spans.some((s) => s.service === 'orders' && s.name === 'saga place-order')
+      );
     }, 'the spans of all three services');
 
     const byId = new Map(spans.map((s) => [s.spanId, s]));
