@@ -61,7 +61,10 @@ export async function closedLoop(options: {
         if (!more()) break;
         issued += options.eventsPerTx;
         const t = wallMs();
-        events += await options.txn(client, index, n);
+        // Not `events += await …`: that reads `events` before the await, and the
+        // publishers running meanwhile would have their additions overwritten.
+        const written = await options.txn(client, index, n);
+        events += written;
         txLatenciesMs.push(wallMs() - t);
         transactions++;
       }
