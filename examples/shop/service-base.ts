@@ -233,6 +233,7 @@ async function natsLink(servers: string[], service: string) {
           });
           return (await source).fetch(request);
         },
+        pause: async () => (await source?.catch(() => undefined))?.pause?.(),
         close: async () => (await source)?.close?.(),
       };
       return lazy;

@@ -259,6 +259,7 @@ export class Consumer {
     await Promise.all(this.loops);
     this.loops = [];
     this.workerSignals.length = 0;
+    await this.options.source.pause?.();
     await this.unlisten?.();
     this.unlisten = undefined;
     this.started = false;

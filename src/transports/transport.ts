@@ -73,6 +73,11 @@ export interface EventSource {
   /** Stable name of the source (e.g. the producing service), recorded with the subscription. */
   readonly name: string;
   fetch(request: FetchRequest): Promise<FetchedBatch>;
+  /**
+   * The consumer stopped reading (it may start again): let go of what is
+   * held or read ahead for it, so a later fetch reads afresh.
+   */
+  pause?(): Promise<void>;
   close?(): Promise<void>;
 }
 

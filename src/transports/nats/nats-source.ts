@@ -1,17 +1,11 @@
-import {
-  type Consumer,
-  DeliverPolicy,
-  type JetStreamClient,
-  type JetStreamManager,
-  jetstream,
-  jetstreamManager,
-} from '@nats-io/jetstream';
+import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { CursorExpiredError, InvalidInputError } from '../../core/errors.ts';
 import { decodeEventLine } from '../http-feed/wire-format.ts';
 import type { EventSource, FetchedBatch, FetchRequest, IncomingItem } from '../transport.ts';
 import { MAX_REPAIR_RANGE } from './nats-transport.ts';
 import { controlSubject, streamName } from './stream-names.ts';
+import { StreamReader } from './stream-reader.ts';
 
 export interface NatsSourceOptions {
   /** A connection to the cluster; the caller owns it. */
@@ -54,7 +48,7 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
   // No API check now: a subscription starts while the cluster is down (its fetches retry).
   const jsm = await jetstreamManager(nc, { checkAPI: false });
   const maxEventBytes = options.maxEventBytes ?? 1024 * 1024;
-  const reader = new StreamReader(js, jsm, stream);
+  const reader = new StreamReader(js, stream);
   const repairAfterMs = options.repairAfterMs ?? 3_000;
   let head = 0;
   const heads = nc.subscribe(controlSubject(options.service, 'head'), {
@@ -116,8 +110,8 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
     async fetch(request: FetchRequest): Promise<FetchedBatch> {
       const at = parseCursor(request.cursor);
       const after = at.streamSeq;
-      let lastSeq = at.eventSeq ?? (await reader.eventSeqAt(after, maxEventBytes));
-      const messages = await reader.read(after + 1, request.limit, request.waitMs);
+      let lastSeq = at.eventSeq ?? (await eventSeqAt(jsm, stream, after, maxEventBytes));
+      const messages = await reader.read(after + 1, request.limit, request.waitMs, request.signal);
       const types = request.types.length > 0 ? new Set(request.types) : undefined;
       const items: IncomingItem[] = [];
       const held: { seq: number; item: IncomingItem }[] = [];
@@ -165,6 +159,8 @@ export async function natsSource(options: NatsSourceOptions): Promise<EventSourc
       }
       return { items, cursor: next };
     },
+    // A stopped consumer's reader stops pulling ahead and forgets what it held.
+    pause: () => reader.close(),
     close: async () => {
       heads.unsubscribe();
       await reader.close();
@@ -201,59 +197,17 @@ function parseCursor(cursor: string | undefined): {
   };
 }
 
-interface RawMessage {
-  seq: number;
-  data: Uint8Array;
-}
-
-/** Reads the stream from a sequence, keeping one ordered consumer while reads follow on. */
-class StreamReader {
-  private consumer: Consumer | undefined;
-  private nextSeq = -1;
-  /** Feed position (`seq`) of the event at a stream sequence, for cursors handed out by this process. */
-  private readonly known = new Map<number, number>();
-
-  constructor(
-    private readonly js: JetStreamClient,
-    private readonly jsm: JetStreamManager,
-    private readonly stream: string,
-  ) {}
-
-  async read(from: number, limit: number, waitMs: number): Promise<RawMessage[]> {
-    if (!this.consumer || this.nextSeq !== from) {
-      this.consumer = await this.js.consumers.get(this.stream, {
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: from,
-      });
-    }
-    const batch = await this.consumer.fetch({
-      max_messages: limit,
-      expires: Math.max(waitMs, 1_000),
-    });
-    const messages: RawMessage[] = [];
-    for await (const m of batch) messages.push({ seq: m.seq, data: m.data });
-    this.nextSeq = (messages.at(-1)?.seq ?? from - 1) + 1;
-    return messages;
-  }
-
-  remember(streamSeq: number, eventSeq: number): void {
-    this.known.clear();
-    this.known.set(streamSeq, eventSeq);
-  }
-
-  /** The feed position reached at a cursor: remembered, else read from the message there (after a restart). */
-  async eventSeqAt(streamSeq: number, maxEventBytes: number): Promise<number> {
-    if (streamSeq === 0) return 0;
-    const known = this.known.get(streamSeq);
-    if (known !== undefined) return known;
-    const stored = await this.jsm.streams.getMessage(this.stream, { seq: streamSeq });
-    const item = stored ? decode(stored.data, streamSeq, maxEventBytes) : undefined;
-    return item?.event ? Number(item.position) : 0;
-  }
-
-  async close(): Promise<void> {
-    this.consumer = undefined;
-  }
+/** The feed position reached at a stream sequence, read from the message there (after a restart). */
+async function eventSeqAt(
+  jsm: JetStreamManager,
+  stream: string,
+  streamSeq: number,
+  maxEventBytes: number,
+): Promise<number> {
+  if (streamSeq === 0) return 0;
+  const stored = await jsm.streams.getMessage(stream, { seq: streamSeq });
+  const item = stored ? decode(stored.data, streamSeq, maxEventBytes) : undefined;
+  return item?.event ? Number(item.position) : 0;
 }
 
 function decode(data: Uint8Array, streamSeq: number, maxEventBytes: number): IncomingItem {
