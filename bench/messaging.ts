@@ -1,35 +1,23 @@
 /**
- * `npm run bench -- messaging [--quick] [--json] [--events N] [--clients N]`
+ * `npm run bench -- messaging [--quick] [--json] [--events N] [--clients N] [--transport http|nats]`
  *
  * Three figures for Baton's messaging core, each against a baseline measured
  * in the same run on the same durable embedded PostgreSQL clusters:
  * outbox overhead on business transactions, sustained end-to-end throughput,
  * and end-to-end latency at a fixed load; plus the consumer's peak memory.
- * See bench/README.md for what each figure means and what it leaves out.
+ * With `--transport nats`, the HTTP feed and NATS JetStream side by side
+ * instead (`transports.ts`). See bench/README.md for what each figure means
+ * and what it leaves out.
  */
 import type { BenchFlags } from './support/args.ts';
 import { type BenchClusters, machine, startBenchClusters } from './support/clusters.ts';
-import type { ConsumerTuning } from './support/consumer-config.ts';
+import { BIGGER, SHIPPED, TUNED } from './support/consumer-config.ts';
 import { runE2eLatency } from './support/e2e-latency.ts';
 import { runE2eThroughput, type ThroughputOptions } from './support/e2e-throughput.ts';
 import { runOutboxOverhead } from './support/outbox-overhead.ts';
-import { heading, say, table } from './support/report.ts';
+import { heading, say, table, yes } from './support/report.ts';
 import { round, wallMs } from './support/stats.ts';
-
-/** Consumer defaults as shipped (for comparison in the full run's sweep). */
-const SHIPPED: ConsumerTuning = {
-  batchSize: 500,
-  handleBatchSize: 100,
-  concurrency: 2,
-  fetchWaitMs: 10_000,
-  maxPendingEntries: 20_000,
-};
-
-/** Batches twice the shipped size, two workers: the starting point of the sweep. */
-const BIGGER: ConsumerTuning = { ...SHIPPED, batchSize: 1000, handleBatchSize: 200 };
-
-/** The best configuration of the full run's sweep (see README), used by --quick. */
-const TUNED: ConsumerTuning = { ...BIGGER, concurrency: 4 };
+import { compareTransports } from './support/transports.ts';
 
 const TARGETS = {
   outboxOverheadRatio: 1.1,
@@ -44,7 +32,8 @@ export async function run(flags: BenchFlags): Promise<void> {
   heading(`baton messaging benchmark (${quick ? 'quick' : 'full'})`);
   const clusters = await startBenchClusters();
   try {
-    await runAll(clusters, flags, started);
+    if (flags.transport === 'nats') await compareTransports(clusters, flags, started);
+    else await runAll(clusters, flags, started);
   } finally {
     await clusters.stop();
   }
@@ -77,6 +66,7 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
         { label: 'tuned: four workers', relay, consumer: TUNED },
       ];
   const throughput = await runE2eThroughput(clusters, {
+    transport: { kind: 'http' },
     publishers: Math.min(flags.clients ?? 4, 8),
     eventsPerTx: 100,
     runMs: quick ? 6000 : 15_000,
@@ -89,6 +79,7 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
 
   const latencyEvents = flags.events ?? (quick ? 5000 : 20_000);
   const latency = await runE2eLatency(clusters, {
+    transport: { kind: 'http' },
     ratePerSec: 1000,
     events: latencyEvents,
     clients: 16,
@@ -161,8 +152,4 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
     };
     say(JSON.stringify(report));
   }
-}
-
-function yes(ok: boolean): string {
-  return ok ? 'yes' : 'NO';
 }

@@ -9,10 +9,12 @@ export interface BenchFlags {
   events: number | undefined;
   clients: number | undefined;
   rows: number | undefined;
+  /** `--transport http|nats`: the messaging bench compares the HTTP feed with NATS JetStream when `nats`. */
+  transport: 'http' | 'nats';
 }
 
 export const USAGE =
-  'usage: tsx bench/run.ts <name> [--quick] [--json] [--events N] [--clients N] [--rows N]';
+  'usage: tsx bench/run.ts <name> [--quick] [--json] [--events N] [--clients N] [--rows N] [--transport http|nats]';
 
 const NUMERIC = { '--events': 'events', '--clients': 'clients', '--rows': 'rows' } as const;
 
@@ -23,12 +25,18 @@ export function parseFlags(argv: readonly string[]): BenchFlags {
     events: undefined,
     clients: undefined,
     rows: undefined,
+    transport: 'http',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '--quick') flags.quick = true;
     else if (arg === '--json') flags.json = true;
-    else if (arg in NUMERIC) {
+    else if (arg === '--transport') {
+      const value = argv[++i];
+      if (value !== 'http' && value !== 'nats')
+        throw new Error(`--transport is http or nats (got ${value}). ${USAGE}`);
+      flags.transport = value;
+    } else if (arg in NUMERIC) {
       const value = Number(argv[++i]);
       if (!Number.isInteger(value) || value < 1) {
         throw new Error(`${arg} needs a positive integer (got ${argv[i]}). ${USAGE}`);

@@ -5,11 +5,14 @@
  * Started and stopped by `consumer-process.ts`.
  */
 import { readFile } from 'node:fs/promises';
+import { connect } from '@nats-io/transport-node';
 import pg from 'pg';
 import { createBaton } from '../../src/baton.ts';
 import { type Logger, silentLogger } from '../../src/core/logger.ts';
 import { PgDatabase } from '../../src/db/pg-database.ts';
+import { natsSource } from '../../src/nats.ts';
 import { httpFeedSource } from '../../src/transports/http-feed/feed-source.ts';
+import type { EventSource } from '../../src/transports/transport.ts';
 import type { ChildMessage, ConsumerChildConfig } from './consumer-config.ts';
 
 const config = JSON.parse(process.env.BENCH_CONSUMER_CONFIG ?? '') as ConsumerChildConfig;
@@ -36,16 +39,16 @@ async function main(): Promise<void> {
   });
   const db = new PgDatabase({ pool });
   const baton = createBaton({ db, service: 'bench-consumer', logger });
-  const consumer = baton
-    .consumer({
-      name: 'bench-from-producer',
-      source: httpFeedSource({
+  const nats = config.natsServers ? await connect({ servers: config.natsServers }) : undefined;
+  const source: EventSource = nats
+    ? await natsSource({ connection: nats, service: 'producer' })
+    : httpFeedSource({
         name: 'producer',
         url: config.feedUrl,
         auth: { type: 'hmac', secret: config.secret },
-      }),
-      ...tuning,
-    })
+      });
+  const consumer = baton
+    .consumer({ name: 'bench-from-producer', source, ...tuning })
     .subscribe(config.eventType, async (event, tx) => {
       await tx.query(
         'INSERT INTO handled (event_id, key, handled_at) VALUES ($1, $2, clock_timestamp())',
@@ -57,6 +60,7 @@ async function main(): Promise<void> {
   process.on('message', async (message: { type?: string }) => {
     if (message?.type !== 'stop') return;
     await consumer.stop();
+    await nats?.close();
     await db.close();
     await pool.end();
     send({ type: 'stopped', vmHwmKb: await vmHwmKb(), errors });

@@ -1,7 +1,10 @@
 /** What the parent tells the consumer child (as JSON in BENCH_CONSUMER_CONFIG). */
 export interface ConsumerChildConfig {
   databaseUrl: string;
+  /** The producer's HTTP feed; unused when `natsServers` is given. */
   feedUrl: string;
+  /** Read the producer's JetStream stream on this cluster instead of its HTTP feed. */
+  natsServers?: string[];
   secret: string;
   eventType: string;
   tuning: ConsumerTuning;
@@ -28,3 +31,18 @@ export const HANDLED_TABLE_SQL = `CREATE TABLE handled (
   key text NOT NULL,
   handled_at timestamptz NOT NULL
 )`;
+
+/** Consumer defaults as shipped (for comparison in the full run's sweep). */
+export const SHIPPED: ConsumerTuning = {
+  batchSize: 500,
+  handleBatchSize: 100,
+  concurrency: 2,
+  fetchWaitMs: 10_000,
+  maxPendingEntries: 20_000,
+};
+
+/** Batches twice the shipped size, two workers: the starting point of the sweep. */
+export const BIGGER: ConsumerTuning = { ...SHIPPED, batchSize: 1000, handleBatchSize: 200 };
+
+/** The best configuration of the full run's sweep (see README), used by --quick. */
+export const TUNED: ConsumerTuning = { ...BIGGER, concurrency: 4 };

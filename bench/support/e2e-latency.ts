@@ -1,11 +1,14 @@
 import type { BenchClusters } from './clusters.ts';
 import type { ConsumerTuning } from './consumer-config.ts';
+import { describeTransport } from './e2e-throughput.ts';
 import { closeClients, openClients, pacedLoop } from './load.ts';
+import type { BenchTransport } from './nats-producer.ts';
 import { EVENT_TYPE, type RelayTuning, startPipeline } from './pipeline.ts';
 import { heading, say } from './report.ts';
 import { percentile, round, sleep, wallMs } from './stats.ts';
 
 export interface LatencyOptions {
+  transport: BenchTransport;
   ratePerSec: number;
   events: number;
   clients: number;
@@ -43,7 +46,9 @@ export async function runE2eLatency(
   clusters: BenchClusters,
   options: LatencyOptions,
 ): Promise<LatencyResult> {
-  heading(`end-to-end latency at ${options.ratePerSec} events/s offered`);
+  heading(
+    `end-to-end latency at ${options.ratePerSec} events/s offered, over ${describeTransport(options.transport)}`,
+  );
   say(
     `Measures: producer COMMIT returned → consumer handler running (clock_timestamp() in the handler's`,
   );
@@ -53,13 +58,18 @@ export async function runE2eLatency(
   say(
     `  connections; the first ${options.warmupEvents} events are left out. NOTIFY on publish (default); the relay`,
   );
-  say('  wakes on it, the feed long-poll wakes on the relay, the consumer ingests, then handles.');
+  say(
+    options.transport.kind === 'nats'
+      ? '  wakes on it and publishes to the stream (acknowledged by a quorum), the consumer fetches, then handles.'
+      : '  wakes on it, the feed long-poll wakes on the relay, the consumer ingests, then handles.',
+  );
   say("Does not measure: the handler transaction's own COMMIT (it follows the stamp, typically <");
   say('  a few ms with fsync), nor cross-machine network time.');
 
   const pipeline = await startPipeline(clusters, {
     name: 'bench_latency',
     notifyOnPublish: true,
+    transport: options.transport,
     relay: options.relay,
     consumer: options.consumer,
   });
@@ -107,6 +117,11 @@ export async function runE2eLatency(
   const consumerRows = await pipeline.consumerQuery<{ id: string; ms: number }>(
     'SELECT event_id::text AS id, extract(epoch FROM handled_at)::float8 * 1000 AS ms FROM handled',
   );
+  // Every event handled in time, and counted: checked against the tables before any figure.
+  await pipeline.verifyCounts(options.events).catch(async (error: unknown) => {
+    await pipeline.stop().catch(() => {});
+    throw error;
+  });
   const stopped = await pipeline.stop();
   const handledAt = new Map(consumerRows.map((r) => [r.id, Number(r.ms)]));
   const latencies: number[] = [];

@@ -7,6 +7,7 @@ import type { FeedHandler } from '../../src/transports/http-feed/feed-handler.ts
 import type { BenchClusters } from './clusters.ts';
 import { type ConsumerTuning, HANDLED_TABLE_SQL } from './consumer-config.ts';
 import { type ConsumerProcess, startConsumerProcess } from './consumer-process.ts';
+import { type BenchTransport, natsProducer } from './nats-producer.ts';
 
 export const EVENT_TYPE = 'order.placed';
 const SECRET = 'bench-secret-0123456789abcdef0123456789abcdef';
@@ -20,6 +21,7 @@ export interface PipelineOptions {
   /** Database name prefix (a fresh pair of databases per run). */
   name: string;
   notifyOnPublish: boolean;
+  transport: BenchTransport;
   relay: RelayTuning;
   consumer: ConsumerTuning;
 }
@@ -38,6 +40,12 @@ export interface Pipeline {
   consumer: ConsumerProcess;
   /** Events the consumer has handled (committed) since priming, read from its database. */
   handledCount(): Promise<number>;
+  /**
+   * Checks a run's count against the tables before any figure is printed:
+   * the producer's outbox and the consumer's `handled` table must each hold
+   * exactly `published` events after the warm-up ones. Throws otherwise.
+   */
+  verifyCounts(published: number): Promise<void>;
   consumerQuery<R extends pg.QueryResultRow>(text: string): Promise<R[]>;
   stop(): Promise<{
     vmHwmMb: number;
@@ -66,13 +74,21 @@ export async function startPipeline(
   await consumerSide.db.query(HANDLED_TABLE_SQL);
   await createBaton({ db: consumerSide.db, service: 'bench-consumer' }).migrate();
 
-  const relay: Relay = baton.relay(options.relay);
+  const nats =
+    options.transport.kind === 'nats'
+      ? await natsProducer(options.transport.servers, 'producer')
+      : undefined;
+  const relay: Relay = baton.relay({ ...options.relay, transport: nats?.transport });
   await relay.start();
   const feed: FeedHandler = baton.feedHandler({
     auth: { type: 'hmac', secrets: [SECRET] },
     maxLimit: 10_000,
   });
   const server: RunningServer = await serveHttp((req, signal) => feed.handle(req, signal));
+  const stopProducer = async () => {
+    await relay.stop();
+    await Promise.all([feed.close(), server.close(), nats?.connection.close()]);
+  };
   const counter = new pg.Client({ connectionString: consumerSide.url });
   counter.on('error', () => {});
   await counter.connect();
@@ -81,12 +97,13 @@ export async function startPipeline(
     consumer = await startConsumerProcess({
       databaseUrl: consumerSide.url,
       feedUrl: `${server.url}/baton`,
+      natsServers: options.transport.kind === 'nats' ? options.transport.servers : undefined,
       secret: SECRET,
       eventType: EVENT_TYPE,
       tuning: options.consumer,
     });
   } catch (error) {
-    await Promise.all([relay.stop(), feed.close(), server.close(), counter.end()]);
+    await Promise.all([stopProducer(), counter.end()]);
     throw error;
   }
 
@@ -95,7 +112,7 @@ export async function startPipeline(
     primed = await prime(baton, producer.db, counter);
   } catch (error) {
     consumer.kill();
-    await Promise.all([relay.stop(), feed.close(), server.close(), counter.end()]);
+    await Promise.all([stopProducer(), counter.end()]);
     throw error;
   }
 
@@ -107,6 +124,17 @@ export async function startPipeline(
     async handledCount() {
       return (await countHandled(counter)) - primed;
     },
+    async verifyCounts(published) {
+      const outbox = await producer.db.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM baton.outbox',
+      );
+      const inOutbox = (outbox.rows[0]?.n ?? 0) - primed;
+      const handled = (await countHandled(counter)) - primed;
+      if (inOutbox !== published || handled !== published)
+        throw new Error(
+          `count check failed: the load generator counted ${published} events, the outbox holds ${inOutbox} and the consumer handled ${handled} (warm-up events excluded); no figure is printed from this run`,
+        );
+    },
     async consumerQuery(text) {
       return (await counter.query(text)).rows;
     },
@@ -116,9 +144,7 @@ export async function startPipeline(
         consumer.kill();
         throw error;
       });
-      await relay.stop();
-      await feed.close();
-      await server.close();
+      await stopProducer();
       await counter.end();
       return {
         vmHwmMb: stopped.vmHwmMb,

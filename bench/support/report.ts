@@ -27,3 +27,7 @@ export function table(rows: readonly (readonly (string | number)[])[]): void {
     );
   }
 }
+
+export function yes(ok: boolean): string {
+  return ok ? 'yes' : 'NO';
+}
