@@ -140,8 +140,14 @@ export class ModelRun {
       case 'relay':
         await this.relay.runOnce();
         return;
-      case 'relay-crash':
-        return this.mustCrash(this.env.producerDb, () => this.relay.runOnce());
+      case 'relay-crash': {
+        // With nothing committed to number the relay opens no transaction (one probe, no
+        // crash point); with something, the crash must fire.
+        const work = (await readOutbox(this.env.producerDb)).some((r) => r.seq === null);
+        if (work) return this.mustCrash(this.env.producerDb, () => this.relay.runOnce());
+        await this.crashing(this.env.producerDb, () => this.relay.runOnce());
+        return;
+      }
       case 'fetch':
         await this.consumer.fetchOnce(0);
         return;
