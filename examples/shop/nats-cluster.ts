@@ -29,7 +29,11 @@ export interface NatsCluster {
   stop(): Promise<void>;
 }
 
-export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+export async function startNatsCluster(
+  size = 3,
+  /** More server configuration for every node (e.g. an `authorization` block). */
+  extraConfig = '',
+): Promise<NatsCluster> {
   if (!existsSync(NATS_SERVER))
     throw new Error(
       `nats-server is not at ${NATS_SERVER}: install it (\`apt-get install -y nats-server\`, as .ci/run and \`npm test\`'s pre-step do where they can), or point BATON_NATS_SERVER at one.`,
@@ -49,12 +53,15 @@ listen: 127.0.0.1:${node.port}
 jetstream { store_dir: "${join(dir, node.name)}", max_memory_store: 64MB, max_file_store: 1GB }
 cluster {
   name: baton
+  # Clients dial only the URLs they were given (the chaos harness puts fault proxies there).
+  no_advertise: true
   listen: 127.0.0.1:${node.clusterPort}
   routes: [${nodes
     .filter((n) => n !== node)
     .map((n) => `nats-route://127.0.0.1:${n.clusterPort}`)
     .join(', ')}]
 }
+${extraConfig}
 `;
   const start = async (index: number) => {
     const node = nodes[index] as NatsNode;
