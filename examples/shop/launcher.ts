@@ -30,6 +30,8 @@ export interface ShopOptions {
   traceDir?: string;
   /** Between the services: the HTTP feed (default), or NATS JetStream on a 3-node cluster started here. */
   transport?: 'http' | 'nats';
+  /** What the services dial for the JetStream nodes (e.g. fault proxies in front of them); the nodes' own URLs otherwise. */
+  natsVia?: (servers: string[]) => string[];
 }
 
 /** A service process that ended without being told to (not killed, restarted or stopped by us). */
@@ -125,7 +127,7 @@ export async function startShop(options: ShopOptions = {}): Promise<RunningShop>
     leaseMs: options.leaseMs,
     consumer: options.consumers?.[name],
     traceFile: options.traceDir ? join(options.traceDir, `${name}.jsonl`) : undefined,
-    natsServers: nats?.servers,
+    natsServers: nats && (options.natsVia?.(nats.servers) ?? nats.servers),
     instance: `${name}-${process.pid}`,
   });
 

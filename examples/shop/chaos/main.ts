@@ -34,6 +34,7 @@ import { installReplicaAudit } from './replica-audit.ts';
 import { CI_SCENARIOS, type Scenario, scenarioByName } from './scenarios.ts';
 import { Schedule } from './schedule.ts';
 import { randomSeed, SeededRandom } from './seeded-random.ts';
+import { TcpFaultProxy } from './tcp-fault-proxy.ts';
 import { runWorkload } from './workload.ts';
 
 interface ScenarioResult {
@@ -171,7 +172,12 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
   const proxyUrl = (from: string, to: ServiceName) =>
     (proxies.get(`${from}->${to}`) as FaultProxy).url;
   const transport = transportOf(scenario);
+  // On NATS the services reach each JetStream node through a TCP fault proxy too.
+  const natsLinks =
+    transport === 'nats' ? await Promise.all([0, 1, 2].map(() => TcpFaultProxy.start())) : [];
   const shop = await startShop({
+    natsVia: (servers) =>
+      servers.map((server, i) => (natsLinks[i] ? natsLinks[i].forwardTo(server) : server)),
     ports,
     peerUrl: (from, to, directUrl) => (from === to ? directUrl : proxyUrl(from, to)),
     leaseMs: 3_000,
@@ -187,7 +193,16 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     ) as Record<ServiceName, string>;
     // Served before the faults, replayed after them (restarts included): all must be refused.
     const served = await captureServedRequests(shop.urls, shop.identities);
-    const run = await runUnderFaults(scenario, shop, proxies, clientUrls, random, schedule, log);
+    const run = await runUnderFaults(
+      scenario,
+      shop,
+      proxies,
+      natsLinks,
+      clientUrls,
+      random,
+      schedule,
+      log,
+    );
     const { history } = run;
     for (const proxy of proxies.values()) await proxy.settled();
     const quiescence = await quiesce(shop, 120_000);
@@ -281,6 +296,7 @@ async function runScenario(scenario: Scenario, seed: number, dir: string): Promi
     writeFileSync(join(dir, 'logs.txt'), logLines.join('\n'));
     await shop.stop().catch(() => {});
     for (const proxy of proxies.values()) await proxy.close().catch(() => {});
+    for (const link of natsLinks) await link.close().catch(() => {});
   }
 }
 
@@ -321,6 +337,7 @@ async function runUnderFaults(
   scenario: Scenario,
   shop: RunningShop,
   proxies: Map<string, FaultProxy>,
+  natsLinks: readonly TcpFaultProxy[],
   clientUrls: Record<ServiceName, string>,
   random: SeededRandom,
   schedule: Schedule,
@@ -335,6 +352,7 @@ async function runUnderFaults(
   const nemesis = startNemesis(
     shop,
     [...proxies.values()],
+    natsLinks,
     scenario,
     random.fork('nemesis'),
     schedule,

@@ -10,6 +10,7 @@ import type { FaultKind, Scenario } from './scenarios.ts';
 import type { Schedule } from './schedule.ts';
 import type { SeededRandom } from './seeded-random.ts';
 import { tamper } from './tamper.ts';
+import type { TcpFaultProxy } from './tcp-fault-proxy.ts';
 
 export interface Nemesis {
   stop(): Promise<void>;
@@ -30,6 +31,8 @@ export interface Nemesis {
 export function startNemesis(
   shop: RunningShop,
   proxies: readonly FaultProxy[],
+  /** The services' links to the JetStream nodes (one per node), with NATS. */
+  natsLinks: readonly TcpFaultProxy[],
   scenario: Scenario,
   random: SeededRandom,
   schedule: Schedule,
@@ -121,7 +124,7 @@ export function startNemesis(
         await tamper(shop, random.fork(`tamper:${tampers++}`), schedule, onCommand);
         return;
       case 'nats':
-        await natsFault(shop, random, record, natsDown, sleep);
+        await natsFault(shop, natsLinks, random, record, natsDown, sleep);
         return;
     }
   }
@@ -142,6 +145,7 @@ export function startNemesis(
     },
     async heal() {
       for (const proxy of proxies) proxy.heal();
+      for (const link of natsLinks) link.heal();
       if (shop.nats)
         for (const [i, node] of shop.nats.nodes.entries()) {
           node.process?.kill('SIGCONT');
@@ -163,7 +167,9 @@ export function startNemesis(
 /**
  * One fault of the JetStream cluster (issue 14): a node SIGKILLed and started
  * again, a node paused (SIGSTOP, then SIGCONT), the whole cluster killed and
- * started again, or a few recent messages deleted from customers' stream (the
+ * started again, the services' link to a node cut (connections reset, new
+ * ones refused) or held (every byte stalled both ways, then delivered), or
+ * a few recent messages deleted from customers' stream (the
  * one the other services read) behind Baton's back (the subscribers must find the gap and have the
  * producer's relay send them again from its outbox). At most one node is
  * down or paused at a time, so the cluster keeps its quorum — except for the
@@ -171,6 +177,7 @@ export function startNemesis(
  */
 async function natsFault(
   shop: RunningShop,
+  links: readonly TcpFaultProxy[],
   random: SeededRandom,
   record: (kind: FaultKind, target: string, detail: string) => void,
   down: Set<number>,
@@ -180,7 +187,7 @@ async function natsFault(
   if (!cluster) return;
   const roll = random.next();
   const node = random.int(0, cluster.nodes.length - 1);
-  if (roll < 0.35) {
+  if (roll < 0.3) {
     if (down.size > 0) return;
     down.add(node);
     const after = random.int(500, 3_000);
@@ -189,7 +196,7 @@ async function natsFault(
     await sleep(after);
     await cluster.start(node);
     down.delete(node);
-  } else if (roll < 0.6) {
+  } else if (roll < 0.5) {
     if (down.size > 0) return;
     down.add(node);
     const ms = random.int(1_000, 4_000);
@@ -198,7 +205,7 @@ async function natsFault(
     await sleep(ms);
     await cluster.kill(node, 'SIGCONT');
     down.delete(node);
-  } else if (roll < 0.68) {
+  } else if (roll < 0.56) {
     if (down.size > 0) return;
     for (let i = 0; i < cluster.nodes.length; i++) down.add(i);
     record('nats', 'nats:cluster', 'every node SIGKILLed, all started again');
@@ -206,6 +213,22 @@ async function natsFault(
     await sleep(random.int(300, 1_500));
     await Promise.all(cluster.nodes.map((_, i) => cluster.start(i)));
     down.clear();
+  } else if (roll < 0.8) {
+    const link = links[node];
+    if (!link || down.size > 0) return;
+    down.add(node);
+    const ms = random.int(1_000, 4_000);
+    const cut = random.next() < 0.5;
+    record(
+      'nats',
+      `link:${cluster.nodes[node]?.name}`,
+      cut ? `cut: reset, refused for ${ms} ms` : `held for ${ms} ms`,
+    );
+    if (cut) link.cut(ms);
+    else link.hold();
+    await sleep(ms);
+    link.heal();
+    down.delete(node);
   } else {
     // The stream the others read (orders and loyalty replicate customers).
     const service = 'customers';
