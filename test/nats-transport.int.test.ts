@@ -213,6 +213,10 @@ describe('NATS JetStream transport on a 3-node cluster', () => {
       handledBefore + 2,
     );
 
+    // A bare number is refused on a stream cursor: stream sequences are not feed positions.
+    await expect(
+      resetSubscriptionCursor(consumerDb.db, 'consumer-from-producer', { to: String(lost) }),
+    ).rejects.toThrow(/<stream sequence>@<feed position>.*Nothing was changed/);
     const reset = await resetSubscriptionCursor(consumerDb.db, 'consumer-from-producer', {
       toOldest: true,
     });

@@ -97,6 +97,7 @@ export async function resetSubscriptionCursor(
     const row = await lockSubscription(tx, s, subscription);
     const from = row.cursor;
     const to = given ?? oldestRetained(subscription, row);
+    if (given !== undefined) refuseBarePositionOnStream(subscription, from, given);
     const direction = compare(currentPosition(subscription, from), to);
     const plan: CursorReset = {
       subscription,
@@ -190,6 +191,19 @@ function oldestRetained(subscription: string, row: LockedSubscription): string {
     );
   }
   return row.oldest_retained;
+}
+
+/**
+ * A NATS subscription reads by stream sequence, and a stream's sequences are
+ * not the producer's feed positions (copies and repairs take sequences of
+ * their own): a bare number would be read as one or the other by different
+ * parts, so the operator names both.
+ */
+function refuseBarePositionOnStream(subscription: string, from: string | null, to: string): void {
+  if (from?.includes('@') && !to.includes('@'))
+    throw new InvalidInputError(
+      `subscription "${subscription}" reads a NATS stream (cursor "${from}" is <stream sequence>@<feed position>): give the position in the same form, e.g. --to 1200@1187 (\`baton consumers list\` shows the cursor; --to-oldest needs neither). Nothing was changed.`,
+    );
 }
 
 function currentPosition(subscription: string, cursor: string | null): string {

@@ -55,8 +55,8 @@ export class StreamReader {
     waitMs: number,
     signal?: AbortSignal,
   ): Promise<RawMessage[]> {
-    if (!this.messages || this.nextSeq !== from || Date.now() - this.lastArrivalAt > RENEW_IDLE_MS)
-      await this.restart(from, limit);
+    const idle = this.buffer.length === 0 && Date.now() - this.lastArrivalAt > RENEW_IDLE_MS;
+    if (!this.messages || this.nextSeq !== from || idle) await this.restart(from, limit);
     const ready = () =>
       this.failure !== undefined ||
       this.buffer.length >= limit ||
