@@ -1,18 +1,21 @@
 /**
- * `npm run bench -- saga [--quick] [--json]`
+ * `npm run bench -- saga [--quick] [--json] [--local]`
  *
  * Sagas per second and start→completed latency of a 3-step saga (local step
  * in the orders database; points reservation on the loyalty service over
  * signed HTTP through the barrier; confirm), 50 in flight, against a
  * baseline doing the same business writes as plain transactions, in the
  * same run on the same two durable embedded PostgreSQL clusters. A profile
- * pass says where the orchestrator's time goes. See bench/README.md.
+ * pass says where the orchestrator's time goes. `--local`: three local steps
+ * in process instead, against three plain transactions (saga-local.ts).
+ * See bench/README.md.
  */
 import type { BenchFlags } from './support/args.ts';
 import { type BenchClusters, machine, startBenchClusters } from './support/clusters.ts';
-import { heading, say, table } from './support/report.ts';
+import { heading, say, table, yes } from './support/report.ts';
 import { type BaselineResult, runBaseline } from './support/saga-baseline.ts';
 import { type BatonPassOptions, type BatonPassResult, runBatonPass } from './support/saga-baton.ts';
+import { type LocalResult, runLocal } from './support/saga-local.ts';
 import { median, round, wallMs } from './support/stats.ts';
 
 const IN_FLIGHT = 50;
@@ -32,7 +35,8 @@ export async function run(flags: BenchFlags): Promise<void> {
   heading(`baton saga benchmark (${flags.quick ? 'quick' : 'full'})`);
   const clusters = await startBenchClusters();
   try {
-    await runAll(clusters, flags, started);
+    if (flags.local) await runLocalMode(clusters, flags, started);
+    else await runAll(clusters, flags, started);
   } finally {
     await clusters.stop();
   }
@@ -235,4 +239,83 @@ function printProfile(r: BatonPassResult): void {
       '',
     ]),
   ]);
+}
+
+const LOCAL_TARGETS = { ratio: 0.4, singleP50Ms: 5, writingCommitsPerSaga: 3 };
+
+async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started: number) {
+  const host = machine();
+  say(
+    `machine: ${host.cpus} × ${host.cpuModel}, ${host.memoryGb} GiB, node ${host.node}, load ${host.loadAverage1m}; postgres ${clusters.settings.server_version}, fsync=${clusters.settings.fsync}`,
+  );
+  heading('local sagas: three local steps in process vs three plain transactions');
+  say(
+    "Measures: a saga of three steps, each one INSERT in the orchestrator's database, started and",
+  );
+  say('  awaited by the caller (sagas.start, then sagas.waitFor), 2 workers × 25 in this process;');
+  say(
+    '  the baseline writes the same three rows as three plain transactions (autocommit INSERTs).',
+  );
+  say(`  ${IN_FLIGHT} in flight (closed loop), then one at a time (caller-observed latency), and`);
+  say(
+    '  the transactions that wrote per saga (transaction ids taken, one at a time, nothing else running).',
+  );
+  say(
+    'Does not measure: participants or HTTP (the default saga bench does), nor DBOS (not installed).',
+  );
+  const time = flags.quick
+    ? { warmupMs: 2000, measureMs: 6000 }
+    : { warmupMs: 3000, measureMs: 15_000 };
+  const r: LocalResult = await runLocal(clusters, {
+    inFlight: IN_FLIGHT,
+    ...time,
+    single: flags.quick ? 200 : 500,
+  });
+  const pass = {
+    ratio: r.ratio >= LOCAL_TARGETS.ratio,
+    singleP50Ms: r.single.baton.p50Ms <= LOCAL_TARGETS.singleP50Ms,
+    writingCommitsPerSaga: r.writingCommitsPerSaga <= LOCAL_TARGETS.writingCommitsPerSaga,
+  };
+  heading('summary');
+  table([
+    ['figure', 'Baton', 'plain', 'target', 'met'],
+    [`per second, ${IN_FLIGHT} in flight`, r.baton.perSec, r.plain.perSec, '', ''],
+    [
+      '  p50 / p99 ms',
+      `${r.baton.p50Ms} / ${r.baton.p99Ms}`,
+      `${r.plain.p50Ms} / ${r.plain.p99Ms}`,
+      '',
+      '',
+    ],
+    ['ratio Baton ÷ plain', r.ratio, '', `≥ ${LOCAL_TARGETS.ratio}`, yes(pass.ratio)],
+    [
+      'one at a time: p50 / p99 ms (caller sees it done)',
+      `${r.single.baton.p50Ms} / ${r.single.baton.p99Ms}`,
+      `${r.single.plain.p50Ms} / ${r.single.plain.p99Ms}`,
+      `p50 ≤ ${LOCAL_TARGETS.singleP50Ms}`,
+      yes(pass.singleP50Ms),
+    ],
+    [
+      'writing transactions per saga (per unit)',
+      r.writingCommitsPerSaga,
+      r.plainWritingCommitsPerUnit,
+      `≤ ${LOCAL_TARGETS.writingCommitsPerSaga}`,
+      yes(pass.writingCommitsPerSaga),
+    ],
+  ]);
+  const elapsedSec = round((wallMs() - started) / 1000, 1);
+  say(`elapsed ${elapsedSec} s`);
+  if (flags.json)
+    say(
+      JSON.stringify({
+        bench: 'saga',
+        mode: flags.quick ? 'quick-local' : 'local',
+        ...r,
+        targets: LOCAL_TARGETS,
+        pass,
+        elapsedSec,
+        machine: host,
+        postgres: clusters.settings,
+      }),
+    );
 }

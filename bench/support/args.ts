@@ -9,12 +9,14 @@ export interface BenchFlags {
   events: number | undefined;
   clients: number | undefined;
   rows: number | undefined;
+  /** `--local`: the saga bench's mode of three local steps in process vs three plain transactions. */
+  local: boolean;
   /** `--transport http|nats`: the messaging bench compares the HTTP feed with NATS JetStream when `nats`. */
   transport: 'http' | 'nats';
 }
 
 export const USAGE =
-  'usage: tsx bench/run.ts <name> [--quick] [--json] [--events N] [--clients N] [--rows N] [--transport http|nats]';
+  'usage: tsx bench/run.ts <name> [--quick] [--json] [--events N] [--clients N] [--rows N] [--transport http|nats] [--local]';
 
 const NUMERIC = { '--events': 'events', '--clients': 'clients', '--rows': 'rows' } as const;
 
@@ -26,10 +28,12 @@ export function parseFlags(argv: readonly string[]): BenchFlags {
     clients: undefined,
     rows: undefined,
     transport: 'http',
+    local: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '--quick') flags.quick = true;
+    else if (arg === '--local') flags.local = true;
     else if (arg === '--json') flags.json = true;
     else if (arg === '--transport') {
       const value = argv[++i];

@@ -1,0 +1,140 @@
+import pg from 'pg';
+import type { Database } from '../../src/db/executor.ts';
+import { createBaton, saga } from '../../src/index.ts';
+import type { SagaWorker } from '../../src/sagas/saga-worker.ts';
+import type { BenchClusters } from './clusters.ts';
+import { closedLoop, latencySummary } from './saga-measure.ts';
+import { round, wallMs } from './stats.ts';
+
+/**
+ * `saga --local`: a saga of three local steps — each one row in the
+ * orchestrator's own database — run in this process, against the same three
+ * writes as three plain transactions. What it isolates is the cost of the
+ * saga machinery itself (its rows, claims, commits and completion), with no
+ * participant and no HTTP in between.
+ */
+export interface LocalOptions {
+  inFlight: number;
+  warmupMs: number;
+  measureMs: number;
+  /** Sagas started one after another, each awaited, for the single-flight figures. */
+  single: number;
+}
+
+export interface LocalRun {
+  perSec: number;
+  completed: number;
+  /** Caller-observed: start called → completion seen (Baton: `waitFor` returned). */
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface LocalResult {
+  baton: LocalRun;
+  plain: LocalRun;
+  ratio: number;
+  single: { baton: LocalRun; plain: LocalRun };
+  /** Transactions that wrote (took a transaction id) per saga, alone on the cluster. */
+  writingCommitsPerSaga: number;
+  plainWritingCommitsPerUnit: number;
+}
+
+const STEPS_TABLE = `CREATE TABLE steps (unit text NOT NULL, step int NOT NULL,
+  at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (unit, step))`;
+const INSERT_STEP = 'INSERT INTO steps (unit, step) VALUES ($1, $2)';
+
+let runNo = 0;
+
+export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promise<LocalResult> {
+  const n = ++runNo;
+  const { url, db } = await clusters.database(clusters.producer, `saga_local_${n}`, 20);
+  await db.query(STEPS_TABLE);
+  const baton = createBaton({ db, service: 'orders' });
+  await baton.migrate();
+  const threeSteps = saga<{ unit: string }, null>('three-local-steps', async (ctx, input) => {
+    for (const step of [1, 2, 3])
+      await ctx.step(`step-${step}`, (tx) => tx.query(INSERT_STEP, [input.unit, step]));
+    return null;
+  });
+  baton.sagas.define(threeSteps);
+  const workers: SagaWorker[] = [0, 1].map((i) =>
+    baton.sagas.worker({ concurrency: 25, pollIntervalMs: 250, id: `w${i}` }),
+  );
+  for (const w of workers) w.start();
+  const plain = new pg.Pool({ connectionString: url, max: 20, application_name: 'bench-plain' });
+  try {
+    const sagaUnit = async (id: string) => {
+      const started = await baton.sagas.start('three-local-steps', { unit: id }, { id });
+      const status = await baton.sagas.waitFor(started, 60_000);
+      if (status.state !== 'completed') throw new Error(`saga ${id} ended ${status.state}`);
+    };
+    const plainUnit = async (id: string) => {
+      for (const step of [1, 2, 3]) await plain.query(INSERT_STEP, [`plain-${id}`, step]);
+    };
+    const loop = async (prefix: string, unit: (id: string) => Promise<void>) => {
+      const w = await closedLoop({ ...o, prefix, unit });
+      return { perSec: w.perSec, completed: w.completed, ...pick(latencySummary(w.latenciesMs)) };
+    };
+    // Single flight first (a quiet database: the transaction-id count is this work's alone).
+    const single = async (prefix: string, unit: (id: string) => Promise<void>) => {
+      const before = await xid(db);
+      const ms: number[] = [];
+      for (let i = 0; i < o.single; i++) {
+        const t = wallMs();
+        await unit(`${prefix}-${i}`);
+        ms.push(wallMs() - t);
+      }
+      const writes = (await xid(db)) - before - 1; // the second xid() took one itself
+      const seconds = ms.reduce((a, b) => a + b, 0) / 1000;
+      return {
+        run: {
+          perSec: round(o.single / seconds, 1),
+          completed: o.single,
+          ...pick(latencySummary(ms)),
+        },
+        writesPerUnit: round(writes / o.single, 2),
+      };
+    };
+    const singleBaton = await single('s', sagaUnit);
+    const singlePlain = await single('sp', plainUnit);
+    const batonRun = await loop('b', sagaUnit);
+    const plainRun = await loop('p', plainUnit);
+    await verify(db, baton.sagas);
+    return {
+      baton: batonRun,
+      plain: plainRun,
+      ratio: round(batonRun.perSec / plainRun.perSec, 3),
+      single: { baton: singleBaton.run, plain: singlePlain.run },
+      writingCommitsPerSaga: singleBaton.writesPerUnit,
+      plainWritingCommitsPerUnit: singlePlain.writesPerUnit,
+    };
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+    await plain.end();
+  }
+}
+
+/** Counts against the tables: every completed saga wrote its three rows once, every plain unit too. */
+async function verify(db: Database, _sagas: unknown): Promise<void> {
+  const r = await db.query<{ sagas: number; completed: number; saga_steps: number; bad: number }>(
+    `SELECT (SELECT count(*)::int FROM baton.sagas) AS sagas,
+            (SELECT count(*)::int FROM baton.sagas WHERE state = 'completed') AS completed,
+            (SELECT count(*)::int FROM steps WHERE unit NOT LIKE 'plain-%') AS saga_steps,
+            (SELECT count(*)::int FROM (SELECT unit FROM steps GROUP BY unit HAVING count(*) <> 3) x) AS bad`,
+  );
+  const row = r.rows[0];
+  if (!row || row.completed !== row.sagas || row.saga_steps !== 3 * row.sagas || row.bad !== 0)
+    throw new Error(
+      `count check failed: ${JSON.stringify(row)} (every saga completed with three step rows, every unit three rows); no figure is printed from this run`,
+    );
+}
+
+/** The cluster's next transaction id: how many writing transactions ran in between. */
+async function xid(db: Database): Promise<number> {
+  const r = await db.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
+  return Number(r.rows[0]?.x);
+}
+
+function pick(s: { p50Ms: number; p99Ms: number }): { p50Ms: number; p99Ms: number } {
+  return { p50Ms: s.p50Ms, p99Ms: s.p99Ms };
+}
