@@ -12,6 +12,8 @@ const ALLOWED: readonly [SagaState, SagaState][] = [
   ['running', 'running'],
   ['running', 'completing'],
   ['running', 'compensating'],
+  // The function returned with no reservation to confirm: done in one write.
+  ['running', 'completed'],
   ['completing', 'completing'],
   ['completing', 'completed'],
   ['completing', 'stuck'],

@@ -82,18 +82,23 @@ async function runSagaNow(
         saga = { ...saga, state: 'compensating' };
       } else {
         const fields = { output: outcome.output ?? null };
-        // The run's last remote step (if its record is still deferred) is recorded with `completing`.
+        // With no reservation to confirm, the run is done: `completed` at once (one
+        // write and one commit fewer than passing through `completing`).
+        const toConfirm = outcome.undos.some((u) => u.confirm && u.state === 'completed');
+        const next = toConfirm ? 'completing' : 'completed';
+        // The run's last remote step (if its record is still deferred) is recorded with it.
         if (outcome.deferred) {
           await deps.store.setStateWithStepFenced(
             saga.id,
             saga.fence,
-            'completing',
+            next,
             fields,
             withNullResult(outcome.deferred),
           );
         } else {
-          await deps.store.setStateFenced(saga.id, saga.fence, 'completing', fields);
+          await deps.store.setStateFenced(saga.id, saga.fence, next, fields);
         }
+        if (!toConfirm) return;
         saga = { ...saga, state: 'completing' };
         returnedSteps = outcome.undos;
       }

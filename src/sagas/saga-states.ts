@@ -2,6 +2,7 @@
  * A saga's life:
  *
  *   running ──function returned──────────────► completing ──reservations confirmed──► completed
+ *   running ──function returned, no reservation to confirm──────────────────────────► completed
  *   running ──step failed for good / deadline / operator abort──► compensating
  *   compensating ──every completed step undone──► compensated
  *   completing | compensating ──a confirm / compensation failed past its bound──► stuck
@@ -27,7 +28,7 @@ export const ACTIVE_SAGA_STATES: readonly SagaState[] = ['running', 'completing'
 export const TERMINAL_SAGA_STATES: readonly SagaState[] = ['completed', 'compensated'];
 
 const TRANSITIONS: Readonly<Record<SagaState, readonly SagaState[]>> = {
-  running: ['running', 'completing', 'compensating'],
+  running: ['running', 'completing', 'compensating', 'completed'],
   completing: ['completing', 'completed', 'stuck'],
   compensating: ['compensating', 'compensated', 'stuck'],
   completed: [],
