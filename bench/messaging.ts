@@ -15,6 +15,13 @@ import { BIGGER, SHIPPED, TUNED } from './support/consumer-config.ts';
 import { runE2eLatency } from './support/e2e-latency.ts';
 import { runE2eThroughput, type ThroughputOptions } from './support/e2e-throughput.ts';
 import { runOutboxOverhead } from './support/outbox-overhead.ts';
+import {
+  GRAPHILE_VARIANTS,
+  type PeerLatency,
+  type PeerThroughput,
+  runGraphileLatency,
+  runGraphileThroughput,
+} from './support/peer-graphile.ts';
 import { heading, say, table, yes } from './support/report.ts';
 import { round, wallMs } from './support/stats.ts';
 import { compareTransports } from './support/transports.ts';
@@ -89,6 +96,44 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
     consumer: throughput.best.consumer,
   });
 
+  heading('peer: graphile-worker, the same load (jobs added in the business transaction)');
+  say(
+    'Measures: the throughput and latency runs above with graphile-worker 0.18 in place of Baton:',
+  );
+  say(
+    '  jobs added by add_jobs in the business transaction, a task writing one row into `handled`,',
+  );
+  say(
+    '  10 concurrent jobs, ONE database (its design: queue and worker beside the business tables),',
+  );
+  say(
+    '  with its defaults and with its batching (local queue of 40, completions batched), after an',
+  );
+  say('  ANALYZE of its jobs table. Baton crosses two databases and an HTTP hop; this does not.');
+  const peerThroughput: PeerThroughput[] = [];
+  for (const variant of GRAPHILE_VARIANTS)
+    peerThroughput.push(
+      await runGraphileThroughput(clusters, variant, {
+        publishers: Math.min(flags.clients ?? 4, 8),
+        eventsPerTx: 100,
+        runMs: quick ? 6000 : 15_000,
+        maxInFlight: 20_000,
+        drainTimeoutMs: quick ? 20_000 : 60_000,
+      }),
+    );
+  const peerLatency: PeerLatency = await runGraphileLatency(
+    clusters,
+    GRAPHILE_VARIANTS[1] as (typeof GRAPHILE_VARIANTS)[number],
+    {
+      ratePerSec: 1000,
+      events: latencyEvents,
+      clients: 16,
+      warmupEvents: Math.min(1000, Math.floor(latencyEvents / 5)),
+      drainTimeoutMs: quick ? 20_000 : 40_000,
+    },
+  );
+  const peerBest = Math.max(...peerThroughput.map((p) => p.jobsPerSec));
+
   const rssMbMax = round(Math.max(latency.rssMbMax, ...throughput.runs.map((r) => r.rssMbMax)), 1);
   const figures = {
     outboxOverheadRatio: overhead.ratioNotify,
@@ -98,6 +143,10 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
     e2eEventsPerSec: throughput.best.overallEventsPerSec,
     e2eBaselineRowsPerSec: throughput.baselineRowsPerSec,
     e2eRatioToBaseline: throughput.ratio,
+    e2eRatioToGraphileBest: round(throughput.best.overallEventsPerSec / peerBest, 2),
+    graphileJobsPerSec: Object.fromEntries(peerThroughput.map((p) => [p.label, p.jobsPerSec])),
+    graphileP50Ms: peerLatency.p50Ms,
+    graphileP99Ms: peerLatency.p99Ms,
     e2eP50Ms: latency.p50Ms,
     e2eP99Ms: latency.p99Ms,
     rssMbMax,
@@ -125,8 +174,21 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
     ['e2eEventsPerSec', figures.e2eEventsPerSec, '≥ 10000', yes(pass.e2eEventsPerSec)],
     ['  baseline plain-insert rows/s', figures.e2eBaselineRowsPerSec, '', ''],
     ['  e2e ÷ baseline', figures.e2eRatioToBaseline, '', ''],
+    ...peerThroughput.map((p) => [`  ${p.label}, jobs/s`, p.jobsPerSec, '', '']),
+    [
+      '  e2e ÷ graphile-worker (its best)',
+      figures.e2eRatioToGraphileBest,
+      '≥ 2',
+      yes(figures.e2eRatioToGraphileBest >= 2),
+    ],
     ['e2eP50Ms', figures.e2eP50Ms, '', ''],
     ['e2eP99Ms', figures.e2eP99Ms, '≤ 50', yes(pass.e2eP99Ms)],
+    [
+      '  graphile-worker, batching: p50 / p99 ms',
+      `${peerLatency.p50Ms} / ${peerLatency.p99Ms}`,
+      '',
+      '',
+    ],
     ['rssMbMax (consumer child)', figures.rssMbMax, '≤ 150', yes(pass.rssMbMax)],
   ]);
   say(`elapsed ${elapsedSec} s`);
@@ -149,6 +211,7 @@ async function runAll(clusters: BenchClusters, flags: BenchFlags, started: numbe
         eventsPerTx: 100,
       },
       latency,
+      peers: { throughput: peerThroughput, latency: peerLatency },
     };
     say(JSON.stringify(report));
   }
