@@ -13,6 +13,7 @@ import type { Relay } from '../src/messaging/relay.ts';
 import { natsSource, natsTransport, streamName, subjectFor } from '../src/nats.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { encodeEventLine } from '../src/transports/http-feed/wire-format.ts';
+import { StreamReader } from '../src/transports/nats/stream-reader.ts';
 import { eventually, freshDatabase } from './helpers.ts';
 
 /*
@@ -305,6 +306,26 @@ describe('NATS source: a stream out of order, with copies and a gap', () => {
     await store(5);
     await eventually(async () => (await seen()).length === 7, 'the held events handled');
     expect(await seen()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('leaves no consumer behind on the server when it starts reading elsewhere or is closed', async () => {
+    // Each ordered consumer lives on the cluster until deleted (or 5 minutes idle): a reader
+    // that re-reads from another sequence (a rollback, a reset) must not leave its old one.
+    const jsm = await jetstreamManager(nc);
+    const consumers = async () =>
+      (await jsm.streams.info(streamName('direct'))).state.consumer_count;
+    const before = await consumers();
+    const reader = new StreamReader(jetstream(nc), streamName('direct'));
+    for (const from of [1, 3, 2, 1, 4]) {
+      const read = await reader.read(from, 2, 1_000);
+      expect(read[0]?.seq).toBe(from);
+    }
+    await reader.close();
+    await eventually(
+      async () => (await consumers()) <= before,
+      `the consumers the reader made deleted (${before} before)`,
+      10_000,
+    );
   });
 
   it('hands on what the stream holds at once, without waiting for a full batch or the wait to end', async () => {

@@ -1,11 +1,17 @@
-import { type ConsumerMessages, DeliverPolicy, type JetStreamClient } from '@nats-io/jetstream';
+import {
+  type Consumer,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JetStreamClient,
+} from '@nats-io/jetstream';
 
 /**
  * A consumer that delivered nothing for this long is created anew on the
  * next read: after a node dies its consumer can be gone, and an idle
- * pull cannot tell that from a quiet stream (the library's own heartbeat
- * check re-pulls but does not recreate it). A quiet subscription pays one
- * consumer creation per interval.
+ * pull cannot tell that from a quiet stream (the library re-pulls, and
+ * recreates the consumer only when the server reports it missing — a dead
+ * node reports nothing). A quiet subscription pays one consumer creation
+ * (and deletion) per interval.
  */
 const RENEW_IDLE_MS = 5_000;
 
@@ -26,18 +32,21 @@ export interface RawMessage {
  * last message arrived says none are pending after it) or `limit` of it,
  * or, with less, when the wait ends. An ordered consumer
  * counts a message as delivered when it arrives, so a pull is never cut
- * short (what arrived after it would be lost to the reader); instead the
- * consumer pulls on and the buffer keeps what came — bounded: the pulling
- * pauses while it holds two reads' worth.
+ * short while it delivers; instead the consumer pulls on and the buffer
+ * keeps what came — bounded: with two reads' worth held the pull is ended
+ * and the consumer deleted, and the next read starts a new one after what
+ * is held.
  */
 export class StreamReader {
+  /** The consumer pulling now, and its messages; undefined while none pulls (not started, or paused full). */
+  private consumer: Consumer | undefined;
   private messages: ConsumerMessages | undefined;
   private pulling: Promise<void> | undefined;
+  /** Where the next read is expected to start (the stream sequence after the last one handed out). */
   private nextSeq = -1;
   private buffer: RawMessage[] = [];
   private failure: unknown;
   private arrived: (() => void) | undefined;
-  private drained: (() => void) | undefined;
   private limit = 100;
   /** Messages the stream held after the last one that arrived (JetStream tells with each). */
   private pendingAfterLast = 0;
@@ -56,7 +65,14 @@ export class StreamReader {
     signal?: AbortSignal,
   ): Promise<RawMessage[]> {
     const idle = this.buffer.length === 0 && Date.now() - this.lastArrivalAt > RENEW_IDLE_MS;
-    if (!this.messages || this.nextSeq !== from || idle) await this.restart(from, limit);
+    if (this.nextSeq !== from || idle) {
+      // Elsewhere than where the last read ended (a rollback, a reset, another process), or quiet.
+      this.discard();
+      await this.pullFrom(from, limit);
+    } else if (!this.messages && this.failure === undefined) {
+      // Paused while full, or never started: pull on after what is held.
+      await this.pullFrom((this.buffer.at(-1)?.seq ?? from - 1) + 1, limit);
+    }
     const ready = () =>
       this.failure !== undefined ||
       this.buffer.length >= limit ||
@@ -64,29 +80,29 @@ export class StreamReader {
     if (!ready()) await this.until(ready, waitMs, signal);
     if (this.failure !== undefined && this.buffer.length === 0) {
       const failure = this.failure;
-      await this.stop(); // the next read starts a fresh consumer where this one ended
+      this.discard(); // the next read starts a fresh consumer where this one ended
       throw failure;
     }
     const taken = this.buffer.splice(0, limit);
     this.nextSeq = (taken.at(-1)?.seq ?? from - 1) + 1;
-    if (this.buffer.length < this.limit) this.drained?.();
     return taken;
   }
 
   async close(): Promise<void> {
-    await this.stop();
+    this.discard();
+    await this.pulling;
   }
 
-  private async restart(from: number, limit: number): Promise<void> {
-    await this.stop();
+  private async pullFrom(seq: number, limit: number): Promise<void> {
     this.limit = limit;
-    this.nextSeq = from;
+    this.nextSeq = this.buffer[0]?.seq ?? seq;
     this.lastArrivalAt = Date.now();
     const consumer = await this.js.consumers.get(this.stream, {
       deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: from,
+      opt_start_seq: seq,
     });
     const messages = await consumer.consume({ max_messages: limit, expires: RENEW_IDLE_MS });
+    this.consumer = consumer;
     this.messages = messages;
     this.pulling = this.pull(messages);
   }
@@ -94,16 +110,17 @@ export class StreamReader {
   private async pull(messages: ConsumerMessages): Promise<void> {
     try {
       for await (const m of messages) {
+        if (this.messages !== messages) return;
         this.buffer.push({ seq: m.seq, data: m.data });
         this.pendingAfterLast = m.info.pending;
         this.lastArrivalAt = Date.now();
         this.arrived?.();
-        // Bounded: wait while two reads' worth are held (the consumer's own pull stops too).
-        while (this.buffer.length >= 2 * this.limit && this.messages === messages)
-          await new Promise<void>((resolve) => {
-            this.drained = resolve;
-          });
-        if (this.messages !== messages) return;
+        // Bounded: with two reads' worth held, stop pulling altogether (a paused
+        // iterator would still queue the library's re-pulls); a read resumes after them.
+        if (this.buffer.length >= 2 * this.limit) {
+          this.stopPulling();
+          return;
+        }
       }
       if (this.messages === messages)
         this.failure = new Error(`the stream ${this.stream} stopped delivering`);
@@ -116,6 +133,7 @@ export class StreamReader {
 
   /** Resolves when `ready()` holds after an arrival, after `ms`, or on abort. */
   private until(ready: () => boolean, ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -131,19 +149,25 @@ export class StreamReader {
     });
   }
 
-  private async stop(): Promise<void> {
-    const messages = this.messages;
-    const pulling = this.pulling;
+  /**
+   * Ends the current pull, keeping what is held. The consumer is deleted on
+   * the server (else each would linger, with its outstanding pull, for the
+   * library's 5-minute inactivity threshold); what arrived after the stop is
+   * read again by the next consumer, which starts after what is held.
+   */
+  private stopPulling(): void {
+    const { messages, consumer } = this;
     this.messages = undefined;
-    this.pulling = undefined;
+    this.consumer = undefined;
+    messages?.stop();
+    consumer?.delete().catch(() => {}); // gone already, or the cluster is down: it expires
+  }
+
+  /** Stops pulling and forgets what is held. */
+  private discard(): void {
+    this.stopPulling();
     this.buffer = [];
     this.pendingAfterLast = 0;
     this.failure = undefined;
-    this.drained?.();
-    this.drained = undefined;
-    if (messages) {
-      messages.stop();
-      await pulling;
-    }
   }
 }
