@@ -52,6 +52,8 @@ describe('derived names', () => {
         (a, b) => {
           const da = derivedName(`baton_ref_${a}`);
           expect(Buffer.byteLength(da)).toBeLessThanOrEqual(63);
+          // Whole characters only: half a surrogate pair is refused by PostgreSQL's JSON.
+          expect(wellFormed(da), JSON.stringify(da)).toBe(true);
           if (Buffer.byteLength(`baton_ref_${a}`) <= 63) expect(da).toBe(`baton_ref_${a}`);
           if (a !== b) expect(da).not.toBe(derivedName(`baton_ref_${b}`));
         },
@@ -59,6 +61,17 @@ describe('derived names', () => {
     );
   });
 });
+
+it('cuts a long name between characters, never inside a surrogate pair (found by identifiers.prop)', () => {
+  const name = derivedName(`baton_check_${'ﶴ𝅗𝅥𝅘𝅥𝅲🬍𝆺𝅥𝅯'.repeat(4)}callerl_d𑪜𘨲𝅘𝅥𝅱bindt`);
+  expect(wellFormed(name), JSON.stringify(name)).toBe(true);
+  expect(Buffer.byteLength(name)).toBeLessThanOrEqual(63);
+});
+
+/** No half of a surrogate pair: UTF-8 cannot hold one, so the round trip would change it. */
+function wellFormed(text: string): boolean {
+  return Buffer.from(text, 'utf8').toString('utf8') === text;
+}
 
 describe('literals', () => {
   it("double quotes and escape backslashes (E'…') so any setting of standard_conforming_strings reads them the same", () => {

@@ -41,9 +41,11 @@ export const MAX_IDENTIFIER_BYTES = 63;
 export function derivedName(base: string): string {
   if (Buffer.byteLength(base) <= MAX_IDENTIFIER_BYTES) return base;
   const hash = createHash('sha256').update(base).digest('hex').slice(0, 12);
-  let head = base.slice(0, 50);
-  while (Buffer.byteLength(head) > 50) head = head.slice(0, -1);
-  return `${head}_${hash}`;
+  // By code points, not UTF-16 units: a cut through a surrogate pair would leave half a
+  // character, which PostgreSQL's JSON refuses wherever the name is reported.
+  const chars = Array.from(base).slice(0, 50);
+  while (Buffer.byteLength(chars.join('')) > 50) chars.pop();
+  return `${chars.join('')}_${hash}`;
 }
 
 /**
