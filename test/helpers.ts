@@ -40,3 +40,16 @@ export function databaseWith(real: Database, overrides: Partial<Database>): Data
     ...overrides,
   };
 }
+
+/** Retries `attempt` until it succeeds (e.g. a JetStream API call while the cluster elects its leaders), at most `timeoutMs`. */
+export async function untilReady<T>(attempt: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}

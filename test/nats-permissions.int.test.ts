@@ -8,7 +8,7 @@ import type { Relay } from '../src/messaging/relay.ts';
 import { natsSource, natsTransport, streamName, subjectFor } from '../src/nats.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { encodeEventLine } from '../src/transports/http-feed/wire-format.ts';
-import { eventually, freshDatabase } from './helpers.ts';
+import { eventually, freshDatabase, untilReady } from './helpers.ts';
 
 /*
  * On NATS, events are not signed: who may publish on a service's subjects is
@@ -215,15 +215,3 @@ describe('NATS: a service under its own NATS user cannot act as another', () => 
     }
   });
 });
-
-async function untilReady<T>(attempt: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await attempt();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}

@@ -14,7 +14,7 @@ import { natsSource, natsTransport, streamName, subjectFor } from '../src/nats.t
 import type { TestDatabase } from '../src/testing/index.ts';
 import { encodeEventLine } from '../src/transports/http-feed/wire-format.ts';
 import { StreamReader } from '../src/transports/nats/stream-reader.ts';
-import { eventually, freshDatabase } from './helpers.ts';
+import { eventually, freshDatabase, untilReady } from './helpers.ts';
 
 /*
  * NATS JetStream as the transport (issue 14), on a real 3-node cluster on
@@ -365,14 +365,3 @@ function uuidFor(n: number): string {
 }
 
 /** The cluster elects its JetStream leaders a moment after it listens. */
-async function untilReady<T>(attempt: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await attempt();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}

@@ -99,7 +99,7 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
     const singlePlain = await single('sp', plainUnit);
     const batonRun = await loop('b', sagaUnit);
     const plainRun = await loop('p', plainUnit);
-    await verify(db, baton.sagas);
+    await verify(db);
     return {
       baton: batonRun,
       plain: plainRun,
@@ -115,7 +115,7 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
 }
 
 /** Counts against the tables: every completed saga wrote its three rows once, every plain unit too. */
-async function verify(db: Database, _sagas: unknown): Promise<void> {
+async function verify(db: Database): Promise<void> {
   const r = await db.query<{ sagas: number; completed: number; saga_steps: number; bad: number }>(
     `SELECT (SELECT count(*)::int FROM baton.sagas) AS sagas,
             (SELECT count(*)::int FROM baton.sagas WHERE state = 'completed') AS completed,
