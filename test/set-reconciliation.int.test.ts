@@ -97,10 +97,14 @@ describe('set reconciliation between two PostgreSQL databases', () => {
     expect(exchanged).toBeLessThan(jsonBytes(encodeMembersResponse(ownerMembers)) / 5);
   });
 
-  it('finds the same difference when every level scans again (no snapshot, or an expired one)', async () => {
+  it('finds the same difference below the snapshot (read once, or scanned at every level) and when the snapshot has expired', async () => {
     let clock = 0;
     const ticking = () => (clock += 1000);
-    for (const options of [{ snapshotBits: 8 }, { snapshotTtlMs: 500, now: ticking }]) {
+    for (const options of [
+      { snapshotBits: 8 },
+      { snapshotBits: 8, maxSubsetMembers: 0 },
+      { snapshotTtlMs: 500, now: ticking },
+    ]) {
       const { stats, ...difference } = await reconcileSets(
         sqlSetSide(ownerDb.db, OWNER_SOURCE, options),
         sqlSetSide(replicaDb.db, REPLICA_SOURCE, options),

@@ -3,7 +3,7 @@ import type { Database, Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
 import { quoteIdent } from '../db/sql.ts';
 import type { MemberSource } from './members.ts';
-import { DELETED_CONTENT_SQL, liveContentSql } from './members.ts';
+import { DELETED_CONTENT_SQL, LIVE_STATE_CODE, liveContentSql } from './members.ts';
 import type { ReplicaState } from './replica-states.ts';
 
 export interface ReplicaRow {
@@ -141,11 +141,11 @@ export class ReplicaStore {
    * Equal to the owner's members (owner-members.ts) when the copy is right.
    */
   memberSource(): MemberSource {
-    const letter = `CASE r.state WHEN 'ACTIVE' THEN 'A' WHEN 'DELETING' THEN 'G' ELSE 'D' END`;
+    const code = `CASE r.state WHEN 'ACTIVE' THEN ${LIVE_STATE_CODE.active} WHEN 'DELETING' THEN ${LIVE_STATE_CODE.deleting} ELSE 0 END`;
     return {
       sql: `SELECT (r.id)::text AS id, r.version,
               CASE WHEN r.state = 'DELETED' THEN ${DELETED_CONTENT_SQL}
-                   ELSE ${liveContentSql(letter, 'r.fields_hash', 'r.personal')} END AS content
+                   ELSE ${liveContentSql(code, 'r.fields_hash', 'r.personal')} END AS content
             FROM ${this.tableSql} r WHERE r.state <> 'UNVERIFIED'`,
     };
   }
