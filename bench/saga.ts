@@ -12,6 +12,7 @@
  */
 import type { BenchFlags } from './support/args.ts';
 import { type BenchClusters, machine, startBenchClusters } from './support/clusters.ts';
+import { runDbosLocal } from './support/peer-dbos.ts';
 import { heading, say, table, yes } from './support/report.ts';
 import { type BaselineResult, runBaseline } from './support/saga-baseline.ts';
 import { type BatonPassOptions, type BatonPassResult, runBatonPass } from './support/saga-baton.ts';
@@ -261,8 +262,12 @@ async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started:
     '  the transactions that wrote per saga (transaction ids taken, one at a time, nothing else running).',
   );
   say(
-    'Does not measure: participants or HTTP (the default saga bench does), nor DBOS (not installed).',
+    '  The peer: DBOS Transact 4.24, the same rows as a workflow of three DBOS transactions (each commits its',
   );
+  say(
+    '  row with its output record: @dbos-inc/postgres-datasource), started and awaited (startWorkflow, getResult).',
+  );
+  say('Does not measure: participants or HTTP (the default saga bench does).');
   const time = flags.quick
     ? { warmupMs: 2000, measureMs: 6000 }
     : { warmupMs: 3000, measureMs: 15_000 };
@@ -271,6 +276,12 @@ async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started:
     ...time,
     single: flags.quick ? 200 : 500,
   });
+  const dbos = await runDbosLocal(clusters, {
+    inFlight: IN_FLIGHT,
+    ...time,
+    single: flags.quick ? 200 : 500,
+  });
+  const dbosRatio = round(dbos.run.perSec / r.plain.perSec, 3);
   const pass = {
     ratio: r.ratio >= LOCAL_TARGETS.ratio,
     singleP50Ms: r.single.baton.p50Ms <= LOCAL_TARGETS.singleP50Ms,
@@ -278,19 +289,21 @@ async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started:
   };
   heading('summary');
   table([
-    ['figure', 'Baton', 'plain', 'target', 'met'],
-    [`per second, ${IN_FLIGHT} in flight`, r.baton.perSec, r.plain.perSec, '', ''],
+    ['figure', 'Baton', 'DBOS', 'plain', 'target (Baton)', 'met'],
+    [`per second, ${IN_FLIGHT} in flight`, r.baton.perSec, dbos.run.perSec, r.plain.perSec, '', ''],
     [
       '  p50 / p99 ms',
       `${r.baton.p50Ms} / ${r.baton.p99Ms}`,
+      `${dbos.run.p50Ms} / ${dbos.run.p99Ms}`,
       `${r.plain.p50Ms} / ${r.plain.p99Ms}`,
       '',
       '',
     ],
-    ['ratio Baton ÷ plain', r.ratio, '', `≥ ${LOCAL_TARGETS.ratio}`, yes(pass.ratio)],
+    ['ratio ÷ plain', r.ratio, dbosRatio, '', `≥ ${LOCAL_TARGETS.ratio}`, yes(pass.ratio)],
     [
       'one at a time: p50 / p99 ms (caller sees it done)',
       `${r.single.baton.p50Ms} / ${r.single.baton.p99Ms}`,
+      `${dbos.single.p50Ms} / ${dbos.single.p99Ms}`,
       `${r.single.plain.p50Ms} / ${r.single.plain.p99Ms}`,
       `p50 ≤ ${LOCAL_TARGETS.singleP50Ms}`,
       yes(pass.singleP50Ms),
@@ -298,6 +311,7 @@ async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started:
     [
       'writing transactions per saga (per unit)',
       r.writingCommitsPerSaga,
+      dbos.writingCommitsPerWorkflow,
       r.plainWritingCommitsPerUnit,
       `≤ ${LOCAL_TARGETS.writingCommitsPerSaga}`,
       yes(pass.writingCommitsPerSaga),
@@ -311,6 +325,12 @@ async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started:
         bench: 'saga',
         mode: flags.quick ? 'quick-local' : 'local',
         ...r,
+        dbos: {
+          ...dbos.run,
+          ratio: dbosRatio,
+          single: dbos.single,
+          writingCommitsPerWorkflow: dbos.writingCommitsPerWorkflow,
+        },
         targets: LOCAL_TARGETS,
         pass,
         elapsedSec,

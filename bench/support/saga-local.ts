@@ -130,11 +130,11 @@ async function verify(db: Database): Promise<void> {
 }
 
 /** The cluster's next transaction id: how many writing transactions ran in between. */
-async function xid(db: Database): Promise<number> {
+export async function xid(db: Database): Promise<number> {
   const r = await db.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
   return Number(r.rows[0]?.x);
 }
 
-function pick(s: { p50Ms: number; p99Ms: number }): { p50Ms: number; p99Ms: number } {
+export function pick(s: { p50Ms: number; p99Ms: number }): { p50Ms: number; p99Ms: number } {
   return { p50Ms: s.p50Ms, p99Ms: s.p99Ms };
 }
