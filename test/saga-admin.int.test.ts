@@ -115,6 +115,29 @@ describe('saga admin: list, show, retry, abort', () => {
     expect(reserve?.lastError).toMatch(/the table service is down/);
     expect(reserve?.completedAt).not.toBeNull();
     expect(detail.steps[1]?.lastError).toMatch(/card declined/);
+    // The steps come from one statement as JSON: each time as a Date read from its column writes it.
+    const columns = await t.db.query<Record<string, Date | null>>(
+      `SELECT started_at, completed_at, compensated_at, retry_at, wait_until
+       FROM baton.saga_steps WHERE saga_id = 'stuck-1' ORDER BY ordinal`,
+    );
+    const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+    expect(
+      detail.steps.map((s) => [
+        s.startedAt,
+        s.completedAt,
+        s.compensatedAt,
+        s.retryAt,
+        s.waitUntil,
+      ]),
+    ).toEqual(
+      columns.rows.map((c) => [
+        iso(c.started_at),
+        iso(c.completed_at),
+        iso(c.compensated_at),
+        iso(c.retry_at),
+        iso(c.wait_until),
+      ]),
+    );
   });
 
   it('retry resumes the stuck phase with attempts from 0: stuck again while broken, compensated once fixed', async () => {

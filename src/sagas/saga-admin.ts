@@ -176,22 +176,26 @@ export async function showSaga(
  * show`); workers read their own `SagaRow` (saga-store.ts).
  */
 export async function readSagaDetail(db: Executor, s: string, id: string): Promise<SagaDetail> {
-  const r = await db.query<DetailRowRaw>(
+  // One statement: the saga and its steps (waitFor reads it once more after every settle).
+  const r = await db.query<DetailRowRaw & { steps: StepJson[] }>(
     `SELECT ${SUMMARY_COLUMNS}, input, output, key_seq, fence,
        CASE WHEN lease_until > now() THEN lease_owner END AS lease_owner,
        CASE WHEN lease_until > now() THEN lease_until END AS lease_until,
-       wake_at, deadline
+       wake_at, deadline,
+       (SELECT coalesce(json_agg(json_build_object(
+           'name', st.name, 'kind', st.kind, 'ordinal', st.ordinal, 'state', st.state,
+           'attempts', st.attempts, 'compensationAttempts', st.compensation_attempts,
+           'lastError', st.last_error, 'retryAt', ${isoSql('st.retry_at')},
+           'waitUntil', ${isoSql('st.wait_until')}, 'correlationId', st.correlation_id,
+           'result', st.result, 'startedAt', ${isoSql('st.started_at')},
+           'completedAt', ${isoSql('st.completed_at')}, 'compensatedAt', ${isoSql('st.compensated_at')})
+         ORDER BY st.ordinal, st.started_at), '[]'::json)
+        FROM ${s}.saga_steps st WHERE st.saga_id = ${s}.sagas.id) AS steps
      FROM ${s}.sagas WHERE id = $1`,
     [id],
   );
   const row = r.rows[0];
   if (!row) throw notFound(id);
-  const steps = await db.query<StepRowRaw>(
-    `SELECT name, kind, ordinal, state, attempts, compensation_attempts, last_error, retry_at,
-       wait_until, correlation_id, result, started_at, completed_at, compensated_at
-     FROM ${s}.saga_steps WHERE saga_id = $1 ORDER BY ordinal, started_at`,
-    [id],
-  );
   return {
     ...toSummary(row),
     input: row.input,
@@ -202,8 +206,16 @@ export async function readSagaDetail(db: Executor, s: string, id: string): Promi
     fence: Number(row.fence),
     wakeAt: row.wake_at.toISOString(),
     deadline: iso(row.deadline),
-    steps: steps.rows.map(toStep),
+    steps: row.steps,
   };
+}
+
+/** A step as the detail query builds it: `SagaStepDetail`, its times already in `toISOString()` form. */
+type StepJson = SagaStepDetail;
+
+/** SQL: a timestamptz as JavaScript's `Date.prototype.toISOString` writes it (UTC, milliseconds, `Z`), or NULL. */
+function isoSql(column: string): string {
+  return `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 }
 
 /**
@@ -390,23 +402,6 @@ interface DetailRowRaw extends SagaRowRaw {
   deadline: Date | null;
 }
 
-interface StepRowRaw {
-  name: string;
-  kind: StepKind;
-  ordinal: number;
-  state: StepState;
-  attempts: number;
-  compensation_attempts: number;
-  last_error: string | null;
-  retry_at: Date | null;
-  wait_until: Date | null;
-  correlation_id: string | null;
-  result: unknown;
-  started_at: Date;
-  completed_at: Date | null;
-  compensated_at: Date | null;
-}
-
 function toSummary(r: SagaRowRaw): SagaSummary {
   return {
     id: r.id,
@@ -420,25 +415,6 @@ function toSummary(r: SagaRowRaw): SagaSummary {
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
     finishedAt: iso(r.finished_at),
-  };
-}
-
-function toStep(r: StepRowRaw): SagaStepDetail {
-  return {
-    name: r.name,
-    kind: r.kind,
-    ordinal: r.ordinal,
-    state: r.state,
-    attempts: r.attempts,
-    compensationAttempts: r.compensation_attempts,
-    lastError: r.last_error,
-    retryAt: iso(r.retry_at),
-    waitUntil: iso(r.wait_until),
-    correlationId: r.correlation_id,
-    result: r.result,
-    startedAt: r.started_at.toISOString(),
-    completedAt: iso(r.completed_at),
-    compensatedAt: iso(r.compensated_at),
   };
 }
 
