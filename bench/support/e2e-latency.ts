@@ -117,6 +117,14 @@ export async function runE2eLatency(
   const consumerRows = await pipeline.consumerQuery<{ id: string; ms: number }>(
     'SELECT event_id::text AS id, extract(epoch FROM handled_at)::float8 * 1000 AS ms FROM handled',
   );
+  // Where the time goes: each event's relay transaction (outbox.relayed_at) and the consumer
+  // transaction that received it (inbox.received_at), both transaction start times.
+  const relayedRows = await pipeline.producerDb.query<{ id: string; ms: number }>(
+    'SELECT event_id::text AS id, extract(epoch FROM relayed_at)::float8 * 1000 AS ms FROM baton.outbox',
+  );
+  const receivedRows = await pipeline.consumerQuery<{ id: string; ms: number }>(
+    'SELECT event_id::text AS id, extract(epoch FROM received_at)::float8 * 1000 AS ms FROM baton.inbox',
+  );
   // Every event handled in time, and counted: checked against the tables before any figure.
   await pipeline.verifyCounts(options.events).catch(async (error: unknown) => {
     await pipeline.stop().catch(() => {});
@@ -147,7 +155,41 @@ export async function runE2eLatency(
     `achieved offered rate ${result.offeredPerSec}/s; ${result.measured} events measured, ${missing} not handled in time`,
   );
   say(
-    `e2eP50Ms = ${result.p50Ms}, p90 = ${result.p90Ms}, e2eP99Ms = ${result.p99Ms} (target ≤ 50), max = ${result.maxMs}; consumer RSS max ${result.rssMbMax} MiB`,
+    `e2eP50Ms = ${result.p50Ms}, p90 = ${result.p90Ms}, e2eP99Ms = ${result.p99Ms}, max = ${result.maxMs}; consumer RSS max ${result.rssMbMax} MiB`,
+  );
+  const stages = latencyStages(
+    producerRows.rows,
+    new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)])),
+    new Map(receivedRows.map((r) => [r.id, Number(r.ms)])),
+    handledAt,
+  );
+  say(
+    `where it goes (p50 / p99 ms): commit → relay transaction ${stages.relayed}; → consumer's receiving transaction ${stages.received}; → handler ${stages.handled}`,
   );
   return result;
+}
+
+/** Per-stage p50 / p99 of the measured events (stage starts are transaction start times). */
+function latencyStages(
+  committed: readonly { id: string; ms: number }[],
+  relayed: ReadonlyMap<string, number>,
+  received: ReadonlyMap<string, number>,
+  handled: ReadonlyMap<string, number>,
+): { relayed: string; received: string; handled: string } {
+  const spans = { relayed: [] as number[], received: [] as number[], handled: [] as number[] };
+  for (const c of committed) {
+    const r = relayed.get(c.id);
+    const i = received.get(c.id);
+    const h = handled.get(c.id);
+    if (r === undefined || i === undefined || h === undefined) continue;
+    spans.relayed.push(r - Number(c.ms));
+    spans.received.push(i - r);
+    spans.handled.push(h - i);
+  }
+  const show = (xs: number[]) => `${round(percentile(xs, 50))} / ${round(percentile(xs, 99))}`;
+  return {
+    relayed: show(spans.relayed),
+    received: show(spans.received),
+    handled: show(spans.handled),
+  };
 }
