@@ -1,6 +1,6 @@
 import { InvalidInputError } from '../core/errors.ts';
 import type { Database } from '../db/executor.ts';
-import type { MemberSource } from '../references/members.ts';
+import { int8HashSql, type MemberSource } from '../references/members.ts';
 import {
   type BucketDigest,
   bucketOf,
@@ -18,9 +18,9 @@ import {
  * and `readSubset`). Hashes are PostgreSQL's own, so two databases agree:
  *
  *   bucket hash  h  = hashtextextended(id, 0)
- *   member hash  hv = hashint8extended(version, h)
- *               (with content: hashint8extended(f, hashint8extended(version, h)),
- *                f = the member's content hash)
+ *   member hash  hv = H(version, h)
+ *               (with content: H(f, H(version, h)), f = the member's content hash)
+ *   where H(x, seed) hashes both 32-bit halves of x (`int8HashSql`)
  *
  * The member hash chains integer hashes seeded by the bucket hash instead of
  * hashing the text `id:version:f` (which cost ~0.4 µs a row: 4 of the 12 s a
@@ -65,8 +65,8 @@ export function sqlSetSide(
           return tx.query<R>(sql, params);
         });
   };
-  const memberHash = `CASE WHEN f IS NULL THEN hashint8extended(version, h)
-                  ELSE hashint8extended(f, hashint8extended(version, h)) END`;
+  const versionHash = int8HashSql('version', 'h');
+  const memberHash = `CASE WHEN f IS NULL THEN ${versionHash} ELSE ${int8HashSql('f', versionHash)} END`;
   const digestSql = (within: boolean) => `
     SELECT p::text AS p, count(*)::text AS n, bit_xor(hv)::text AS x
     FROM (
@@ -87,10 +87,16 @@ export function sqlSetSide(
   const subsetSql = `
     SELECT id, version::text AS version, f::text AS content, h::text AS h, (${memberHash})::text AS hv
     FROM (${hashedSubset}) m
-    WHERE (h >> $1::int) = ANY ($2::bigint[])
-    ORDER BY id COLLATE "C"`;
+    WHERE (h >> $1::int) = ANY ($2::bigint[])`;
   let snapshot: { bits: number; at: number; buckets: Map<bigint, BucketDigest> } | undefined;
   let subset: Subset | undefined;
+  /**
+   * Bumped when a whole-set digest starts. The side is kept across runs (one
+   * per entity behind the HTTP route), so runs overlap: what a read started
+   * before the newest whole-set digest brings back is used for its own call
+   * only, never kept for a later run's deeper levels.
+   */
+  let generation = 0;
   const fresh = (at: number) => now() - at <= snapshotTtlMs;
 
   async function scan(request: DigestRequest): Promise<Map<bigint, BucketDigest>> {
@@ -120,28 +126,33 @@ export function sqlSetSide(
    */
   async function readSubset(within: { bits: number; prefixes: readonly bigint[] }) {
     if (!snapshot || !fresh(snapshot.at) || within.bits < snapshot.bits) return undefined;
+    const startedIn = generation;
     const up = BigInt(within.bits - snapshot.bits);
     const holders = new Set(within.prefixes.map((p) => p >> up));
     let bound = 0;
     for (const prefix of holders) bound += snapshot.buckets.get(prefix)?.count ?? 0;
     if (bound > maxSubsetMembers) return undefined;
     const result = await run<SubsetRow>(subsetSql, [64 - within.bits, within.prefixes.map(String)]);
-    subset = {
+    const read: Subset = {
+      generation: startedIn,
       bits: within.bits,
       parents: new Set(within.prefixes),
       at: now(),
-      members: result.rows.map((row) => ({
-        member: toMember(row),
-        h: BigInt(row.h),
-        hv: BigInt(row.hv),
-      })),
+      // In the byte order of UTF-8, as `after` compares (the database's own order of
+      // COLLATE "C" is the same only when its encoding is UTF8). Rows are checked as
+      // members only when listed: a bad version elsewhere in a bucket does not fail a digest.
+      members: result.rows
+        .map((row) => ({ row, h: BigInt(row.h), hv: BigInt(row.hv) }))
+        .sort((a, b) => compareIds(a.row.id, b.row.id)),
     };
-    return subset;
+    if (startedIn === generation) subset = read;
+    return read;
   }
 
   /** The current subset, when it holds every bucket of `prefixes` at `bits`. */
   function subsetHolding(bits: number, prefixes: readonly bigint[]): Subset | undefined {
-    if (!subset || !fresh(subset.at) || bits < subset.bits) return undefined;
+    if (!subset || subset.generation !== generation || !fresh(subset.at) || bits < subset.bits)
+      return undefined;
     const up = BigInt(bits - subset.bits);
     const parents = subset.parents;
     return prefixes.every((p) => parents.has(p >> up)) ? subset : undefined;
@@ -151,9 +162,11 @@ export function sqlSetSide(
     async digest(request: DigestRequest): Promise<Map<bigint, BucketDigest>> {
       if (!request.within) {
         const bits = Math.max(request.bits, snapshotBits);
+        const mine = ++generation;
         subset = undefined;
-        snapshot = { bits, at: now(), buckets: await scan({ bits }) };
-        return rollUp(snapshot.buckets, bits, request);
+        const taken = { bits, at: now(), buckets: await scan({ bits }) };
+        if (mine === generation) snapshot = taken; // a newer one started meanwhile: keep that
+        return rollUp(taken.buckets, bits, request);
       }
       if (snapshot && request.bits <= snapshot.bits && fresh(snapshot.at)) {
         return rollUp(snapshot.buckets, snapshot.bits, request);
@@ -244,11 +257,13 @@ interface SubsetRow extends MemberRow {
 }
 
 interface Subset {
+  /** The whole-set digest generation it was read in. */
+  generation: number;
   bits: number;
   parents: ReadonlySet<bigint>;
   at: number;
-  /** In `COLLATE "C"` order of their ids. */
-  members: { member: Member; h: bigint; hv: bigint }[];
+  /** In UTF-8 byte order of their ids (`compareIds`). */
+  members: { row: MemberRow; h: bigint; hv: bigint }[];
 }
 
 function toMember(row: MemberRow): Member {
@@ -287,8 +302,8 @@ function membersOf(held: Subset, request: MembersRequest): Member[] {
   for (const m of held.members) {
     if (page.length >= request.limit) break;
     if (!wanted.has(bucketOf(m.h, request.bits))) continue;
-    if (request.after !== undefined && compareIds(m.member.id, request.after) <= 0) continue;
-    page.push(m.member);
+    if (request.after !== undefined && compareIds(m.row.id, request.after) <= 0) continue;
+    page.push(toMember(m.row));
   }
   return page;
 }

@@ -44,6 +44,17 @@ export interface MemberSource {
  * constant PostgreSQL folds at plan time.
  */
 
+/**
+ * SQL: `hashint8extended` of all 64 bits of `value`. PostgreSQL's
+ * `hashint8extended` folds its argument to 32 bits (low XOR high half)
+ * before hashing, so two values with equal folds would hash alike for every
+ * seed; each half is hashed on its own instead (both non-negative, so each
+ * fold is the half itself).
+ */
+export function int8HashSql(value: string, seed: string): string {
+  return `hashint8extended(((${value}) >> 32) & 4294967295, hashint8extended((${value}) & 4294967295, ${seed}))`;
+}
+
 /** The state codes the content hash takes: the same on both sides. */
 export const LIVE_STATE_CODE = { active: 1, deleting: 2 } as const;
 
@@ -55,7 +66,10 @@ export const LIVE_STATE_CODE = { active: 1, deleting: 2 } as const;
 export function liveContentSql(stateCode: string, fieldsHash: string, personal: string): string {
   const personalHash = `CASE WHEN cardinality(${personal}) = 0 THEN hashtextextended('[]', 3)
     ELSE hashtextextended(array_to_json(${personal})::text, 3) END`;
-  return `hashint8extended((${fieldsHash})::bigint, hashint8extended((${stateCode})::bigint, ${personalHash}))`;
+  return int8HashSql(
+    `(${fieldsHash})::bigint`,
+    `hashint8extended((${stateCode})::bigint, ${personalHash})`,
+  );
 }
 
 /** SQL: a deleted member's content hash (its fields are not compared: anonymise rewrites a replica's). */
