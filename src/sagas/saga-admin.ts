@@ -185,10 +185,10 @@ export async function readSagaDetail(db: Executor, s: string, id: string): Promi
        (SELECT coalesce(json_agg(json_build_object(
            'name', st.name, 'kind', st.kind, 'ordinal', st.ordinal, 'state', st.state,
            'attempts', st.attempts, 'compensationAttempts', st.compensation_attempts,
-           'lastError', st.last_error, 'retryAt', ${isoSql('st.retry_at')},
-           'waitUntil', ${isoSql('st.wait_until')}, 'correlationId', st.correlation_id,
-           'result', st.result, 'startedAt', ${isoSql('st.started_at')},
-           'completedAt', ${isoSql('st.completed_at')}, 'compensatedAt', ${isoSql('st.compensated_at')})
+           'lastError', st.last_error, 'retryAt', ${msSql('st.retry_at')},
+           'waitUntil', ${msSql('st.wait_until')}, 'correlationId', st.correlation_id,
+           'result', st.result, 'startedAt', ${msSql('st.started_at')},
+           'completedAt', ${msSql('st.completed_at')}, 'compensatedAt', ${msSql('st.compensated_at')})
          ORDER BY st.ordinal, st.started_at), '[]'::json)
         FROM ${s}.saga_steps st WHERE st.saga_id = ${s}.sagas.id) AS steps
      FROM ${s}.sagas WHERE id = $1`,
@@ -206,16 +206,36 @@ export async function readSagaDetail(db: Executor, s: string, id: string): Promi
     fence: Number(row.fence),
     wakeAt: row.wake_at.toISOString(),
     deadline: iso(row.deadline),
-    steps: row.steps,
+    steps: row.steps.map((step) => ({
+      ...step,
+      retryAt: isoOfMs(step.retryAt),
+      waitUntil: isoOfMs(step.waitUntil),
+      startedAt: isoOfMs(step.startedAt) as string,
+      completedAt: isoOfMs(step.completedAt),
+      compensatedAt: isoOfMs(step.compensatedAt),
+    })),
   };
 }
 
-/** A step as the detail query builds it: `SagaStepDetail`, its times already in `toISOString()` form. */
-type StepJson = SagaStepDetail;
+/** A step as the detail query builds it: its times as milliseconds since the epoch. */
+type StepJson = Omit<
+  SagaStepDetail,
+  'retryAt' | 'waitUntil' | 'startedAt' | 'completedAt' | 'compensatedAt'
+> &
+  Record<'retryAt' | 'waitUntil' | 'startedAt' | 'completedAt' | 'compensatedAt', number | null>;
 
-/** SQL: a timestamptz as JavaScript's `Date.prototype.toISOString` writes it (UTC, milliseconds, `Z`), or NULL. */
-function isoSql(column: string): string {
-  return `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+/**
+ * SQL: a timestamptz as milliseconds since the epoch, floored (as
+ * node-postgres truncates to a `Date`), or NULL; JavaScript writes the ISO
+ * form, so every year reads as it did (`to_char` would write year 10000 in a
+ * form `Date` cannot parse back).
+ */
+function msSql(column: string): string {
+  return `floor(extract(epoch FROM ${column}) * 1000)`;
+}
+
+function isoOfMs(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
 }
 
 /**
