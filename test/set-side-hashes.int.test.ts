@@ -46,6 +46,28 @@ describe('set side: hashes over all 64 bits, and reads kept only for the run tha
     ]);
   });
 
+  it('digests a member without a version below the snapshot as a scan does, without crashing', async () => {
+    // A source that breaks its contract (a NULL version): a scan counts the row and XORs
+    // nothing for it; the members read once below the snapshot must give the same digest.
+    await t.db.query(`
+      CREATE TABLE nv (id text PRIMARY KEY, version bigint);
+      INSERT INTO nv SELECT 'n' || g, CASE WHEN g = 7 THEN NULL ELSE 1 END FROM generate_series(1, 500) g;`);
+    const source = { sql: 'SELECT id, version, NULL::bigint AS content FROM nv' };
+    const h = await t.db.query<{ h: string }>("SELECT hashtextextended('n7', 0)::text AS h");
+    const parent = bucketOf(BigInt(h.rows[0]?.h ?? '0'), 4);
+    const request = { bits: 8, within: { bits: 4, prefixes: [parent] } };
+    const sides = [
+      sqlSetSide(t.db, source, { snapshotBits: 4 }),
+      sqlSetSide(t.db, source, { snapshotBits: 4, maxSubsetMembers: 0 }),
+    ];
+    const digests = [];
+    for (const side of sides) {
+      await side.digest({ bits: 4 });
+      digests.push(await side.digest(request));
+    }
+    expect(digests[0]).toEqual(digests[1]);
+  });
+
   it('a run overlapping another on one kept side finds what it saw at the top', async () => {
     await t.db.query(`
       CREATE TABLE own (id text PRIMARY KEY, version bigint);

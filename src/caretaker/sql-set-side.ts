@@ -142,7 +142,8 @@ export function sqlSetSide(
       // COLLATE "C" is the same only when its encoding is UTF8). Rows are checked as
       // members only when listed: a bad version elsewhere in a bucket does not fail a digest.
       members: result.rows
-        .map((row) => ({ row, h: BigInt(row.h), hv: BigInt(row.hv) }))
+        // A NULL member hash (a source's NULL version) is counted and XORs nothing, as in `bit_xor`.
+        .map((row) => ({ row, h: BigInt(row.h), hv: row.hv === null ? 0n : BigInt(row.hv) }))
         .sort((a, b) => compareIds(a.row.id, b.row.id)),
     };
     if (startedIn === generation) subset = read;
@@ -235,14 +236,18 @@ function rollUp(
   const buckets = new Map<bigint, BucketDigest>();
   for (const [prefix, d] of fine) {
     if (parents && !parents.has(prefix >> parentShift)) continue;
-    const child = prefix >> shift;
-    const sum = buckets.get(child);
-    if (sum) {
-      sum.count += d.count;
-      sum.xor ^= d.xor;
-    } else buckets.set(child, { count: d.count, xor: d.xor });
+    addTo(buckets, prefix >> shift, d.count, d.xor);
   }
   return buckets;
+}
+
+/** Adds `count` members whose hashes XOR to `xor` to bucket `prefix`. */
+function addTo(buckets: Map<bigint, BucketDigest>, prefix: bigint, count: number, xor: bigint) {
+  const sum = buckets.get(prefix);
+  if (sum) {
+    sum.count += count;
+    sum.xor ^= xor;
+  } else buckets.set(prefix, { count, xor });
 }
 
 interface MemberRow {
@@ -253,7 +258,7 @@ interface MemberRow {
 
 interface SubsetRow extends MemberRow {
   h: string;
-  hv: string;
+  hv: string | null;
 }
 
 interface Subset {
@@ -284,13 +289,8 @@ function digestOf(held: Subset, request: DigestRequest): Map<bigint, BucketDiges
   const parents = new Set(within.prefixes);
   const buckets = new Map<bigint, BucketDigest>();
   for (const m of held.members) {
-    if (!parents.has(bucketOf(m.h, within.bits))) continue;
-    const child = bucketOf(m.h, request.bits);
-    const sum = buckets.get(child);
-    if (sum) {
-      sum.count += 1;
-      sum.xor = BigInt.asIntN(64, sum.xor ^ m.hv);
-    } else buckets.set(child, { count: 1, xor: m.hv });
+    if (parents.has(bucketOf(m.h, within.bits)))
+      addTo(buckets, bucketOf(m.h, request.bits), 1, m.hv);
   }
   return buckets;
 }
