@@ -121,6 +121,12 @@ describe('traces', () => {
       return span;
     });
     await eventually(async () => handledAtLoyalty.includes('o1'), 'loyalty handled order.placed');
+    // The run's span ends after its last commit, and a waiter may be told
+    // of that commit first: wait for the span rather than race it.
+    await eventually(
+      async () => exporter.getFinishedSpans().some((s) => s.name === 'saga place-order'),
+      'the saga run span ended',
+    );
     const traceId = root.spanContext().traceId;
     const spans = exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
     const byId = new Map(spans.map((s) => [s.spanContext().spanId, s]));
