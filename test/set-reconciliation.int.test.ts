@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpSetSide, setSideRoute } from '../src/caretaker/http-set-side.ts';
 import { reconcileSets, type SetDifference } from '../src/caretaker/set-reconciliation.ts';
-import type { Member, SetSide } from '../src/caretaker/set-side.ts';
+import { type Member, SET_SIDE_HASH_SCHEME, type SetSide } from '../src/caretaker/set-side.ts';
 import { encodeMembersResponse, jsonBytes } from '../src/caretaker/set-side-wire.ts';
 import { sqlSetSide } from '../src/caretaker/sql-set-side.ts';
 import { authHeaders } from '../src/http/auth.ts';
+import { errorResponse } from '../src/http/http-types.ts';
 import { type RunningServer, serveHttp } from '../src/http/node-server.ts';
 import { createServiceHandler } from '../src/http/service-handler.ts';
 import { signedClient } from '../src/http/signed-client.ts';
@@ -134,7 +135,12 @@ describe('set reconciliation between two PostgreSQL databases', () => {
   });
 
   describe('the HTTP endpoint refuses bad requests', () => {
-    const post = async (body: string, path = '/baton/sets/customer', sign = true) => {
+    // The bodies name the hash scheme as a current client does, unless `raw`.
+    const post = async (given: string, path = '/baton/sets/customer', sign = true, raw = false) => {
+      const body =
+        given.startsWith('{') && !raw
+          ? `{"scheme":${SET_SIDE_HASH_SCHEME},${given.slice(1)}`
+          : given;
       const headers = sign
         ? authHeaders({ type: 'hmac', secret: SECRET }, { method: 'POST', target: path, body })
         : {};
@@ -205,6 +211,72 @@ describe('set reconciliation between two PostgreSQL databases', () => {
       const answer = await post(body);
       expect(answer.status, answer.text).toBe(400);
       expect(JSON.parse(answer.text).error.message).toContain(reason);
+    });
+
+    it.each([
+      [
+        'no scheme (a release before hash schemes)',
+        '{"bits":8,"op":"digest"}',
+        'names no hash scheme',
+      ],
+      ['another scheme', '{"scheme":1,"op":"digest","bits":8}', 'hash scheme 1'],
+      [
+        'a scheme as text',
+        `{"scheme":"${SET_SIDE_HASH_SCHEME}","op":"digest","bits":8}`,
+        'hash scheme "',
+      ],
+    ])('%s → 409, saying both sides must run the same release', async (_name, body, reason) => {
+      const answer = await post(body, undefined, true, true);
+      expect(answer.status, answer.text).toBe(409);
+      const error = JSON.parse(answer.text).error;
+      expect(error.code).toBe('BATON_HASH_SCHEME');
+      expect(error.message).toContain(reason);
+      expect(error.message).toContain(`this side hashes with scheme ${SET_SIDE_HASH_SCHEME}`);
+    });
+
+    it('a client told by an owner of another release says so, instead of a run that differs everywhere', async () => {
+      // What the owner of the release before hash schemes answered a body with a field it did not know.
+      const before = createServiceHandler({
+        auth: { type: 'hmac', secrets: [SECRET] },
+        routes: [
+          {
+            method: 'POST',
+            pattern: /^\/sets\/customer$/,
+            describe: '/sets/<entity>',
+            handle: async () =>
+              errorResponse(
+                400,
+                'BATON_BAD_REQUEST',
+                'unknown field "scheme" in the body; allowed: op, bits, within',
+              ),
+          },
+        ],
+      });
+      const older = await serveHttp((request, signal) => before.handle(request, signal));
+      try {
+        const sideAt = (url: string) =>
+          httpSetSide({
+            client: signedClient({
+              name: 'customers',
+              url,
+              auth: { type: 'hmac', secret: SECRET },
+            }),
+            path: 'sets/customer',
+          });
+        await expect(reconcileSets(sideAt(`${older.url}/baton`), replicaSide)).rejects.toThrow(
+          /customers runs a Baton release without hash schemes.*same Baton release/,
+        );
+        // And the current owner, asked by a client of another scheme, refuses it by name.
+        const response = await post(
+          `{"scheme":${SET_SIDE_HASH_SCHEME + 1},"op":"digest","bits":8}`,
+          undefined,
+          true,
+          true,
+        );
+        expect(response.status).toBe(409);
+      } finally {
+        await older.close();
+      }
     });
 
     it('an unsigned request → 401, an unknown set → 404', async () => {

@@ -31,8 +31,9 @@ export interface HttpSetSideOptions {
  *
  * Failure semantics: the signed client's (`PeerError`: network errors,
  * timeouts, 5xx and 429 retryable; any other non-200 answer not, with the
- * peer's reason); an answer outside the protocol throws
- * `SetSideProtocolError`.
+ * peer's reason; 409 `BATON_HASH_SCHEME` from a side of another release);
+ * an answer outside the protocol, or a side too old to name its hash
+ * scheme, throws `SetSideProtocolError`.
  */
 export function httpSetSide(options: HttpSetSideOptions): SetSide & { traffic: SetSideTraffic } {
   const maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
@@ -57,8 +58,14 @@ export function httpSetSide(options: HttpSetSideOptions): SetSide & { traffic: S
     } catch {
       parsed = undefined;
     }
-    if (answer.status !== 200)
-      throw failure(options.client.name, options.path, answer.status, parsed, text);
+    if (answer.status !== 200) {
+      const error = failure(options.client.name, options.path, answer.status, parsed, text);
+      if (answer.status === 400 && error.message.includes('unknown field "scheme"'))
+        throw new SetSideProtocolError(
+          `${options.client.name} runs a Baton release without hash schemes (it refused the field "scheme" at ${options.path}): run the same Baton release on the owner and the referrer`,
+        );
+      throw error;
+    }
     if (parsed === undefined) {
       throw new SetSideProtocolError(`set side ${options.path} answered with malformed JSON`);
     }
@@ -80,7 +87,8 @@ export function httpSetSide(options: HttpSetSideOptions): SetSide & { traffic: S
  * Serves a `SetSide` for a decoded JSON body, independent of any HTTP
  * framework: 200 with the answer, or 400 with the reason the body was
  * refused (wrong types, unknown fields, bits out of 1..64, too many
- * prefixes, …). Errors of the side itself (the database) are thrown.
+ * prefixes, …), 409 for a request of another hash scheme. Errors of the
+ * side itself (the database) are thrown.
  */
 export async function handleSetSideRequest(
   side: SetSide,
@@ -88,7 +96,9 @@ export async function handleSetSideRequest(
 ): Promise<{ status: number; body: unknown }> {
   const decoded = decodeRequest(body);
   if (!decoded.ok) {
-    return { status: 400, body: { error: { code: 'BATON_BAD_REQUEST', message: decoded.reason } } };
+    const code = decoded.code ?? 'BATON_BAD_REQUEST';
+    const status = code === 'BATON_HASH_SCHEME' ? 409 : 400;
+    return { status, body: { error: { code, message: decoded.reason } } };
   }
   const request = decoded.value;
   return request.op === 'digest'

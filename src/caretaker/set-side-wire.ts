@@ -5,6 +5,7 @@ import {
   isPrefix,
   type Member,
   type MembersRequest,
+  SET_SIDE_HASH_SCHEME,
   SET_SIDE_LIMITS,
   type SetSide,
   SetSideProtocolError,
@@ -17,35 +18,42 @@ import {
  * answers with base64url checksums, keep the answers — the bulk of the
  * traffic — small.
  *
- *   {"op":"digest","bits":12,"within":{"bits":8,"prefixes":["-3","5"]}}
+ *   {"scheme":2,"op":"digest","bits":12,"within":{"bits":8,"prefixes":["-3","5"]}}
  *     → {"children":[[244,"j3xQ0pB9e2U"],0, …]}   (per child in order: 0 or [count, checksum])
- *   {"op":"members","bits":16,"prefixes":["-770"],"after":"c17","limit":10000}
+ *   {"scheme":2,"op":"members","bits":16,"prefixes":["-770"],"after":"c17","limit":10000}
  *     → {"members":[["c18",3], …]}               (id, version[, content checksum])
  *
  * Requests are validated strictly (unknown fields, wrong types, values out of
- * range are refused with the reason); so are answers, on the client.
+ * range are refused with the reason); so are answers, on the client. A
+ * request of another hash scheme (`SET_SIDE_HASH_SCHEME`) is refused first,
+ * by name: its digests would differ from this side's in every bucket.
  */
 export type SetSideRequest =
   | ({ op: 'digest' } & DigestRequest)
   | ({ op: 'members' } & MembersRequest);
 
-type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+type Decoded<T> =
+  | { ok: true; value: T }
+  | { ok: false; reason: string; code?: 'BATON_HASH_SCHEME' };
 
 const INT64 = /^(0|-?[1-9][0-9]{0,18})$/;
 const MIN_INT64 = -(1n << 63n);
 const MAX_INT64 = (1n << 63n) - 1n;
 
 export function encodeRequest(request: SetSideRequest): unknown {
+  const scheme = SET_SIDE_HASH_SCHEME;
   if (request.op === 'digest') {
     return request.within
       ? {
+          scheme,
           op: 'digest',
           bits: request.bits,
           within: { bits: request.within.bits, prefixes: request.within.prefixes.map(String) },
         }
-      : { op: 'digest', bits: request.bits };
+      : { scheme, op: 'digest', bits: request.bits };
   }
   const body: Record<string, unknown> = {
+    scheme,
     op: 'members',
     bits: request.bits,
     prefixes: request.prefixes.map(String),
@@ -58,13 +66,26 @@ export function encodeRequest(request: SetSideRequest): unknown {
 /** Validates a request body; the reason says what is wrong, with the value. */
 export function decodeRequest(body: unknown): Decoded<SetSideRequest> {
   if (!isPlainObject(body)) return fail('the body must be a JSON object');
+  if (body.scheme !== SET_SIDE_HASH_SCHEME) return otherScheme(body.scheme);
   if (body.op === 'digest') return decodeDigestRequest(body);
   if (body.op === 'members') return decodeMembersRequest(body);
   return fail('"op" must be "digest" or "members"');
 }
 
+function otherScheme(scheme: unknown): Decoded<never> {
+  const named =
+    scheme === undefined
+      ? 'names no hash scheme: its sender runs a Baton release from before hash schemes were named'
+      : `names hash scheme ${show(scheme)}`;
+  return {
+    ok: false,
+    code: 'BATON_HASH_SCHEME',
+    reason: `the request ${named}; this side hashes with scheme ${SET_SIDE_HASH_SCHEME}. Run the same Baton release on the owner and the referrer: digests of two schemes differ in every bucket`,
+  };
+}
+
 function decodeDigestRequest(body: Record<string, unknown>): Decoded<SetSideRequest> {
-  const unknown = unknownKeys(body, ['op', 'bits', 'within']);
+  const unknown = unknownKeys(body, ['scheme', 'op', 'bits', 'within']);
   if (unknown) return fail(unknown);
   const bits = decodeBits(body.bits, '"bits"', 1, 64);
   if (!bits.ok) return bits;
@@ -106,7 +127,7 @@ function decodeDigestRequest(body: Record<string, unknown>): Decoded<SetSideRequ
 }
 
 function decodeMembersRequest(body: Record<string, unknown>): Decoded<SetSideRequest> {
-  const unknown = unknownKeys(body, ['op', 'bits', 'prefixes', 'after', 'limit']);
+  const unknown = unknownKeys(body, ['scheme', 'op', 'bits', 'prefixes', 'after', 'limit']);
   if (unknown) return fail(unknown);
   const bits = decodeBits(body.bits, '"bits"', 1, 64);
   if (!bits.ok) return bits;

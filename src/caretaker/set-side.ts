@@ -90,6 +90,17 @@ export const SET_SIDE_LIMITS = {
   maxIdLength: 4096,
 } as const;
 
+/**
+ * How members are hashed into digests and content checksums: both sides of
+ * one reconciliation must hash alike, or every bucket differs (a run would
+ * still be right, at the cost of listing everything). Every request over the
+ * wire names it and a side of another scheme refuses the request by name.
+ * Bump it with any change to a hash (sql-set-side.ts, `liveContentSql`).
+ *   1 — text hashes of `id:version:content` (before scheme numbers were sent)
+ *   2 — integer hashes chained from the bucket hash, over both 32-bit halves
+ */
+export const SET_SIDE_HASH_SCHEME = 2;
+
 /** A side answered something the protocol does not allow (a bug, or a peer that is not Baton). */
 export class SetSideProtocolError extends BatonError {
   constructor(message: string) {
