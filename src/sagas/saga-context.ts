@@ -53,15 +53,6 @@ export class RunInterrupted extends Error {
   }
 }
 
-/** A local step whose transaction is held open after its work (`runHeld`), with what a failed commit needs. */
-interface HeldStep {
-  held: HeldTransaction;
-  name: string;
-  ordinal: number;
-  attempts: number;
-  retry: Required<RetryPolicy>;
-}
-
 /** Replay (to collect compensations) reached a step that has not completed. */
 export class StopReplay {}
 
@@ -118,9 +109,7 @@ export class RunContext implements SagaContext {
    * returns right after its last local step, the saga's completion rides on
    * that step's commit.
    */
-  private readonly held: HeldStep[] = [];
-  /** The commits of held steps in progress: every move of the run waits for all of them. */
-  private flushing: Promise<void> = Promise.resolve();
+  private readonly held: HeldTransaction[] = [];
   private readonly seen = new Set<string>();
   private readonly startedAt = Date.now();
 
@@ -154,33 +143,32 @@ export class RunContext implements SagaContext {
     const retry = { ...DEFAULT_RETRY, ...options.retry };
     return this.run<T>(name, 'local', retry, {
       execute: async (ordinal, attempts) => {
-        const work = async (tx: Executor) => {
-          // An action that overran its timeout keeps running: once its transaction
-          // is given up, its statements must fail, not run on the released connection.
-          const guarded = closable(tx, name);
-          let result: T;
-          try {
-            result = await withTimeout(action(guarded.executor), retry.timeoutMs, name);
-          } finally {
-            guarded.close();
-          }
-          await this.store.putStep(tx, this.saga.id, {
-            name,
-            kind: 'local',
-            ordinal,
-            state: 'completed',
-            result: result ?? null,
-            attempts,
-          });
-          return result;
-        };
-        // A retry commits before it answers: what failed may have been the commit
-        // itself (a deferred constraint), which must then fail the step as before.
-        if (attempts > 1) return this.fencedWithDeferred(work);
         const deferred = this.deferred;
-        const { result, held } = await runHeld((fn) => this.fencedWithDeferred(fn), work);
-        this.held.push({ held, name, ordinal, attempts, retry });
-        // Written in the held transaction; if its commit fails, so does the step (`heldFailed`).
+        const { result, held } = await runHeld(
+          (fn) => this.fencedWithDeferred(fn),
+          async (tx) => {
+            // An action that overran its timeout keeps running: once its transaction
+            // is given up, its statements must fail, not run on the released connection.
+            const guarded = closable(tx, name);
+            let result: T;
+            try {
+              result = await withTimeout(action(guarded.executor), retry.timeoutMs, name);
+            } finally {
+              guarded.close();
+            }
+            await this.store.putStep(tx, this.saga.id, {
+              name,
+              kind: 'local',
+              ordinal,
+              state: 'completed',
+              result: result ?? null,
+              attempts,
+            });
+            return result;
+          },
+        );
+        this.held.push(held);
+        // Written in the held transaction: if its commit fails, the run is interrupted.
         if (this.deferred === deferred) this.deferred = undefined;
         return result;
       },
@@ -483,100 +471,27 @@ export class RunContext implements SagaContext {
     );
   }
 
-  /**
-   * Commits the held local steps on their own. Every caller waits for every
-   * commit in progress (steps run concurrently each call this), so nothing of
-   * the run goes ahead of a step whose commit then fails; a failed commit
-   * fails its step (`heldFailed`) — and every move waiting for it.
-   */
+  /** Commits the held local steps on their own; a failed commit interrupts the run. */
   async commitHeld(): Promise<void> {
-    const batch = this.held.splice(0);
-    if (batch.length > 0)
-      this.flushing = this.flushing.then(async () => {
-        for (const step of batch) await this.settle(step, step.held.release());
-      });
-    await this.waitFlushing();
-  }
-
-  /** Waits for the commits in progress; a failure reaches those waiting now, not later moves. */
-  private async waitFlushing(): Promise<void> {
-    const flushing = this.flushing;
-    try {
-      await flushing;
-    } finally {
-      if (this.flushing === flushing) this.flushing = Promise.resolve();
-    }
+    for (const held of this.held.splice(0)) await this.bookkeeping(() => held.release());
   }
 
   /**
-   * When the function returned right after a local step: commits that step
-   * with `then` (the saga's next state) — one commit for both; any other
-   * held step commits first. False when `then` is still to be written (no
-   * step held, or it committed alone already).
+   * The held transaction of the run's last local step, to carry the saga's
+   * next state when the function returned right after it (any other held
+   * step commits first). The deferred record of a remote step before it is
+   * written in it already.
    */
-  async finishWith(then: (tx: Executor) => Promise<void>): Promise<boolean> {
+  async takeLastHeld(): Promise<HeldTransaction | undefined> {
     const last = this.held.pop();
     await this.commitHeld();
-    if (!last) return false;
-    if (this.deferred) {
-      // A remote step went after it (steps run concurrently): its record goes with the state.
+    if (last && this.deferred) {
+      // A remote step after it (only when steps ran concurrently): no riding.
       this.held.push(last);
       await this.commitHeld();
-      return false;
+      return undefined;
     }
-    let rode = false;
-    this.flushing = this.flushing.then(async () => {
-      rode = await this.settle(last, last.held.release(then));
-    });
-    await this.waitFlushing();
-    return rode;
-  }
-
-  /** Whether a held step's commit carried what it was given; its failure fails the step. */
-  private async settle(step: HeldStep, committing: Promise<boolean>): Promise<boolean> {
-    try {
-      return await committing;
-    } catch (error) {
-      await this.heldFailed(step, error);
-      return false;
-    }
-  }
-
-  /**
-   * A held step's commit failed: the step failed, as if its transaction had
-   * thrown — unless the commit landed and only its answer was lost (its
-   * record says so). Recorded for a retry (which commits before it answers)
-   * or for good; the run then waits for the retry or compensates.
-   */
-  private async heldFailed(step: HeldStep, error: unknown): Promise<void> {
-    const stored = (
-      await this.bookkeeping(() => this.store.steps(this.store.db, this.saga.id))
-    ).get(step.name);
-    if (stored?.state === 'completed') return;
-    for (const undo of this.undos) if (undo.step === step.name) undo.state = 'pending';
-    const terminal = error instanceof TerminalError || step.attempts >= step.retry.attempts;
-    const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-    const retryAt = terminal
-      ? null
-      : new Date(
-          this.now().getTime() + retryDelay(error, step.retry.backoff, step.attempts, this.random),
-        );
-    await this.bookkeeping(() =>
-      this.store.putStepFenced(this.saga.id, this.saga.fence, {
-        name: step.name,
-        kind: 'local',
-        ordinal: step.ordinal,
-        state: terminal ? 'failed' : 'pending',
-        attempts: step.attempts,
-        lastError: `its commit failed: ${message}`,
-        retryAt,
-      }),
-    );
-    if (terminal) throw new StepFailed(step.name, error);
-    throw new Suspend(
-      retryAt as Date,
-      `retry ${step.attempts + 1} of step ${step.name} (its commit failed: ${message})`,
-    );
+    return last;
   }
 
   /** Writes the deferred remote step record on its own, if there is one. */

@@ -5,6 +5,7 @@ import { type Logger, silentLogger } from '../core/logger.ts';
 import { contextFromHeaders, inSpan } from '../core/tracing.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
+import type { HeldTransaction } from './held-transaction.ts';
 import {
   RunContext,
   RunInterrupted,
@@ -81,11 +82,17 @@ async function runSagaNow(
         await toCompensating(deps, saga, outcome.error);
         saga = { ...saga, state: 'compensating' };
       } else {
-        const { next, fields } = outcome;
-        // The run's last step commits with it: a local step's held transaction
-        // (written already), or a remote step's record (if it is still deferred).
-        if (outcome.written) {
-          // One commit with the last local step.
+        const fields = { output: outcome.output ?? null };
+        // With no reservation to confirm, the run is done: `completed` at once (one
+        // write and one commit fewer than passing through `completing`).
+        const toConfirm = outcome.undos.some((u) => u.confirm && u.state === 'completed');
+        const next = toConfirm ? 'completing' : 'completed';
+        // The run's last step commits with it: a local step's held transaction,
+        // or a remote step's record (if it is still deferred).
+        const rode =
+          outcome.held !== undefined && (await rideOn(outcome.held, deps, saga, next, fields));
+        if (rode) {
+          // Written in the last local step's transaction.
         } else if (outcome.deferred) {
           await deps.store.setStateWithStepFenced(
             saga.id,
@@ -97,7 +104,7 @@ async function runSagaNow(
         } else {
           await deps.store.setStateFenced(saga.id, saga.fence, next, fields);
         }
-        if (next === 'completed') return;
+        if (!toConfirm) return;
         saga = { ...saga, state: 'completing' };
         returnedSteps = outcome.undos;
       }
@@ -128,11 +135,7 @@ type ForwardOutcome =
       output: unknown;
       undos: Undo[];
       deferred: StepRecord | undefined;
-      /** With no reservation to confirm, the run is done: `completed` at once. */
-      next: 'completing' | 'completed';
-      fields: { output: unknown };
-      /** The state was written with the last local step (`finishWith`). */
-      written: boolean;
+      held: HeldTransaction | undefined;
     }
   | { kind: 'suspended' }
   | { kind: 'failed'; error: string };
@@ -149,20 +152,8 @@ async function forward(
     const output = await definition.run(ctx, saga.input);
     // The function may have caught an interruption and returned all the same.
     if (ctx.interruption) throw ctx.interruption;
-    const toConfirm = ctx.undos.some((u) => u.confirm && u.state === 'completed');
-    const next = toConfirm ? 'completing' : 'completed';
-    const fields = { output: output ?? null };
-    // A failed commit of the last step fails that step here, as a step's failure does.
-    const written = await ctx.finishWith((tx) => deps.store.setState(tx, saga.id, next, fields));
-    return {
-      kind: 'returned',
-      output,
-      undos: ctx.undos,
-      deferred: ctx.deferred,
-      next,
-      fields,
-      written,
-    };
+    const held = await ctx.takeLastHeld();
+    return { kind: 'returned', output, undos: ctx.undos, deferred: ctx.deferred, held };
   } catch (error) {
     if (error instanceof LeaseLostError) throw error;
     if (ctx.interruption) throw ctx.interruption;
@@ -181,6 +172,24 @@ async function forward(
       error: `the saga function threw: ${(error as Error)?.message ?? String(error)}`,
     };
   }
+}
+
+/**
+ * Moves the saga to `state` in the held transaction of its last local step
+ * (whose start checked and locked the fence): one commit for both. False
+ * when that transaction had committed alone already. A failed commit fails
+ * the run as a failed state change does (not as an interruption: the commit
+ * may have landed with its answer lost, and the saga be completed): the
+ * lease runs out, and a new run replays from what was committed.
+ */
+function rideOn(
+  held: HeldTransaction,
+  deps: RunDependencies,
+  saga: SagaRow,
+  state: 'completing' | 'completed',
+  fields: { output: unknown },
+): Promise<boolean> {
+  return held.release((tx) => deps.store.setState(tx, saga.id, state, fields));
 }
 
 /** After an interruption, the saga is due again in a second — if the database answers; else its lease expires. */

@@ -252,7 +252,7 @@ export class SagaStore {
                    WHEN state = 'running' AND deadline < $2::timestamptz THEN deadline
                    ELSE $2 END,
          waiting_for = $3, lease_owner = NULL, lease_until = NULL, updated_at = now()
-       WHERE id = $1 AND state NOT IN ('completed', 'compensated')`,
+       WHERE id = $1`,
       [id, wakeAt, waitingFor, awaitedCommands],
     );
   }
