@@ -4,7 +4,6 @@ import type { EventInput } from '../core/event.ts';
 import { inSpan } from '../core/tracing.ts';
 import type { Executor } from '../db/executor.ts';
 import { shareClient } from '../db/pg-client.ts';
-import { type HeldTransaction, runHeld } from './held-transaction.ts';
 import type { ReservationClient } from './participant-client.ts';
 import { type ReservationRef, resourceOf } from './participant-contract.ts';
 import {
@@ -103,13 +102,6 @@ export class RunContext implements SagaContext {
    * with the error (it may catch it), the run's outcome is not to be trusted.
    */
   interruption: RunInterrupted | undefined;
-  /**
-   * Local steps whose transaction is done but not committed (`runHeld`):
-   * the run's next write commits them first, and when the saga function
-   * returns right after its last local step, the saga's completion rides on
-   * that step's commit.
-   */
-  private readonly held: HeldTransaction[] = [];
   private readonly seen = new Set<string>();
   private readonly startedAt = Date.now();
 
@@ -142,36 +134,27 @@ export class RunContext implements SagaContext {
   ): Promise<T> {
     const retry = { ...DEFAULT_RETRY, ...options.retry };
     return this.run<T>(name, 'local', retry, {
-      execute: async (ordinal, attempts) => {
-        const deferred = this.deferred;
-        const { result, held } = await runHeld(
-          (fn) => this.fencedWithDeferred(fn),
-          async (tx) => {
-            // An action that overran its timeout keeps running: once its transaction
-            // is given up, its statements must fail, not run on the released connection.
-            const guarded = closable(tx, name);
-            let result: T;
-            try {
-              result = await withTimeout(action(guarded.executor), retry.timeoutMs, name);
-            } finally {
-              guarded.close();
-            }
-            await this.store.putStep(tx, this.saga.id, {
-              name,
-              kind: 'local',
-              ordinal,
-              state: 'completed',
-              result: result ?? null,
-              attempts,
-            });
-            return result;
-          },
-        );
-        this.held.push(held);
-        // Written in the held transaction: if its commit fails, the run is interrupted.
-        if (this.deferred === deferred) this.deferred = undefined;
-        return result;
-      },
+      execute: (ordinal, attempts) =>
+        this.fencedWithDeferred(async (tx) => {
+          // An action that overran its timeout keeps running: once its transaction
+          // is given up, its statements must fail, not run on the released connection.
+          const guarded = closable(tx, name);
+          let result: T;
+          try {
+            result = await withTimeout(action(guarded.executor), retry.timeoutMs, name);
+          } finally {
+            guarded.close();
+          }
+          await this.store.putStep(tx, this.saga.id, {
+            name,
+            kind: 'local',
+            ordinal,
+            state: 'completed',
+            result: result ?? null,
+            attempts,
+          });
+          return result;
+        }),
       undo:
         options.compensate &&
         ((result) => ({ local: true, run: (tx) => options.compensate!(tx as Executor, result) })),
@@ -399,8 +382,6 @@ export class RunContext implements SagaContext {
     }
     if (record?.retryAt && record.retryAt > this.now())
       throw new Suspend(record.retryAt, `retry of step ${name}`);
-    // A step of this run before it commits first: its transaction holds the saga's row.
-    await this.commitHeld();
     const attempts = (record?.attempts ?? 0) + 1;
     try {
       const result = await inSpan(
@@ -459,7 +440,6 @@ export class RunContext implements SagaContext {
     ordinal: number,
     fields: Partial<StepRow> & Pick<StepRow, 'state'>,
   ): Promise<void> {
-    await this.commitHeld();
     await this.writeDeferred();
     await this.bookkeeping(() =>
       this.store.putStepFenced(this.saga.id, this.saga.fence, {
@@ -471,32 +451,8 @@ export class RunContext implements SagaContext {
     );
   }
 
-  /** Commits the held local steps on their own; a failed commit interrupts the run. */
-  async commitHeld(): Promise<void> {
-    for (const held of this.held.splice(0)) await this.bookkeeping(() => held.release());
-  }
-
-  /**
-   * The held transaction of the run's last local step, to carry the saga's
-   * next state when the function returned right after it (any other held
-   * step commits first). The deferred record of a remote step before it is
-   * written in it already.
-   */
-  async takeLastHeld(): Promise<HeldTransaction | undefined> {
-    const last = this.held.pop();
-    await this.commitHeld();
-    if (last && this.deferred) {
-      // A remote step after it (only when steps ran concurrently): no riding.
-      this.held.push(last);
-      await this.commitHeld();
-      return undefined;
-    }
-    return last;
-  }
-
   /** Writes the deferred remote step record on its own, if there is one. */
   async writeDeferred(): Promise<void> {
-    await this.commitHeld();
     const step = this.deferred;
     if (!step) return;
     await this.bookkeeping(() =>

@@ -5,7 +5,6 @@ import { type Logger, silentLogger } from '../core/logger.ts';
 import { contextFromHeaders, inSpan } from '../core/tracing.ts';
 import type { Executor } from '../db/executor.ts';
 import { queryPrepared } from '../db/prepared.ts';
-import type { HeldTransaction } from './held-transaction.ts';
 import {
   RunContext,
   RunInterrupted,
@@ -87,13 +86,8 @@ async function runSagaNow(
         // write and one commit fewer than passing through `completing`).
         const toConfirm = outcome.undos.some((u) => u.confirm && u.state === 'completed');
         const next = toConfirm ? 'completing' : 'completed';
-        // The run's last step commits with it: a local step's held transaction,
-        // or a remote step's record (if it is still deferred).
-        const rode =
-          outcome.held !== undefined && (await rideOn(outcome.held, deps, saga, next, fields));
-        if (rode) {
-          // Written in the last local step's transaction.
-        } else if (outcome.deferred) {
+        // The run's last remote step (if its record is still deferred) is recorded with it.
+        if (outcome.deferred) {
           await deps.store.setStateWithStepFenced(
             saga.id,
             saga.fence,
@@ -130,13 +124,7 @@ async function runSagaNow(
 }
 
 type ForwardOutcome =
-  | {
-      kind: 'returned';
-      output: unknown;
-      undos: Undo[];
-      deferred: StepRecord | undefined;
-      held: HeldTransaction | undefined;
-    }
+  | { kind: 'returned'; output: unknown; undos: Undo[]; deferred: StepRecord | undefined }
   | { kind: 'suspended' }
   | { kind: 'failed'; error: string };
 
@@ -152,8 +140,7 @@ async function forward(
     const output = await definition.run(ctx, saga.input);
     // The function may have caught an interruption and returned all the same.
     if (ctx.interruption) throw ctx.interruption;
-    const held = await ctx.takeLastHeld();
-    return { kind: 'returned', output, undos: ctx.undos, deferred: ctx.deferred, held };
+    return { kind: 'returned', output, undos: ctx.undos, deferred: ctx.deferred };
   } catch (error) {
     if (error instanceof LeaseLostError) throw error;
     if (ctx.interruption) throw ctx.interruption;
@@ -172,24 +159,6 @@ async function forward(
       error: `the saga function threw: ${(error as Error)?.message ?? String(error)}`,
     };
   }
-}
-
-/**
- * Moves the saga to `state` in the held transaction of its last local step
- * (whose start checked and locked the fence): one commit for both. False
- * when that transaction had committed alone already. A failed commit fails
- * the run as a failed state change does (not as an interruption: the commit
- * may have landed with its answer lost, and the saga be completed): the
- * lease runs out, and a new run replays from what was committed.
- */
-function rideOn(
-  held: HeldTransaction,
-  deps: RunDependencies,
-  saga: SagaRow,
-  state: 'completing' | 'completed',
-  fields: { output: unknown },
-): Promise<boolean> {
-  return held.release((tx) => deps.store.setState(tx, saga.id, state, fields));
 }
 
 /** After an interruption, the saga is due again in a second — if the database answers; else its lease expires. */
