@@ -131,3 +131,78 @@ describe('a held step whose commit fails', () => {
     expect(rows.rows.map((r) => r.step)).toEqual(['a', 'b', 'c']);
   });
 });
+
+/*
+ * A local step's COMMIT answer is lost while the COMMIT is still on its way
+ * (the connection dropped mid-COMMIT; the server finishes it a moment later).
+ * The step looks at its record before recording a failure — but the commit
+ * lands after that look. Found by an outside review: the failure record then
+ * replaced the landed `completed` one and the step ran twice.
+ */
+describe('a step whose COMMIT lands after its answer was lost', () => {
+  let database: TestDatabase;
+  let baton: Baton;
+  let worker: SagaWorker;
+  let slowLostCommit = false;
+  let armed = true;
+
+  beforeAll(async () => {
+    database = await freshDatabase('saga_slow_lost_commit');
+    const real = database.db;
+    await real.query('CREATE TABLE effects (saga text NOT NULL, step text NOT NULL)');
+    const flaky = databaseWith(real, {
+      transaction: async (fn) => {
+        let lost: () => void = () => {};
+        const answerLost = new Promise<'lost'>((r) => {
+          lost = () => r('lost');
+        });
+        // Once asked (by the step's action): the work is done, then COMMIT takes 400 ms,
+        // and the caller hears of a lost connection at once.
+        const committing = real.transaction(async (tx) => {
+          const result = await fn(tx);
+          if (slowLostCommit) {
+            slowLostCommit = false;
+            lost();
+            await new Promise((r) => setTimeout(r, 400));
+          }
+          return result;
+        });
+        const first = await Promise.race([committing.then(() => 'answered' as const), answerLost]);
+        if (first === 'lost') {
+          committing.catch(() => {});
+          throw new Error('Connection terminated unexpectedly');
+        }
+        return committing;
+      },
+    });
+    baton = createBaton({ db: flaky, service: 'orders' });
+    await baton.migrate();
+    baton.sagas.define(
+      saga('once', async (ctx, input: { id: string }) => {
+        await ctx.step(
+          'a',
+          async (tx) => {
+            await tx.query("INSERT INTO effects VALUES ($1, 'a')", [input.id]);
+            slowLostCommit = armed; // the first run only
+            armed = false;
+          },
+          { retry: { attempts: 3, backoff: { baseMs: 10, maxMs: 10 } } },
+        );
+      }),
+    );
+    worker = baton.sagas.worker({ concurrency: 1, pollIntervalMs: 20, leaseMs: 2_000 });
+    worker.start();
+  });
+  afterAll(async () => {
+    await worker?.stop();
+    await database?.drop();
+  });
+
+  it('keeps the landed record: the step ran once', async () => {
+    const started = await baton.sagas.start('once', { id: 'S1' }, { id: 'S1' });
+    const status = await baton.sagas.waitFor(started, 15_000);
+    expect(status.state).toBe('completed');
+    const rows = await database.db.query("SELECT step FROM effects WHERE saga = 'S1'");
+    expect(rows.rows).toEqual([{ step: 'a' }]);
+  });
+});

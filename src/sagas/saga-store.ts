@@ -222,12 +222,14 @@ export class SagaStore {
          ${p(10)}::timestamptz, ${p(11)}::timestamptz, ${p(12)},
          CASE WHEN ${p(5)} IN ('completed', 'failed') THEN now() END,
          CASE WHEN ${p(5)} = 'compensated' THEN now() END${close}
-       ON CONFLICT (saga_id, name) DO UPDATE SET state = excluded.state, result = excluded.result,
-         attempts = excluded.attempts, compensation_attempts = excluded.compensation_attempts,
-         last_error = excluded.last_error, retry_at = excluded.retry_at, wait_until = excluded.wait_until,
-         correlation_id = excluded.correlation_id,
-         completed_at = coalesce(excluded.completed_at, ${s}.saga_steps.completed_at),
-         compensated_at = coalesce(excluded.compensated_at, ${s}.saga_steps.compensated_at)`;
+       ON CONFLICT (saga_id, name) DO UPDATE SET ${STEP_COLUMNS.map(
+         (c) =>
+           `${c} = CASE WHEN ${keepsFinished(s)} THEN ${s}.saga_steps.${c} ELSE ${
+             c.endsWith('_at') && c !== 'retry_at'
+               ? `coalesce(excluded.${c}, ${s}.saga_steps.${c})`
+               : `excluded.${c}`
+           } END`,
+       ).join(', ')}`;
   }
 
   /**
@@ -423,6 +425,32 @@ export class SagaStore {
          finished_at = CASE WHEN $9::boolean THEN now() ELSE finished_at END, updated_at = now()
        WHERE id = $1${fenced ? ' AND fence = $10' : ''}`;
   }
+}
+
+/** The columns the step upsert overwrites. */
+const STEP_COLUMNS = [
+  'state',
+  'result',
+  'attempts',
+  'compensation_attempts',
+  'last_error',
+  'retry_at',
+  'wait_until',
+  'correlation_id',
+  'completed_at',
+  'compensated_at',
+] as const;
+
+/**
+ * Whether the upsert keeps the stored step as it is: a finished step is
+ * never turned back into an unfinished one. A failure recorded after a
+ * COMMIT whose answer was lost — while that COMMIT was still landing, after
+ * the step looked at its record — would otherwise replace the landed
+ * `completed` one and the step would run twice (found by an outside review).
+ */
+function keepsFinished(s: string): string {
+  const finished = "('completed', 'confirmed', 'compensated')";
+  return `(${s}.saga_steps.state IN ${finished} AND excluded.state NOT IN ${finished})`;
 }
 
 /** What a step record holds (the upsert fills in the rest). */
