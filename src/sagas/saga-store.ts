@@ -222,14 +222,15 @@ export class SagaStore {
          ${p(10)}::timestamptz, ${p(11)}::timestamptz, ${p(12)},
          CASE WHEN ${p(5)} IN ('completed', 'failed') THEN now() END,
          CASE WHEN ${p(5)} = 'compensated' THEN now() END${close}
-       ON CONFLICT (saga_id, name) DO UPDATE SET ${STEP_COLUMNS.map(
-         (c) =>
-           `${c} = CASE WHEN ${keepsFinished(s)} THEN ${s}.saga_steps.${c} ELSE ${
-             c.endsWith('_at') && c !== 'retry_at'
-               ? `coalesce(excluded.${c}, ${s}.saga_steps.${c})`
-               : `excluded.${c}`
-           } END`,
-       ).join(', ')}`;
+       ON CONFLICT (saga_id, name) DO UPDATE SET ${[
+         ...STEP_COLUMNS.map((c) => [c, `excluded.${c}`]),
+         ...STEP_TIMES.map((c) => [c, `coalesce(excluded.${c}, ${s}.saga_steps.${c})`]),
+       ]
+         .map(
+           ([c, value]) =>
+             `${c} = CASE WHEN ${keepsFinished(s)} THEN ${s}.saga_steps.${c} ELSE ${value} END`,
+         )
+         .join(', ')}`;
   }
 
   /**
@@ -427,7 +428,7 @@ export class SagaStore {
   }
 }
 
-/** The columns the step upsert overwrites. */
+/** The columns the step upsert overwrites with the new record's values. */
 const STEP_COLUMNS = [
   'state',
   'result',
@@ -437,9 +438,10 @@ const STEP_COLUMNS = [
   'retry_at',
   'wait_until',
   'correlation_id',
-  'completed_at',
-  'compensated_at',
 ] as const;
+
+/** The times the step upsert keeps when the new record does not set them. */
+const STEP_TIMES = ['completed_at', 'compensated_at'] as const;
 
 /**
  * Whether the upsert keeps the stored step as it is: a finished step is
