@@ -1,5 +1,6 @@
 import { BatonError, InvalidInputError, NotFoundError } from '../core/errors.ts';
 import type { Database, Executor } from '../db/executor.ts';
+import { queryPrepared } from '../db/prepared.ts';
 import { schemaIdent } from '../db/sql.ts';
 import {
   canTransition,
@@ -176,8 +177,10 @@ export async function showSaga(
  * show`); workers read their own `SagaRow` (saga-store.ts).
  */
 export async function readSagaDetail(db: Executor, s: string, id: string): Promise<SagaDetail> {
-  // One statement: the saga and its steps (waitFor reads it once more after every settle).
-  const r = await db.query<DetailRowRaw & { steps: StepJson[] }>(
+  // One statement: the saga and its steps (waitFor reads it once more after every settle),
+  // prepared: its text is fixed per schema, and it is on the path of every waitFor.
+  const r = await queryPrepared<DetailRowRaw & { steps: StepJson[] }>(
+    db,
     `SELECT ${SUMMARY_COLUMNS}, input, output, key_seq, fence,
        CASE WHEN lease_until > now() THEN lease_owner END AS lease_owner,
        CASE WHEN lease_until > now() THEN lease_until END AS lease_until,
