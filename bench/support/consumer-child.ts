@@ -14,6 +14,7 @@ import { natsSource } from '../../src/nats.ts';
 import { httpFeedSource } from '../../src/transports/http-feed/feed-source.ts';
 import type { EventSource } from '../../src/transports/transport.ts';
 import type { ChildMessage, ConsumerChildConfig } from './consumer-config.ts';
+import { wallMs } from './stats.ts';
 
 const config = JSON.parse(process.env.BENCH_CONSUMER_CONFIG ?? '') as ConsumerChildConfig;
 let errors = 0;
@@ -40,19 +41,23 @@ async function main(): Promise<void> {
   const db = new PgDatabase({ pool });
   const baton = createBaton({ db, service: 'bench-consumer', logger });
   const nats = config.natsServers ? await connect({ servers: config.natsServers }) : undefined;
-  const source: EventSource = nats
+  const fetchedAt = new Map<string, number>();
+  const read: EventSource = nats
     ? await natsSource({ connection: nats, service: 'producer' })
     : httpFeedSource({
         name: 'producer',
         url: config.feedUrl,
         auth: { type: 'hmac', secret: config.secret },
       });
+  const source = config.stampFetch ? stampingFetches(read, fetchedAt) : read;
   const consumer = baton
     .consumer({ name: 'bench-from-producer', source, ...tuning })
     .subscribe(config.eventType, async (event, tx) => {
+      const fetched = fetchedAt.get(event.id);
+      fetchedAt.delete(event.id);
       await tx.query(
-        'INSERT INTO handled (event_id, key, handled_at) VALUES ($1, $2, clock_timestamp())',
-        [event.id, event.key],
+        'INSERT INTO handled (event_id, key, handled_at, fetched_ms) VALUES ($1, $2, clock_timestamp(), $3)',
+        [event.id, event.key, fetched ?? null],
       );
     });
   await consumer.start();
@@ -65,6 +70,18 @@ async function main(): Promise<void> {
     await pool.end();
     send({ type: 'stopped', vmHwmKb: await vmHwmKb(), errors });
     process.disconnect?.();
+  });
+}
+
+/** The source, noting the wall-clock time each fetched event reached this process. */
+function stampingFetches(source: EventSource, fetchedAt: Map<string, number>): EventSource {
+  return Object.assign(Object.create(source) as EventSource, {
+    async fetch(request: Parameters<EventSource['fetch']>[0]) {
+      const batch = await source.fetch(request);
+      const now = wallMs();
+      for (const item of batch.items) if (item.event) fetchedAt.set(item.event.id, now);
+      return batch;
+    },
   });
 }
 

@@ -8,6 +8,12 @@ export interface ConsumerChildConfig {
   secret: string;
   eventType: string;
   tuning: ConsumerTuning;
+  /**
+   * Stamp each event with the time its batch reached the consumer (the
+   * source's fetch resolved), in `handled.fetched_ms`: the latency run's
+   * split of the hop between the producer's feed and the consumer.
+   */
+  stampFetch?: boolean;
 }
 
 /** The consumer options the benchmark varies. */
@@ -29,7 +35,8 @@ export type ChildMessage =
 export const HANDLED_TABLE_SQL = `CREATE TABLE handled (
   event_id uuid PRIMARY KEY,
   key text NOT NULL,
-  handled_at timestamptz NOT NULL
+  handled_at timestamptz NOT NULL,
+  fetched_ms float8
 )`;
 
 /** Consumer defaults as shipped (for comparison in the full run's sweep). */

@@ -17,6 +17,8 @@ export interface LatencyOptions {
   drainTimeoutMs: number;
   relay: RelayTuning;
   consumer: ConsumerTuning;
+  /** Stamp each hop (the feed's answer, the batch's arrival): see `traceHops`. */
+  splitHops?: boolean;
 }
 
 export interface LatencyResult {
@@ -72,6 +74,7 @@ export async function runE2eLatency(
     transport: options.transport,
     relay: options.relay,
     consumer: options.consumer,
+    traceHops: options.splitHops ?? true,
   });
   const clients = await openClients(pipeline.producerUrl, options.clients);
   const committed = new Map<string, number>();
@@ -114,8 +117,12 @@ export async function runE2eLatency(
   const producerRows = await pipeline.producerDb.query<{ id: string; ms: number }>(
     'SELECT event_id::text AS id, committed_ms AS ms FROM commit_times',
   );
-  const consumerRows = await pipeline.consumerQuery<{ id: string; ms: number }>(
-    'SELECT event_id::text AS id, extract(epoch FROM handled_at)::float8 * 1000 AS ms FROM handled',
+  const consumerRows = await pipeline.consumerQuery<{
+    id: string;
+    ms: number;
+    fetched: number | null;
+  }>(
+    'SELECT event_id::text AS id, extract(epoch FROM handled_at)::float8 * 1000 AS ms, fetched_ms AS fetched FROM handled',
   );
   // Where the time goes: each event's relay transaction (outbox.relayed_at) and the consumer
   // transaction that received it (inbox.received_at), both transaction start times.
@@ -157,39 +164,58 @@ export async function runE2eLatency(
   say(
     `e2eP50Ms = ${result.p50Ms}, p90 = ${result.p90Ms}, e2eP99Ms = ${result.p99Ms}, max = ${result.maxMs}; consumer RSS max ${result.rssMbMax} MiB`,
   );
-  const stages = latencyStages(
-    producerRows.rows,
-    new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)])),
-    new Map(receivedRows.map((r) => [r.id, Number(r.ms)])),
-    handledAt,
-  );
+  const stages = latencyStages(producerRows.rows, [
+    ['relay transaction', new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)]))],
+    ['feed answered', pipeline.feedAnsweredAt],
+    [
+      'batch in the consumer',
+      new Map(consumerRows.filter((r) => r.fetched !== null).map((r) => [r.id, Number(r.fetched)])),
+    ],
+    ["consumer's receiving transaction", new Map(receivedRows.map((r) => [r.id, Number(r.ms)]))],
+    ['handler', handledAt],
+  ]);
+  say(`where it goes (p50 / p99 ms, each stage from the one before): commit → ${stages}`);
+  const relayedAt = new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)]));
+  const late: number[] = [];
+  const served: number[] = [];
+  for (const [id, asked] of pipeline.feedAskedAt) {
+    const relayed = relayedAt.get(id);
+    const answered = pipeline.feedAnsweredAt.get(id);
+    if (relayed === undefined || answered === undefined) continue;
+    late.push(Math.max(0, asked - relayed));
+    served.push(answered - Math.max(asked, relayed));
+  }
   say(
-    `where it goes (p50 / p99 ms): commit → relay transaction ${stages.relayed}; → consumer's receiving transaction ${stages.received}; → handler ${stages.handled}`,
+    `  of relay → feed answered: the consumer's request arriving after the relay started ${round(percentile(late, 50))} / ${round(percentile(late, 99))}; the feed answering from then ${round(percentile(served, 50))} / ${round(percentile(served, 99))}`,
   );
   return result;
 }
 
-/** Per-stage p50 / p99 of the measured events (stage starts are transaction start times). */
+/**
+ * Per-stage p50 / p99 of the measured events, each stage from the one
+ * before (relay and consumer stages are transaction start times; the feed's
+ * and the consumer's stamps are wall-clock times in those processes, on the
+ * same machine). A stage without stamps (the feed's, over NATS) is skipped.
+ */
 function latencyStages(
   committed: readonly { id: string; ms: number }[],
-  relayed: ReadonlyMap<string, number>,
-  received: ReadonlyMap<string, number>,
-  handled: ReadonlyMap<string, number>,
-): { relayed: string; received: string; handled: string } {
-  const spans = { relayed: [] as number[], received: [] as number[], handled: [] as number[] };
+  stages: readonly [string, ReadonlyMap<string, number>][],
+): string {
+  const present = stages.filter(([, at]) => at.size > 0);
+  const spans = present.map(() => [] as number[]);
   for (const c of committed) {
-    const r = relayed.get(c.id);
-    const i = received.get(c.id);
-    const h = handled.get(c.id);
-    if (r === undefined || i === undefined || h === undefined) continue;
-    spans.relayed.push(r - Number(c.ms));
-    spans.received.push(i - r);
-    spans.handled.push(h - i);
+    const times = present.map(([, at]) => at.get(c.id));
+    if (times.some((t) => t === undefined || Number.isNaN(t))) continue;
+    let before = Number(c.ms);
+    times.forEach((t, i) => {
+      spans[i]?.push((t as number) - before);
+      before = t as number;
+    });
   }
-  const show = (xs: number[]) => `${round(percentile(xs, 50))} / ${round(percentile(xs, 99))}`;
-  return {
-    relayed: show(spans.relayed),
-    received: show(spans.received),
-    handled: show(spans.handled),
-  };
+  return present
+    .map(([name], i) => {
+      const xs = spans[i] ?? [];
+      return `${name} ${round(percentile(xs, 50))} / ${round(percentile(xs, 99))}`;
+    })
+    .join('; → ');
 }

@@ -8,6 +8,7 @@ import type { BenchClusters } from './clusters.ts';
 import { type ConsumerTuning, HANDLED_TABLE_SQL } from './consumer-config.ts';
 import { type ConsumerProcess, startConsumerProcess } from './consumer-process.ts';
 import { type BenchTransport, natsProducer } from './nats-producer.ts';
+import { wallMs } from './stats.ts';
 
 export const EVENT_TYPE = 'order.placed';
 const SECRET = 'bench-secret-0123456789abcdef0123456789abcdef';
@@ -24,6 +25,12 @@ export interface PipelineOptions {
   transport: BenchTransport;
   relay: RelayTuning;
   consumer: ConsumerTuning;
+  /**
+   * Note when the feed answered each event (`feedAnsweredAt`) and have the
+   * consumer stamp when its batch arrived (`handled.fetched_ms`): the latency
+   * run's split of the hop from the relay to the consumer.
+   */
+  traceHops?: boolean;
 }
 
 /**
@@ -38,6 +45,10 @@ export interface Pipeline {
   producerDb: PgDatabase;
   baton: Baton;
   consumer: ConsumerProcess;
+  /** With `traceHops`: event id → wall-clock ms the feed's answer holding it was ready. */
+  feedAnsweredAt: Map<string, number>;
+  /** With `traceHops`: event id → wall-clock ms the request that the feed answered it in arrived. */
+  feedAskedAt: Map<string, number>;
   /** Events the consumer has handled (committed) since priming, read from its database. */
   handledCount(): Promise<number>;
   /**
@@ -84,7 +95,15 @@ export async function startPipeline(
     auth: { type: 'hmac', secrets: [SECRET] },
     maxLimit: 10_000,
   });
-  const server: RunningServer = await serveHttp((req, signal) => feed.handle(req, signal));
+  const feedAnsweredAt = new Map<string, number>();
+  const feedAskedAt = new Map<string, number>();
+  const server: RunningServer = await serveHttp(async (req, signal) => {
+    const asked = wallMs();
+    const answer = await feed.handle(req, signal);
+    if (options.traceHops && typeof answer.body === 'string')
+      noteAnswered(answer.body, asked, feedAskedAt, feedAnsweredAt);
+    return answer;
+  });
   const stopProducer = async () => {
     await relay.stop();
     await Promise.all([feed.close(), server.close(), nats?.connection.close()]);
@@ -101,6 +120,7 @@ export async function startPipeline(
       secret: SECRET,
       eventType: EVENT_TYPE,
       tuning: options.consumer,
+      stampFetch: options.traceHops,
     });
   } catch (error) {
     await Promise.all([stopProducer(), counter.end()]);
@@ -121,6 +141,8 @@ export async function startPipeline(
     producerDb: producer.db,
     baton,
     consumer,
+    feedAnsweredAt,
+    feedAskedAt,
     async handledCount() {
       return (await countHandled(counter)) - primed;
     },
@@ -153,6 +175,21 @@ export async function startPipeline(
       };
     },
   };
+}
+
+/** The time each event of a feed answer (one JSON line per event after the header) was ready. */
+function noteAnswered(
+  body: string,
+  asked: number,
+  askedAt: Map<string, number>,
+  answeredAt: Map<string, number>,
+): void {
+  const now = wallMs();
+  for (const match of body.matchAll(/^\{.*?"id": ?"([0-9a-f-]{36})"/gm)) {
+    if (!match[1]) continue;
+    askedAt.set(match[1], asked);
+    answeredAt.set(match[1], now);
+  }
 }
 
 const PRIME_EVENTS = 500;

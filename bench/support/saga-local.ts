@@ -3,6 +3,7 @@ import type { Database } from '../../src/db/executor.ts';
 import { createBaton, saga } from '../../src/index.ts';
 import type { SagaWorker } from '../../src/sagas/saga-worker.ts';
 import type { BenchClusters } from './clusters.ts';
+import { FLOOR_TABLES, floorUnit } from './saga-floor.ts';
 import { closedLoop, latencySummary } from './saga-measure.ts';
 import { round, wallMs } from './stats.ts';
 
@@ -32,11 +33,15 @@ export interface LocalRun {
 export interface LocalResult {
   baton: LocalRun;
   plain: LocalRun;
+  /** Baton's durable writes as raw SQL, no Baton code (`saga-floor.ts`). */
+  floor: LocalRun;
   ratio: number;
-  single: { baton: LocalRun; plain: LocalRun };
+  floorRatio: number;
+  single: { baton: LocalRun; plain: LocalRun; floor: LocalRun };
   /** Transactions that wrote (took a transaction id) per saga, alone on the cluster. */
   writingCommitsPerSaga: number;
   plainWritingCommitsPerUnit: number;
+  floorWritingCommitsPerUnit: number;
 }
 
 const STEPS_TABLE = `CREATE TABLE steps (unit text NOT NULL, step int NOT NULL,
@@ -49,6 +54,7 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
   const n = ++runNo;
   const { url, db } = await clusters.database(clusters.producer, `saga_local_${n}`, 20);
   await db.query(STEPS_TABLE);
+  await db.query(FLOOR_TABLES);
   const baton = createBaton({ db, service: 'orders' });
   await baton.migrate();
   const threeSteps = saga<{ unit: string }, null>('three-local-steps', async (ctx, input) => {
@@ -71,6 +77,7 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
     const plainUnit = async (id: string) => {
       for (const step of [1, 2, 3]) await plain.query(INSERT_STEP, [`plain-${id}`, step]);
     };
+    const floor = (id: string) => floorUnit(plain, id, INSERT_STEP);
     const loop = async (prefix: string, unit: (id: string) => Promise<void>) => {
       const w = await closedLoop({ ...o, prefix, unit });
       return { perSec: w.perSec, completed: w.completed, ...pick(latencySummary(w.latenciesMs)) };
@@ -97,16 +104,21 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
     };
     const singleBaton = await single('s', sagaUnit);
     const singlePlain = await single('sp', plainUnit);
+    const singleFloor = await single('sf', floor);
     const batonRun = await loop('b', sagaUnit);
     const plainRun = await loop('p', plainUnit);
+    const floorRun = await loop('f', floor);
     await verify(db);
     return {
       baton: batonRun,
       plain: plainRun,
+      floor: floorRun,
       ratio: round(batonRun.perSec / plainRun.perSec, 3),
-      single: { baton: singleBaton.run, plain: singlePlain.run },
+      floorRatio: round(floorRun.perSec / plainRun.perSec, 3),
+      single: { baton: singleBaton.run, plain: singlePlain.run, floor: singleFloor.run },
       writingCommitsPerSaga: singleBaton.writesPerUnit,
       plainWritingCommitsPerUnit: singlePlain.writesPerUnit,
+      floorWritingCommitsPerUnit: singleFloor.writesPerUnit,
     };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
@@ -114,18 +126,42 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
   }
 }
 
-/** Counts against the tables: every completed saga wrote its three rows once, every plain unit too. */
+/**
+ * Counts against the tables: every completed saga wrote its three rows once,
+ * every floor unit too (and its three step records), every plain unit too.
+ */
 async function verify(db: Database): Promise<void> {
-  const r = await db.query<{ sagas: number; completed: number; saga_steps: number; bad: number }>(
+  const r = await db.query<{
+    sagas: number;
+    completed: number;
+    saga_steps: number;
+    floors: number;
+    floor_steps: number;
+    floor_records: number;
+    floor_open: number;
+    bad: number;
+  }>(
     `SELECT (SELECT count(*)::int FROM baton.sagas) AS sagas,
             (SELECT count(*)::int FROM baton.sagas WHERE state = 'completed') AS completed,
-            (SELECT count(*)::int FROM steps WHERE unit NOT LIKE 'plain-%') AS saga_steps,
+            (SELECT count(*)::int FROM steps WHERE unit NOT LIKE 'plain-%' AND unit NOT LIKE 'floor-%') AS saga_steps,
+            (SELECT count(*)::int FROM floor_sagas WHERE state = 'completed') AS floors,
+            (SELECT count(*)::int FROM steps WHERE unit LIKE 'floor-%') AS floor_steps,
+            (SELECT count(*)::int FROM floor_steps WHERE state = 'completed') AS floor_records,
+            (SELECT count(*)::int FROM floor_sagas WHERE state <> 'completed') AS floor_open,
             (SELECT count(*)::int FROM (SELECT unit FROM steps GROUP BY unit HAVING count(*) <> 3) x) AS bad`,
   );
   const row = r.rows[0];
-  if (!row || row.completed !== row.sagas || row.saga_steps !== 3 * row.sagas || row.bad !== 0)
+  if (
+    !row ||
+    row.completed !== row.sagas ||
+    row.saga_steps !== 3 * row.sagas ||
+    row.floor_steps !== 3 * row.floors ||
+    row.floor_records !== 3 * row.floors ||
+    row.floor_open !== 0 ||
+    row.bad !== 0
+  )
     throw new Error(
-      `count check failed: ${JSON.stringify(row)} (every saga completed with three step rows, every unit three rows); no figure is printed from this run`,
+      `count check failed: ${JSON.stringify(row)} (every saga and floor unit completed with three step rows, every unit three rows); no figure is printed from this run`,
     );
 }
 
