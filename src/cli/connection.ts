@@ -24,6 +24,21 @@ export interface Target {
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * Whether Baton's statements run prepared on the CLI's connections: yes,
+ * unless BATON_PREPARED_STATEMENTS=off — behind a pooler that cannot keep
+ * prepared statements (PgBouncer in transaction mode before 1.21), as
+ * `new PgDatabase({ preparedStatements: false })` is in a service.
+ */
+export function preparedStatementsFrom(env: CliIo['env']): boolean {
+  const value = env.BATON_PREPARED_STATEMENTS;
+  if (value === undefined || value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new UsageError(
+    `BATON_PREPARED_STATEMENTS must be "on" or "off" (got ${JSON.stringify(value.slice(0, 40))}); set it to "off" behind a pooler that cannot keep prepared statements.`,
+  );
+}
+
 /** The URL from --database-url, else BATON_DATABASE_URL, else DATABASE_URL. */
 export function resolveTarget(options: ConnectionOptions, io: CliIo): Target {
   const [from, url] = options.databaseUrl
@@ -82,6 +97,7 @@ export async function withDatabase<T>(
 ): Promise<T> {
   const target = resolveTarget(options, io);
   checkSchemaName(options.schema);
+  const preparedStatements = preparedStatementsFrom(io.env);
   const pool = new pg.Pool({
     connectionString: target.url,
     max: 2,
@@ -89,7 +105,11 @@ export async function withDatabase<T>(
     application_name: 'baton-cli',
   });
   // An operator wants the connection error now, not after the library's wait for a restart.
-  const db = new PgDatabase({ pool, connectRetryMs: 0 });
+  const db = new PgDatabase({
+    pool,
+    connectRetryMs: 0,
+    preparedStatements,
+  });
   try {
     return await fn(db, target);
   } catch (error) {
