@@ -268,10 +268,10 @@ async function runLocalMode(clusters: BenchClusters, flags: BenchFlags, started:
     '  row with its output record: @dbos-inc/postgres-datasource), started and awaited (startWorkflow, getResult).',
   );
   say(
-    "  Its SQL alone: the saga's durable writes as raw SQL, no Baton code (the protocol's floor: 18",
+    "  Its SQL alone: the saga's durable writes as raw SQL, no Baton code, primary keys only (a floor:",
   );
   say(
-    '  prepared statements and 5 commits per unit; not the lease hand-off, NOTIFY, LISTEN; saga-floor.ts).',
+    '  18 statements, 9 prepared, 5 commits per unit; not the first read, NOTIFY, LISTEN; saga-floor.ts).',
   );
   say('Does not measure: participants or HTTP (the default saga bench does).');
   const time = flags.quick

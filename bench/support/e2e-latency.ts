@@ -175,19 +175,22 @@ export async function runE2eLatency(
     ['handler', handledAt],
   ]);
   say(`where it goes (p50 / p99 ms, each stage from the one before): commit → ${stages}`);
+  // The feed hop split in two, over the same measured events as the stages above.
   const relayedAt = new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)]));
   const late: number[] = [];
   const served: number[] = [];
-  for (const [id, asked] of pipeline.feedAskedAt) {
+  for (const { id } of producerRows.rows) {
     const relayed = relayedAt.get(id);
+    const asked = pipeline.feedAskedAt.get(id);
     const answered = pipeline.feedAnsweredAt.get(id);
-    if (relayed === undefined || answered === undefined) continue;
+    if (relayed === undefined || asked === undefined || answered === undefined) continue;
     late.push(Math.max(0, asked - relayed));
     served.push(answered - Math.max(asked, relayed));
   }
-  say(
-    `  of relay → feed answered: the consumer's request arriving after the relay started ${round(percentile(late, 50))} / ${round(percentile(late, 99))}; the feed answering from then ${round(percentile(served, 50))} / ${round(percentile(served, 99))}`,
-  );
+  if (late.length > 0)
+    say(
+      `  of relay → feed answered: the consumer's request arriving after the relay started ${round(percentile(late, 50))} / ${round(percentile(late, 99))}; the feed answering from then ${round(percentile(served, 50))} / ${round(percentile(served, 99))}`,
+    );
   return result;
 }
 

@@ -100,8 +100,12 @@ export async function startPipeline(
   const server: RunningServer = await serveHttp(async (req, signal) => {
     const asked = wallMs();
     const answer = await feed.handle(req, signal);
-    if (options.traceHops && typeof answer.body === 'string')
-      noteAnswered(answer.body, asked, feedAskedAt, feedAnsweredAt);
+    const body = answer.body;
+    if (options.traceHops && typeof body === 'string') {
+      // The time now; the ids after the answer is on its way (not on the measured path).
+      const answered = wallMs();
+      setImmediate(() => noteAnswered(body, asked, answered, feedAskedAt, feedAnsweredAt));
+    }
     return answer;
   });
   const stopProducer = async () => {
@@ -181,14 +185,14 @@ export async function startPipeline(
 function noteAnswered(
   body: string,
   asked: number,
+  answered: number,
   askedAt: Map<string, number>,
   answeredAt: Map<string, number>,
 ): void {
-  const now = wallMs();
   for (const match of body.matchAll(/^\{.*?"id": ?"([0-9a-f-]{36})"/gm)) {
     if (!match[1]) continue;
     askedAt.set(match[1], asked);
-    answeredAt.set(match[1], now);
+    answeredAt.set(match[1], answered);
   }
 }
 

@@ -2,18 +2,21 @@ import type pg from 'pg';
 
 /**
  * The protocol floor of `saga --local`: the durable writes a Baton saga of
- * three local steps makes, as raw SQL on tables of the same shape, with no
- * Baton code — what this machine charges for the protocol itself (its round
- * trips and commits), apart from what Baton's code adds to it.
+ * three local steps makes, as raw SQL with no Baton code, on a simplified
+ * schema (primary keys only: no secondary index, no trigger) — a lower bound
+ * for what this machine charges for the protocol itself, its round trips and
+ * commits.
  *
  * Per unit, as Baton does it (traced statement by statement, 2026-12-04):
  * the saga row (autocommit); per step a transaction — BEGIN, the fence check
  * locking the saga row, the step's INSERT, the step record, COMMIT; the move
  * to `completed` (autocommit); the caller's read of the saga with its steps.
- * 18 statements, 5 commits. Not here: the lease hand-off, the NOTIFY and the
- * LISTEN that tell the caller, the claim a worker makes when no loop is idle,
- * the JSON of inputs and results beyond a small one — all of which Baton pays.
- * Prepared statements, as Baton's are.
+ * 18 statements, 5 commits; 9 of them prepared (the saga's own, as Baton's
+ * are), BEGIN, COMMIT and the step's INSERT not, as in Baton. Not here: the
+ * caller's first read (Baton's runs beside the first step), the lease
+ * hand-off, the NOTIFY and LISTEN that tell the caller, a claim when no loop
+ * is idle, Baton's heavier statements (the key CTE of the start, the
+ * per-column upsert of a step record) and its indexes and trigger.
  */
 export const FLOOR_TABLES = `
   CREATE TABLE floor_sagas (id text PRIMARY KEY, state text NOT NULL, fence int NOT NULL,

@@ -78,8 +78,11 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
       for (const step of [1, 2, 3]) await plain.query(INSERT_STEP, [`plain-${id}`, step]);
     };
     const floor = (id: string) => floorUnit(plain, id, INSERT_STEP);
+    // The ids each figure counted, by prefix: each is checked against the tables before printing.
+    const counted: Record<string, string[]> = {};
     const loop = async (prefix: string, unit: (id: string) => Promise<void>) => {
       const w = await closedLoop({ ...o, prefix, unit });
+      counted[prefix] = w.ids;
       return { perSec: w.perSec, completed: w.completed, ...pick(latencySummary(w.latenciesMs)) };
     };
     // Single flight first (a quiet database: the transaction-id count is this work's alone).
@@ -92,6 +95,7 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
         ms.push(wallMs() - t);
       }
       const writes = (await xid(db)) - before - 1; // the second xid() took one itself
+      counted[prefix] = Array.from({ length: o.single }, (_, i) => `${prefix}-${i}`);
       const seconds = ms.reduce((a, b) => a + b, 0) / 1000;
       return {
         run: {
@@ -109,6 +113,11 @@ export async function runLocal(clusters: BenchClusters, o: LocalOptions): Promis
     const plainRun = await loop('p', plainUnit);
     const floorRun = await loop('f', floor);
     await verify(db);
+    await verifyCounted(db, {
+      baton: [...(counted.s ?? []), ...(counted.b ?? [])],
+      floor: [...(counted.sf ?? []), ...(counted.f ?? [])],
+      plain: [...(counted.sp ?? []), ...(counted.p ?? [])],
+    });
     return {
       baton: batonRun,
       plain: plainRun,
@@ -162,6 +171,29 @@ async function verify(db: Database): Promise<void> {
   )
     throw new Error(
       `count check failed: ${JSON.stringify(row)} (every saga and floor unit completed with three step rows, every unit three rows); no figure is printed from this run`,
+    );
+}
+
+/** Every unit a figure counted is in the tables, whole: its saga (or floor unit) completed, its rows. */
+async function verifyCounted(
+  db: Database,
+  ids: { baton: string[]; floor: string[]; plain: string[] },
+): Promise<void> {
+  const r = await db.query<{ baton: number; floor: number; plain: number }>(
+    `SELECT (SELECT count(*)::int FROM baton.sagas g WHERE g.id = ANY($1) AND g.state = 'completed'
+               AND (SELECT count(*) FROM steps WHERE unit = g.id) = 3) AS baton,
+            (SELECT count(*)::int FROM floor_sagas f WHERE f.id = ANY($2) AND f.state = 'completed'
+               AND (SELECT count(*) FROM steps WHERE unit = 'floor-' || f.id) = 3
+               AND (SELECT count(*) FROM floor_steps WHERE saga_id = f.id AND state = 'completed') = 3) AS floor,
+            (SELECT count(*)::int FROM unnest($3::text[]) u(id)
+               WHERE (SELECT count(*) FROM steps WHERE unit = 'plain-' || u.id) = 3) AS plain`,
+    [ids.baton, ids.floor, ids.plain],
+  );
+  const row = r.rows[0];
+  const want = { baton: ids.baton.length, floor: ids.floor.length, plain: ids.plain.length };
+  if (!row || row.baton !== want.baton || row.floor !== want.floor || row.plain !== want.plain)
+    throw new Error(
+      `count check failed: the figures counted ${JSON.stringify(want)} units, the tables hold ${JSON.stringify(row)} of them whole; no figure is printed from this run`,
     );
 }
 
