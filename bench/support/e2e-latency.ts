@@ -124,8 +124,8 @@ export async function runE2eLatency(
   }>(
     'SELECT event_id::text AS id, extract(epoch FROM handled_at)::float8 * 1000 AS ms, fetched_ms AS fetched FROM handled',
   );
-  // Where the time goes: each event's relay transaction (outbox.relayed_at) and the consumer
-  // transaction that received it (inbox.received_at), both transaction start times.
+  // Where the time goes, besides the stamps above and the feed's: each event's relay transaction
+  // (outbox.relayed_at) and the consumer transaction that received it (inbox.received_at).
   const relayedRows = await pipeline.producerDb.query<{ id: string; ms: number }>(
     'SELECT event_id::text AS id, extract(epoch FROM relayed_at)::float8 * 1000 AS ms FROM baton.outbox',
   );
@@ -164,8 +164,9 @@ export async function runE2eLatency(
   say(
     `e2eP50Ms = ${result.p50Ms}, p90 = ${result.p90Ms}, e2eP99Ms = ${result.p99Ms}, max = ${result.maxMs}; consumer RSS max ${result.rssMbMax} MiB`,
   );
+  const relayedAt = new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)]));
   const stages = latencyStages(producerRows.rows, [
-    ['relay transaction', new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)]))],
+    ['relay transaction', relayedAt],
     ['feed answered', pipeline.feedAnsweredAt],
     [
       'batch in the consumer',
@@ -175,22 +176,13 @@ export async function runE2eLatency(
     ['handler', handledAt],
   ]);
   say(`where it goes (p50 / p99 ms, each stage from the one before): commit → ${stages}`);
-  // The feed hop split in two, over the same measured events as the stages above.
-  const relayedAt = new Map(relayedRows.rows.map((r) => [r.id, Number(r.ms)]));
-  const late: number[] = [];
-  const served: number[] = [];
-  for (const { id } of producerRows.rows) {
-    const relayed = relayedAt.get(id);
-    const asked = pipeline.feedAskedAt.get(id);
-    const answered = pipeline.feedAnsweredAt.get(id);
-    if (relayed === undefined || asked === undefined || answered === undefined) continue;
-    late.push(Math.max(0, asked - relayed));
-    served.push(answered - Math.max(asked, relayed));
-  }
-  if (late.length > 0)
-    say(
-      `  of relay → feed answered: the consumer's request arriving after the relay started ${round(percentile(late, 50))} / ${round(percentile(late, 99))}; the feed answering from then ${round(percentile(served, 50))} / ${round(percentile(served, 99))}`,
-    );
+  const split = feedSplit(
+    producerRows.rows,
+    relayedAt,
+    pipeline.feedAskedAt,
+    pipeline.feedAnsweredAt,
+  );
+  if (split) say(`  of relay → feed answered: ${split}`);
   return result;
 }
 
@@ -215,10 +207,33 @@ function latencyStages(
       before = t as number;
     });
   }
-  return present
-    .map(([name], i) => {
-      const xs = spans[i] ?? [];
-      return `${name} ${round(percentile(xs, 50))} / ${round(percentile(xs, 99))}`;
-    })
-    .join('; → ');
+  return present.map(([name], i) => `${name} ${p50p99(spans[i] ?? [])}`).join('; → ');
 }
+
+/**
+ * The feed hop split in two, over the same measured events as the stages:
+ * how long after the relay started the consumer's request arrived (0 when it
+ * was already waiting), and how long the feed took from then. Undefined
+ * without the feed's stamps (over NATS).
+ */
+function feedSplit(
+  committed: readonly { id: string }[],
+  relayed: ReadonlyMap<string, number>,
+  asked: ReadonlyMap<string, number>,
+  answered: ReadonlyMap<string, number>,
+): string | undefined {
+  const late: number[] = [];
+  const served: number[] = [];
+  for (const { id } of committed) {
+    const r = relayed.get(id);
+    const a = asked.get(id);
+    const done = answered.get(id);
+    if (r === undefined || a === undefined || done === undefined) continue;
+    late.push(Math.max(0, a - r));
+    served.push(done - Math.max(a, r));
+  }
+  if (late.length === 0) return undefined;
+  return `the consumer's request arriving after the relay started ${p50p99(late)}; the feed answering from then ${p50p99(served)}`;
+}
+
+const p50p99 = (xs: number[]) => `${round(percentile(xs, 50))} / ${round(percentile(xs, 99))}`;
