@@ -1,5 +1,7 @@
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EXIT_USAGE } from '../src/cli/cli-errors.ts';
+import { EXIT_USAGE, UsageError } from '../src/cli/cli-errors.ts';
+import { preparedStatementsFrom } from '../src/cli/connection.ts';
 import type { TestDatabase } from '../src/testing/index.ts';
 import { freshDatabase } from './helpers.ts';
 import { inProcess } from './support/baton-cli.ts';
@@ -73,5 +75,47 @@ describe('BATON_PREPARED_STATEMENTS for the CLI', () => {
       expect(run.stderr).toContain('BATON_PREPARED_STATEMENTS must be "on" or "off"');
       expect(run.stderr).toContain(JSON.stringify(value));
     }
+  });
+});
+
+describe('BATON_PREPARED_STATEMENTS values', () => {
+  it('takes exactly on, off and empty; refuses any other text, quoting it', () => {
+    expect(preparedStatementsFrom({})).toBe(true);
+    expect(preparedStatementsFrom({ BATON_PREPARED_STATEMENTS: '' })).toBe(true);
+    expect(preparedStatementsFrom({ BATON_PREPARED_STATEMENTS: 'on' })).toBe(true);
+    expect(preparedStatementsFrom({ BATON_PREPARED_STATEMENTS: 'off' })).toBe(false);
+    const near = fc.constantFrom(
+      'Off',
+      'OFF',
+      ' off',
+      'off ',
+      'of',
+      'offf',
+      'On',
+      'no',
+      'false',
+      '0',
+    );
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          near,
+          fc.string({ maxLength: 60 }),
+          fc.string({ unit: 'grapheme', maxLength: 20 }),
+        ),
+        (value) => {
+          fc.pre(!['', 'on', 'off'].includes(value));
+          let thrown: unknown;
+          try {
+            preparedStatementsFrom({ BATON_PREPARED_STATEMENTS: value });
+          } catch (error) {
+            thrown = error;
+          }
+          expect(thrown).toBeInstanceOf(UsageError);
+          expect((thrown as Error).message).toContain(JSON.stringify(value.slice(0, 40)));
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
